@@ -1,0 +1,49 @@
+"""``python -m blender_instseg.core <command>``: the bpy-free, torch-free tools.
+
+Each command lives in its own module, which provides ``configure_parser(parser)`` and
+``run(args) -> int``; modules are imported only when their command is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("blender_instseg.core.validate", "check a dataset the way a strict consumer would"),
+    "merge": ("blender_instseg.core.merge", "join per-image records (one or more dataset folders) into COCO files"),
+    "export-yolo": ("blender_instseg.core.yolo", "write ultralytics YOLO-seg labels/ and dataset.yaml"),
+    "evaluate": ("blender_instseg.core.evaluate", "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m blender_instseg.core", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        module.configure_parser(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return int(args._module.run(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""Crash-safe file writes: every file the project produces goes through here.
+
+A reader (or a resumed run after ``kill -9``) must never see a half-written file, so data is
+written to a temporary name in the same directory, flushed, fsynced, then renamed over the target.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, indent: int | None = None) -> Path:
+    """Serialise ``obj`` as JSON and write it atomically. Compact by default: datasets get large."""
+    separators = (",", ":") if indent is None else None
+    return atomic_write_text(path, json.dumps(obj, indent=indent, separators=separators, sort_keys=False))
+
+
+def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
+    """Load JSON, turning the usual failures into one-line ``ValueError``/``FileNotFoundError`` messages."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"{what} is a directory, expected a file: {p}")
+    try:
+        with p.open("r", encoding="utf-8") as fh:
+            return json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {p} (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{what} is not UTF-8 text: {p}") from None
