@@ -1,0 +1,180 @@
+"""runner.Job / run_blocking against small real child processes (no mocks: real pipes, real signals)."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.bpy  # importing blender_instseg.blender imports bpy
+
+from blender_instseg.blender import runner  # noqa: E402
+
+PROGRESS_THEN_DONE = """
+    import json, sys, time
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+    for i in range(1, n + 1):
+        print(json.dumps({"event": "progress", "step": i, "total": n, "loss": 1.0 / i}), flush=True)
+    print("a stray line from some library", flush=True)
+    print(json.dumps({"event": "done", "checkpoint": "/tmp/x.pt"}), flush=True)
+"""
+CRASH = """
+    import json, sys
+    print(json.dumps({"event": "progress", "step": 1, "total": 5}), flush=True)
+    raise RuntimeError("CUDA exploded in step 2")
+"""
+ERROR_EVENT = """
+    import json, sys
+    print(json.dumps({"event": "error", "message": "dataset has no images"}), flush=True)
+    sys.exit(2)
+"""
+STOPPABLE = """
+    import json, sys, threading, time
+    stop = threading.Event()
+    def watch():
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                stop.set(); return
+    threading.Thread(target=watch, daemon=True).start()
+    print(json.dumps({"event": "progress", "step": 0, "total": 100}), flush=True)
+    while not stop.is_set():
+        time.sleep(0.01)
+    print(json.dumps({"event": "checkpoint", "path": "/tmp/last.pt", "step": 7}), flush=True)
+    print(json.dumps({"event": "done", "stopped": True}), flush=True)
+"""
+STUBBORN = """
+    import json, signal, sys, time
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    print(json.dumps({"event": "progress", "step": 0, "total": 1}), flush=True)
+    while True:
+        time.sleep(0.05)
+"""
+JUNK = """
+    import sys
+    print("not json at all", flush=True)
+    print("{broken json", flush=True)
+    print('{"no_event_key": 1}', flush=True)
+    print('{"event": "progress", "step": 1, "total": 1}', flush=True)
+    print('{"event": "done"}', flush=True)
+"""
+NO_DONE = """
+    import json
+    print(json.dumps({"event": "progress", "step": 1, "total": 2}), flush=True)
+"""
+
+
+def _child(tmp_path: Path, name: str, body: str) -> list[str]:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, "-u", str(path)]
+
+
+def test_progress_then_done_via_poll(tmp_path: Path) -> None:
+    job = runner.Job(_child(tmp_path, "ok", PROGRESS_THEN_DONE) + ["4"], name="trainer").start()
+    events = []
+    deadline = time.monotonic() + 20
+    while not job.finished and time.monotonic() < deadline:
+        events += job.poll()
+        time.sleep(0.02)
+    events += job.poll()
+    job.close()
+    kinds = [e.event for e in events]
+    assert kinds == ["progress"] * 4 + ["log", "done"]
+    assert [e.get("step") for e in events[:4]] == [1, 2, 3, 4]
+    assert events[4].message == "a stray line from some library"
+    res = job.result()
+    assert res.ok and res.returncode == 0 and res.done.get("checkpoint") == "/tmp/x.pt"
+
+
+def test_crash_reports_last_stderr_line(tmp_path: Path) -> None:
+    seen = []
+    res = runner.run_blocking(_child(tmp_path, "crash", CRASH), seen.append, name="trainer", timeout=30)
+    assert not res.ok and res.returncode == 1
+    assert res.error.startswith("trainer failed (exit code 1)")
+    assert "RuntimeError: CUDA exploded in step 2" in res.error
+    assert [e.event for e in seen] == ["progress"]
+
+
+def test_error_event_message_wins(tmp_path: Path) -> None:
+    res = runner.run_blocking(_child(tmp_path, "err", ERROR_EVENT), timeout=30)
+    assert not res.ok and res.error == "dataset has no images" and res.returncode == 2
+
+
+def test_exit_zero_without_done_is_a_failure(tmp_path: Path) -> None:
+    res = runner.run_blocking(_child(tmp_path, "nodone", NO_DONE), name="predictor", timeout=30)
+    assert not res.ok and res.returncode == 0
+    assert res.error.startswith("predictor exited without finishing")
+
+
+def test_junk_lines_become_log_events(tmp_path: Path) -> None:
+    seen = []
+    res = runner.run_blocking(_child(tmp_path, "junk", JUNK), seen.append, timeout=30)
+    assert res.ok
+    assert [e.event for e in seen] == ["log", "log", "log", "progress", "done"]
+    assert seen[1].message == "{broken json"
+
+
+def test_stop_line_gives_clean_exit(tmp_path: Path) -> None:
+    job = runner.Job(_child(tmp_path, "stoppable", STOPPABLE), name="trainer").start()
+    assert job.wait(timeout=1.0) is False  # still running
+    t0 = time.monotonic()
+    rc = job.stop(grace_s=10, term_s=5)
+    assert rc == 0 and time.monotonic() - t0 < 5
+    assert job.wait(timeout=10)
+    job.close()
+    res = job.result()
+    assert res.ok and res.cancelled and res.done.get("stopped") is True
+
+
+def test_stubborn_child_is_killed(tmp_path: Path) -> None:
+    job = runner.Job(_child(tmp_path, "stubborn", STUBBORN), name="stubborn").start()
+    first = []
+    deadline = time.monotonic() + 20
+    while not first and time.monotonic() < deadline:  # make sure it is up and has set SIG_IGN
+        first = job.poll()
+        time.sleep(0.02)
+    t0 = time.monotonic()
+    rc = job.stop(grace_s=0.3, term_s=0.3)
+    assert rc == -9 and time.monotonic() - t0 < 5
+    assert job.wait(timeout=5)
+    job.close()
+    res = job.result()
+    assert res.cancelled and res.error is None and not res.ok
+
+
+def test_timeout_stops_and_reports(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    res = runner.run_blocking(_child(tmp_path, "stoppable", STOPPABLE), name="trainer", timeout=0.5)
+    assert time.monotonic() - t0 < 15
+    assert not res.ok and res.error.startswith("trainer timed out")
+
+
+def test_missing_interpreter_is_an_error_not_an_exception(tmp_path: Path) -> None:
+    res = runner.run_blocking([str(tmp_path / "no-such-python"), "-c", "pass"], name="trainer")
+    assert not res.ok and res.returncode is None
+    assert res.error.startswith("cannot start trainer")
+    with pytest.raises(runner.RunnerError):
+        runner.Job([str(tmp_path / "no-such-python")]).start()
+
+
+def test_child_env_puts_package_parent_first(tmp_path: Path) -> None:
+    env = runner.child_env()
+    first = env["PYTHONPATH"].split(":")[0]
+    assert Path(first) == runner.package_dir().parent
+    res = runner.run_blocking(
+        [sys.executable, "-c",
+         "import json, blender_instseg.core.protocol as p; p.emit('done', path=p.__file__)"],
+        env=env, cwd=str(tmp_path), timeout=30)
+    assert res.ok and res.done.get("path").startswith(str(runner.package_dir()))
+
+
+def test_generate_bootstrap_runs_main_of_the_package(tmp_path: Path) -> None:
+    argv = runner.generate_argv(["--help"], binary_path="", bootstrap_dir=tmp_path)
+    assert argv[0] == sys.executable and argv[-2:] == ["--", "--help"]
+    boot = Path(argv[2]).read_text()
+    assert runner.package_name() in boot
+    binary = runner.generate_argv(["--seed", "3"], binary_path="/opt/blender/blender", bootstrap_dir=tmp_path)
+    assert binary[:2] == ["/opt/blender/blender", "-b"] and binary[-3:] == ["--", "--seed", "3"]
