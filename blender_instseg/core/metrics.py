@@ -1,0 +1,627 @@
+"""COCO mask AP, Boundary AP and the breakdowns, on top of stock pycocotools ``COCOeval``.
+
+Every AP here is computed by pycocotools' own matching and accumulation, so the numbers follow
+the COCO protocol exactly. What changes between runs is only the IoU matrix fed to it or which
+ground truth is marked "ignore":
+
+* ``segm``      stock ``COCOeval(iouType="segm")``; its IoU matrices are then reused.
+* ``boundary``  the same, with IoU = min(mask IoU, Boundary IoU) (official Boundary AP). Boundary
+                IoU is computed only for pairs whose mask IoU reaches the lowest IoU threshold: any
+                other pair cannot match at any threshold whatever its boundary, so the AP is exact.
+* occlusion     one run per ``visible_fraction`` bucket, with ground truth outside the bucket
+                marked ignore (what COCO does for area ranges), reusing the IoU matrices.
+
+Inputs are checked before pycocotools sees them: its C code trusts RLE strings and will read or
+write out of bounds on a malformed one, so every ``counts`` string is parsed (vectorised, all
+predictions at once) and must describe exactly ``height * width`` pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from .boundary import boundary_iou_matrix
+from .fileio import read_json
+
+log = logging.getLogger(__name__)
+
+OCCLUSION_EDGES: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+SIZE_RANGES = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, 1e10)}
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """pycocotools prints progress on stdout; our stdout belongs to the report or the JSON-lines protocol."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+# --------------------------------------------------------------------------------------------
+# Input checks
+# --------------------------------------------------------------------------------------------
+
+def check_rle_counts(counts: list[str], n_pixels: list[int] | np.ndarray) -> np.ndarray:
+    """Return a bool array: True where a compressed COCO RLE string is malformed.
+
+    Mirrors pycocotools' ``rleFrString`` (6-bit chars from '0', 5 data bits + continuation bit,
+    sign bit on the last char, counts from the 4th on delta-coded against counts[m-2]) for all
+    strings in one vectorised pass. A string is good when every char is in range, the last
+    number is complete, every run length is >= 0 and the runs add up to ``n_pixels``.
+    """
+    n = len(counts)
+    bad = np.zeros(n, bool)
+    if n == 0:
+        return bad
+    n_pixels = np.asarray(n_pixels, np.int64)
+    lengths = np.fromiter((len(c) for c in counts), np.int64, count=n)
+    try:
+        joined = "".join(counts).encode("ascii")
+    except UnicodeEncodeError:
+        for i, c in enumerate(counts):
+            if not c.isascii():
+                bad[i] = True
+        counts = [c if c.isascii() else "" for c in counts]
+        lengths = np.fromiter((len(c) for c in counts), np.int64, count=n)
+        joined = "".join(counts).encode("ascii")
+    buf = np.frombuffer(joined, np.uint8).astype(np.int64) - 48
+    total = np.zeros(n, np.float64)
+    if buf.size:
+        sid = np.repeat(np.arange(n), lengths)
+        out_of_range = (buf < 0) | (buf > 63)
+        bad[np.unique(sid[out_of_range])] = True
+        c = np.clip(buf, 0, 63)
+        more = (c & 0x20) != 0
+        nonempty = lengths > 0
+        last = (np.cumsum(lengths) - 1)[nonempty]
+        bad[np.flatnonzero(nonempty)[more[last]]] = True
+        end = ~more
+        end[last] = True
+        pos = np.arange(buf.size)
+        start = np.r_[True, end[:-1]]
+        gstart = np.flatnonzero(start)
+        k = pos - np.maximum.accumulate(np.where(start, pos, 0))
+        too_long = k > 11  # > 60 bits: no real run length needs that
+        bad[np.unique(sid[too_long])] = True
+        k = np.minimum(k, 11)
+        vals = np.add.reduceat((c & 0x1F) << (5 * k), gstart)
+        gend = np.flatnonzero(end)
+        neg = (c[gend] & 0x10) != 0
+        vals = vals - np.where(neg, np.left_shift(1, 5 * (k[gend] + 1)), 0)
+        gsid = sid[gend]
+        per_string = np.bincount(gsid, minlength=n)
+        first_group = np.r_[0, np.cumsum(per_string)[:-1]]
+        m = np.arange(len(gend)) - first_group[gsid]
+        # counts 0, 1, 2 are raw; from m == 3 on, count[m] = x[m] + count[m - 2]: so odd counts are a
+        # running sum of odd x, even counts from m == 2 a running sum of even x, per string.
+        cnts = vals.copy()
+        for series in (m % 2 == 1, (m % 2 == 0) & (m >= 2)):
+            a = np.where(series, vals, 0)
+            ca = np.cumsum(a)
+            before = ca - a  # running sum before each group; value at a string's first group
+            cnts = np.where(series, ca - before[first_group[gsid]], cnts)
+        bad[np.unique(gsid[cnts < 0])] = True
+        total = np.bincount(gsid, weights=cnts.astype(np.float64), minlength=n)
+    bad |= total != n_pixels
+    return bad
+
+
+class InputError(ValueError):
+    """Bad ground truth or predictions; the message is one line meant for a person."""
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _normalise_segmentations(items: list[dict], images: dict[int, dict], what: str) -> None:
+    """Turn every ``segmentation`` into a compressed RLE with str counts, checking it on the way.
+
+    Polygons and uncompressed RLE are converted with pycocotools; compressed strings are checked
+    for well-formedness and for the image's size. Raises InputError naming the first bad item.
+    """
+    str_idx: list[int] = []
+    for i, item in enumerate(items):
+        seg = item.get("segmentation")
+        img = images[item["image_id"]]
+        h, w = int(img["height"]), int(img["width"])
+        where = f"{what} {i} (image_id {item['image_id']})"
+        if isinstance(seg, list):
+            polys = [p for p in seg if isinstance(p, list)]
+            if len(polys) != len(seg) or not polys or any(
+                    len(p) < 6 or len(p) % 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in p)
+                    for p in polys):
+                raise InputError(f"{where}: polygon segmentation must be lists of >= 3 (x, y) points")
+            rle = mask_utils.merge(mask_utils.frPyObjects(polys, h, w))
+            rle["counts"] = rle["counts"].decode("ascii")
+            item["segmentation"] = rle
+            continue
+        if not isinstance(seg, dict) or "counts" not in seg or "size" not in seg:
+            raise InputError(f"{where}: segmentation must be an RLE dict with 'size' and 'counts' (or polygons)")
+        size = seg["size"]
+        if (not isinstance(size, (list, tuple)) or len(size) != 2 or _as_int(size[0]) is None
+                or _as_int(size[1]) is None):
+            raise InputError(f"{where}: RLE 'size' must be [height, width], got {size!r}")
+        if [int(size[0]), int(size[1])] != [h, w]:
+            raise InputError(f"{where}: mask size {int(size[0])}x{int(size[1])} (HxW) does not match "
+                             f"the image's {h}x{w}")
+        counts = seg["counts"]
+        if isinstance(counts, bytes):
+            try:
+                seg["counts"] = counts = counts.decode("ascii")
+            except UnicodeDecodeError:
+                raise InputError(f"{where}: malformed RLE counts (not ASCII)") from None
+        if isinstance(counts, str):
+            str_idx.append(i)
+        elif isinstance(counts, list):
+            runs = [_as_int(v) for v in counts]
+            if any(v is None or v < 0 for v in runs) or sum(runs) != h * w:  # type: ignore[arg-type]
+                raise InputError(f"{where}: malformed uncompressed RLE (runs must be >= 0 and add up to {h * w})")
+            rle = mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w)
+            rle["counts"] = rle["counts"].decode("ascii")
+            item["segmentation"] = rle
+        else:
+            raise InputError(f"{where}: RLE 'counts' must be a string or a list of run lengths")
+    if str_idx:
+        counts_list = [items[i]["segmentation"]["counts"] for i in str_idx]
+        n_pix = [int(items[i]["segmentation"]["size"][0]) * int(items[i]["segmentation"]["size"][1])
+                 for i in str_idx]
+        bad = np.flatnonzero(check_rle_counts(counts_list, n_pix))
+        if bad.size:
+            i = str_idx[int(bad[0])]
+            raise InputError(f"{what} {i} (image_id {items[i]['image_id']}): malformed RLE counts "
+                             f"({bad.size} bad in total)")
+
+
+def load_ground_truth(source: str | Path | dict) -> tuple[COCO, Path | None]:
+    """Load and check a COCO ground-truth file (or dict); return it and the folder images are relative to.
+
+    A dict is deep-copied (pycocotools writes into annotations). Missing ``iscrowd`` is taken as 0
+    and missing ``area`` as the mask's pixel count, so externally made files work too.
+    """
+    root: Path | None = None
+    if isinstance(source, dict):
+        data = copy.deepcopy(source)
+    else:
+        path = Path(source)
+        data = read_json(path, "ground truth")
+        root = path.resolve().parent
+    if not isinstance(data, dict):
+        raise InputError("ground truth must be a COCO object with images, annotations and categories")
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(data.get(key), list):
+            raise InputError(f"ground truth has no '{key}' list: not a COCO instances file")
+    images: dict[int, dict] = {}
+    for i, img in enumerate(data["images"]):
+        if not isinstance(img, dict) or _as_int(img.get("id")) is None or \
+                _as_int(img.get("width")) is None or _as_int(img.get("height")) is None:
+            raise InputError(f"ground truth image {i}: needs integer id, width and height")
+        images[int(img["id"])] = img
+    cat_ids = set()
+    for i, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or _as_int(cat.get("id")) is None:
+            raise InputError(f"ground truth category {i}: needs an integer id")
+        cat.setdefault("name", str(cat["id"]))
+        cat_ids.add(int(cat["id"]))
+    anns = data["annotations"]
+    for i, ann in enumerate(anns):
+        if not isinstance(ann, dict) or _as_int(ann.get("id")) is None:
+            raise InputError(f"ground truth annotation {i}: needs an integer id")
+        if _as_int(ann.get("image_id")) not in images:
+            raise InputError(f"ground truth annotation {i}: unknown image_id {ann.get('image_id')!r}")
+        if _as_int(ann.get("category_id")) not in cat_ids:
+            raise InputError(f"ground truth annotation {i}: unknown category_id {ann.get('category_id')!r}")
+        ann["image_id"] = int(ann["image_id"])
+        ann["category_id"] = int(ann["category_id"])
+        ann["iscrowd"] = int(bool(ann.get("iscrowd", 0)))
+    _normalise_segmentations(anns, images, "ground truth annotation")
+    for ann in anns:
+        if not isinstance(ann.get("area"), (int, float)):
+            ann["area"] = float(mask_utils.area(ann["segmentation"]))
+    coco = COCO()
+    coco.dataset = data
+    with quiet():
+        coco.createIndex()
+    return coco, root
+
+
+def load_predictions(source: str | Path | list, gt: COCO) -> COCO:
+    """Load and check a COCO results list against ``gt``; return it as a COCO object.
+
+    Same as ``gt.loadRes`` for segmentation results, with two differences: an empty list is
+    allowed (every AP is then 0, or -1 where there is no ground truth), and a ``bbox`` given in
+    the results is dropped, so the area used for small/medium/large is the mask's (loadRes would
+    use the box's; detectron2 drops it for the same reason).
+    """
+    if isinstance(source, list):
+        preds = copy.deepcopy(source)
+    else:
+        preds = read_json(Path(source), "predictions")
+        if isinstance(preds, dict) and isinstance(preds.get("annotations"), list):
+            preds = preds["annotations"]  # tolerate a COCO-style wrapper
+    if not isinstance(preds, list):
+        raise InputError("predictions must be a JSON list of {image_id, category_id, score, segmentation}")
+    images = gt.imgs
+    cat_ids = set(gt.getCatIds())
+    unknown_img: set[Any] = set()
+    unknown_cat: set[Any] = set()
+    for i, p in enumerate(preds):
+        if not isinstance(p, dict):
+            raise InputError(f"prediction {i} is not an object")
+        for key in ("image_id", "category_id", "score", "segmentation"):
+            if key not in p:
+                raise InputError(f"prediction {i} has no '{key}'")
+        img_id, cat_id = _as_int(p["image_id"]), _as_int(p["category_id"])
+        if img_id not in images:
+            unknown_img.add(p["image_id"])
+        if cat_id not in cat_ids:
+            unknown_cat.add(p["category_id"])
+        score = p["score"]
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise InputError(f"prediction {i}: score must be a finite number, got {score!r}")
+        p["image_id"], p["category_id"], p["score"] = img_id, cat_id, float(score)
+    if unknown_img:
+        shown = ", ".join(map(repr, sorted(unknown_img, key=str)[:5]))
+        raise InputError(f"{len(unknown_img)} prediction image id(s) not in the ground truth (e.g. {shown}): "
+                         "predictions and ground truth are from different datasets?")
+    if unknown_cat:
+        shown = ", ".join(map(repr, sorted(unknown_cat, key=str)[:5]))
+        raise InputError(f"prediction category id(s) not in the ground truth: {shown}")
+    _normalise_segmentations(preds, images, "prediction")
+    for i, p in enumerate(preds):
+        p.pop("bbox", None)
+        p["area"] = float(mask_utils.area(p["segmentation"]))
+        p["bbox"] = [float(v) for v in mask_utils.toBbox(p["segmentation"])]
+        p["id"] = i + 1
+        p["iscrowd"] = 0
+    res = COCO()
+    res.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
+                   "annotations": preds}
+    with quiet():
+        res.createIndex()
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# COCOeval variants
+# --------------------------------------------------------------------------------------------
+
+class GivenIoUEval(COCOeval):
+    """Stock COCOeval whose IoU matrices are supplied, with extra ground truth marked ignore.
+
+    The IoU matrices must be laid out as stock ``computeIoU`` lays them out (detections by
+    descending score, at most ``maxDets[-1]``; ground truth in ``_gts`` order), which holds when
+    they come from a stock run on the same COCO objects and params.
+    """
+
+    def __init__(self, gt: COCO, dt: COCO, ious: dict, ignore_gt_ids: Iterable[int] = (), all_areas: bool = True):
+        super().__init__(gt, dt, iouType="segm")
+        self._given_ious = ious
+        self._extra_ignore = set(ignore_gt_ids)
+        if not all_areas:
+            self.params.areaRng = [[0.0, 1e10]]
+            self.params.areaRngLbl = ["all"]
+
+    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (pycocotools name)
+        return self._given_ious[imgId, catId]
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if self._extra_ignore:
+            for gts in self._gts.values():
+                for g in gts:
+                    if g["id"] in self._extra_ignore:
+                        g["ignore"] = 1
+
+
+@dataclass
+class BoundaryResult:
+    """Boundary IoU of every candidate pair and the matrices used for Boundary AP."""
+
+    ious: dict                                  # (img, cat) -> min(mask IoU, boundary IoU) matrix
+    pair_biou: dict[tuple[int, int], float] = field(default_factory=dict)  # (dt id, gt id) -> boundary IoU
+
+
+def _ordered(ev: COCOeval, img: int, cat: int) -> tuple[list[dict], list[dict]]:
+    """(detections, ground truth) of one cell, in the order stock computeIoU uses."""
+    gts = ev._gts[img, cat]
+    dts = ev._dts[img, cat]
+    order = np.argsort([-d["score"] for d in dts], kind="mergesort")
+    dts = [dts[i] for i in order][: ev.params.maxDets[-1]]
+    return dts, gts
+
+
+def boundary_ious(segm: COCOeval, dilation_ratio: float) -> BoundaryResult:
+    """min(mask IoU, boundary IoU) matrices for Boundary AP, from a finished stock segm run.
+
+    Boundary IoU is computed for pairs with mask IoU >= the lowest IoU threshold only (others
+    keep their mask IoU: below every threshold either way). Masks of one cell are decoded once,
+    their boundaries come from one erosion call, and all pairs from one matrix product.
+    """
+    t_min = float(np.min(segm.params.iouThrs))
+    out = BoundaryResult(ious={})
+    for key, m in segm.ious.items():
+        if len(m) == 0:
+            out.ious[key] = m
+            continue
+        m = np.asarray(m, np.float64)
+        dts, gts = _ordered(segm, *key)
+        crowd = np.array([bool(g["iscrowd"]) for g in gts])
+        cand = (m >= t_min) & ~crowd[None, :]
+        combined = m.copy()
+        if cand.any():
+            di = np.flatnonzero(cand.any(1))
+            gi = np.flatnonzero(cand.any(0))
+            dmask = mask_utils.decode([dts[i]["segmentation"] for i in di])
+            gmask = mask_utils.decode([gts[j]["segmentation"] for j in gi])
+            b = boundary_iou_matrix(dmask, gmask, dilation_ratio)
+            sub = cand[np.ix_(di, gi)]
+            rows, cols = np.nonzero(sub)
+            for r, c in zip(rows.tolist(), cols.tolist()):
+                out.pair_biou[dts[di[r]]["id"], gts[gi[c]]["id"]] = float(b[r, c])
+            block = combined[np.ix_(di, gi)]
+            combined[np.ix_(di, gi)] = np.where(sub, np.minimum(block, b), block)
+        out.ious[key] = combined
+    return out
+
+
+def run_eval(ev: COCOeval) -> COCOeval:
+    with quiet():
+        ev.evaluate()
+        ev.accumulate()
+        if len(ev.params.areaRng) == 4:
+            ev.summarize()
+    return ev
+
+
+def _mean_valid(s: np.ndarray) -> float:
+    v = s[s > -1]
+    return float(np.mean(v)) if v.size else -1.0
+
+
+def ap_from(ev: COCOeval, iou: float | None = None, cat_index: int | None = None, area_index: int = 0) -> float:
+    """AP as summarize() computes it (maxDets = last), optionally at one IoU or for one category."""
+    s = ev.eval["precision"]
+    if iou is not None:
+        s = s[np.flatnonzero(np.isclose(ev.params.iouThrs, iou))]
+    s = s[:, :, :, area_index, -1]
+    if cat_index is not None:
+        s = s[:, :, cat_index]
+    return _mean_valid(s)
+
+
+def stats_dict(ev: COCOeval) -> dict[str, float]:
+    return {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+
+
+# --------------------------------------------------------------------------------------------
+# Per-image matching at IoU 0.5 and the score threshold
+# --------------------------------------------------------------------------------------------
+
+def per_image_matches(segm: COCOeval, score_threshold: float) -> dict[int, dict]:
+    """Per image: matched (dt id, gt id, mask IoU) pairs at IoU 0.5, misses and false positives.
+
+    Reads stock COCOeval's own greedy matching (area "all", maxDets 100, IoU 0.5). Matching runs
+    in score order, so keeping detections >= threshold keeps exactly their matches. Detections
+    matched to crowd ground truth, and crowd ground truth, count as neither hit nor miss.
+    """
+    p = segm.params
+    t0 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
+    out: dict[int, dict] = {int(i): {"pairs": [], "tp": 0, "fp": 0, "fn": 0, "n_pred": 0, "n_gt": 0}
+                            for i in p.imgIds}
+    for e in segm.evalImgs:
+        if e is None or e["aRng"] != p.areaRng[0]:
+            continue
+        img, cat = int(e["image_id"]), int(e["category_id"])
+        rec = out[img]
+        scores = np.asarray(e["dtScores"], np.float64)
+        keep = scores >= score_threshold
+        dtm = np.asarray(e["dtMatches"][t0])
+        dtig = np.asarray(e["dtIgnore"][t0]).astype(bool)
+        gtig = np.asarray(e["gtIgnore"]).astype(bool)
+        kept_ids = {d for d, k in zip(e["dtIds"], keep) if k}
+        ious = segm.ious[img, cat]
+        dts, gts = _ordered(segm, img, cat)
+        row = {d["id"]: r for r, d in enumerate(dts)}
+        col = {g["id"]: c for c, g in enumerate(gts)}
+        tp = 0
+        for d_id, m, ig, k in zip(e["dtIds"], dtm, dtig, keep):
+            if not k or ig:
+                continue
+            rec["n_pred"] += 1
+            if m > 0:
+                tp += 1
+                rec["pairs"].append((int(d_id), int(m), float(ious[row[d_id], col[int(m)]])))
+            else:
+                rec["fp"] += 1
+        n_gt = int((~gtig).sum())
+        rec["n_gt"] += n_gt
+        matched_gt = sum(1 for g_id, gm, ig in zip(e["gtIds"], e["gtMatches"][t0], gtig)
+                         if not ig and gm > 0 and int(gm) in kept_ids)
+        rec["tp"] += tp
+        rec["fn"] += n_gt - matched_gt
+    return out
+
+
+def image_error(rec: dict) -> float:
+    """1 - panoptic quality of one image: 1 - sum(IoU of matches) / (TP + FP/2 + FN/2).
+
+    One number that grows with missed objects, false positives and sloppy masks alike; 0 for a
+    perfect image (and for an image with nothing in it and nothing predicted), 1 when nothing matches.
+    """
+    denom = rec["tp"] + 0.5 * rec["fp"] + 0.5 * rec["fn"]
+    if denom == 0:
+        return 0.0
+    return 1.0 - sum(p[2] for p in rec["pairs"]) / denom
+
+
+# --------------------------------------------------------------------------------------------
+# Everything together
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    """The metrics dict plus the finished evaluators (for plots)."""
+
+    metrics: dict
+    segm: COCOeval
+    boundary: COCOeval
+    matches: dict[int, dict]
+
+
+def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilation_ratio: float = 0.02,
+                    worst: int = 10, occlusion_edges: tuple[float, ...] = OCCLUSION_EDGES) -> Evaluation:
+    """Run every evaluation on loaded ground truth and predictions; return the metrics.json content."""
+    if not math.isfinite(score_threshold):
+        raise InputError(f"score threshold must be a finite number, got {score_threshold}")
+    if not math.isfinite(dilation_ratio) or dilation_ratio <= 0:
+        raise InputError(f"dilation ratio must be > 0, got {dilation_ratio}")
+    segm = run_eval(COCOeval(gt, dt, iouType="segm"))
+    bres = boundary_ious(segm, dilation_ratio)
+    bnd = run_eval(GivenIoUEval(gt, dt, bres.ious))
+
+    cats = {c["id"]: c for c in gt.dataset["categories"]}
+    gt_anns = gt.dataset["annotations"]
+    real = [a for a in gt_anns if not a["iscrowd"]]
+    matches = per_image_matches(segm, score_threshold)
+
+    # boundary IoU over pairs matched at mask IoU 0.5 (score >= threshold)
+    pair_mask, pair_b = [], []
+    for rec in matches.values():
+        for d_id, g_id, miou in rec["pairs"]:
+            pair_mask.append(miou)
+            pair_b.append(bres.pair_biou.get((d_id, g_id), 0.0))
+    boundary = stats_dict(bnd)
+    boundary["mean_boundary_iou"] = float(np.mean(pair_b)) if pair_b else None
+    boundary["mean_mask_iou"] = float(np.mean(pair_mask)) if pair_mask else None
+    boundary["n_matched_pairs"] = len(pair_b)
+    boundary["dilation_ratio"] = dilation_ratio
+
+    per_category = {}
+    for k, cid in enumerate(segm.params.catIds):
+        name = str(cats[cid].get("name", cid))
+        per_category[name] = {
+            "id": int(cid),
+            "AP": ap_from(segm, cat_index=k), "AP50": ap_from(segm, 0.5, cat_index=k),
+            "boundary_AP": ap_from(bnd, cat_index=k),
+            "n_gt": sum(1 for a in real if a["category_id"] == cid),
+            "n_pred": len(dt.getAnnIds(catIds=[cid])),
+        }
+
+    by_size = {}
+    for a_idx, label in enumerate(segm.params.areaRngLbl[1:], start=1):
+        lo, hi = segm.params.areaRng[a_idx]
+        by_size[label] = {"AP": ap_from(segm, area_index=a_idx), "boundary_AP": ap_from(bnd, area_index=a_idx),
+                          "n_gt": sum(1 for a in real if lo <= a["area"] <= hi), "area_range": [lo, min(hi, 1e10)]}
+
+    by_occlusion = _by_occlusion(gt, dt, segm, bres, real, occlusion_edges)
+
+    tp = sum(r["tp"] for r in matches.values())
+    fp = sum(r["fp"] for r in matches.values())
+    fn = sum(r["fn"] for r in matches.values())
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec_ = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * prec * rec_ / (prec + rec_) if prec + rec_ else 0.0
+    at_threshold = {"score_threshold": score_threshold, "iou_threshold": 0.5, "precision": prec,
+                    "recall": rec_, "f1": f1, "tp": tp, "fp": fp, "fn": fn}
+
+    worst_images = _worst_images(gt, matches, bres, worst)
+
+    curves = {
+        "recall": [float(v) for v in segm.params.recThrs],
+        "precision": {f"{t:.2f}": [float(v) for v in _mean_curve(segm.eval["precision"][i])]
+                      for i, t in enumerate(segm.params.iouThrs)},
+    }
+    metrics = {
+        "segm": stats_dict(segm),
+        "boundary": boundary,
+        "per_category": per_category,
+        "by_size": by_size,
+        "by_occlusion": by_occlusion,
+        "at_threshold": at_threshold,
+        "worst_images": worst_images,
+        "counts": {"images": len(gt.getImgIds()), "gt": len(real), "gt_crowd": len(gt_anns) - len(real),
+                   "predictions": len(dt.dataset["annotations"]),
+                   "predictions_above_threshold": sum(1 for a in dt.dataset["annotations"]
+                                                      if a["score"] >= score_threshold)},
+        "curves": curves,
+        "params": {"score_threshold": score_threshold, "dilation_ratio": dilation_ratio,
+                   "iou_thresholds": [round(float(t), 2) for t in segm.params.iouThrs],
+                   "max_dets": list(segm.params.maxDets), "occlusion_edges": list(occlusion_edges)},
+    }
+    return Evaluation(metrics=metrics, segm=segm, boundary=bnd, matches=matches)
+
+
+def _mean_curve(prec_t: np.ndarray) -> np.ndarray:
+    """Precision at each recall threshold averaged over categories (area all, maxDets 100); -1 when none."""
+    s = prec_t[:, :, 0, -1]  # R x K
+    valid = s > -1
+    n = valid.sum(1)
+    return np.where(n > 0, np.where(valid, s, 0).sum(1) / np.maximum(n, 1), -1.0)
+
+
+def _by_occlusion(gt: COCO, dt: COCO, segm: COCOeval, bres: BoundaryResult, real: list[dict],
+                  edges: tuple[float, ...]) -> dict:
+    """AP per visible_fraction bucket: ground truth outside the bucket is marked ignore.
+
+    Detections matched to ignored ground truth are ignored too (not false positives); a detection
+    that matches nothing is a false positive in every bucket, since a prediction has no
+    visible_fraction of its own. So bucket APs are comparable with each other, not with the overall AP.
+    """
+    known = [a for a in real if isinstance(a.get("visible_fraction"), (int, float))]
+    result: dict[str, Any] = {"buckets": [], "n_unknown": len(real) - len(known)}
+    if not known:
+        return result
+    crowd_ids = {a["id"] for a in gt.dataset["annotations"] if a["iscrowd"]}
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        inside = {a["id"] for a in known
+                  if lo <= a["visible_fraction"] < hi or (last and a["visible_fraction"] == hi)}
+        ignore = {a["id"] for a in real if a["id"] not in inside} | crowd_ids
+        entry: dict[str, Any] = {"range": [lo, hi], "label": f"{lo:.2f}-{hi:.2f}", "n_gt": len(inside)}
+        if inside:
+            ev = run_eval(GivenIoUEval(gt, dt, segm.ious, ignore, all_areas=False))
+            evb = run_eval(GivenIoUEval(gt, dt, bres.ious, ignore, all_areas=False))
+            entry.update(AP=ap_from(ev), AP50=ap_from(ev, 0.5), boundary_AP=ap_from(evb))
+        else:
+            entry.update(AP=-1.0, AP50=-1.0, boundary_AP=-1.0)
+        result["buckets"].append(entry)
+    return result
+
+
+def _worst_images(gt: COCO, matches: dict[int, dict], bres: BoundaryResult, n: int) -> list[dict]:
+    rows = []
+    for img_id, rec in matches.items():
+        err = image_error(rec)
+        if err <= 0:
+            continue
+        info = gt.imgs[img_id]
+        ious = [p[2] for p in rec["pairs"]]
+        bious = [bres.pair_biou.get((p[0], p[1]), 0.0) for p in rec["pairs"]]
+        rows.append({
+            "image_id": img_id, "seed": info.get("seed"), "index": info.get("index"),
+            "file_name": info.get("file_name"), "error": round(err, 6),
+            "n_gt": rec["n_gt"], "n_pred": rec["n_pred"], "n_missed": rec["fn"], "n_false_pos": rec["fp"],
+            "mean_matched_iou": float(np.mean(ious)) if ious else None,
+            "mean_matched_boundary_iou": float(np.mean(bious)) if bious else None,
+        })
+    rows.sort(key=lambda r: (-r["error"], -(r["n_missed"] + r["n_false_pos"]), r["image_id"]))
+    return rows[: max(0, n)]
