@@ -35,9 +35,12 @@ test-fast: venv
 demo: venv
 	$(PY) scripts/demo.py --out $(OUT)
 
-wheels: requirements/wheels.txt
+# Bundled third-party wheels (pycocotools, opencv) for the extension zip and for a Blender
+# binary's own Python (scripts/deps.py); skipped when the manifest's list is already present.
+wheels: venv
 	$(PY) scripts/build_extension.py wheels
 
+# wheels -> stage build/extension -> Blender's own `blender_ext.py build` -> validate folder and zip.
 build: venv
 	$(PY) scripts/build_extension.py build --out dist
 
@@ -50,7 +53,8 @@ $(TVENV)/.stamp: requirements/typecheck.txt
 	touch $@
 
 typecheck: $(TVENV)/.stamp
-	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core
+	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core \
+		scripts/build_extension.py scripts/deps.py
 
 bench: venv
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

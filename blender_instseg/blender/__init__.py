@@ -15,6 +15,10 @@ A submodule listed in ``SUBMODULES`` may define, all optional:
 Handlers and timers added through :func:`add_handler` / :func:`add_timer` are removed by the
 framework even if a submodule forgets, and :func:`registered_classes` lists what is registered
 (tests assert over it).
+
+Operators annotate ``execute``/``invoke``/``modal`` as ``-> set[OperatorReturn]`` (imported from
+here): it is the stubs' Literal under mypy and plain ``str`` at run time, so the override check
+against ``bpy.types.Operator`` passes without quoting or ignores.
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ import importlib
 import logging
 from collections.abc import Callable
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bpy
+
+if TYPE_CHECKING:
+    # Stubs-only (fake-bpy-module): the Literal of what Operator.execute/invoke/modal may return.
+    from bpy.stub_internal.rna_enums import OperatorReturnItems as OperatorReturn
+else:
+    OperatorReturn = str
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from typing import Any
 import bpy
 
 from .. import __package__ as base_package
+from . import OperatorReturn
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,7 @@ class INSTSEG_OT_check_python(bpy.types.Operator):
     bl_label = "Check Python"
     bl_options = {"INTERNAL"}
 
-    def execute(self, context: bpy.types.Context) -> set[str]:
+    def execute(self, context: bpy.types.Context) -> set[OperatorReturn]:
         result = check_python(resolve_python(context))
         prefs = get_preferences(context)
         if prefs is not None:
