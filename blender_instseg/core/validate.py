@@ -1,0 +1,387 @@
+"""``validate`` command: check a dataset the way a strict consumer (pycocotools, detectron2, mmdet) would.
+
+Every ``annotations*.json`` of the dataset is loaded with pycocotools, every mask is decoded, and
+what the file claims (area, bbox, ids, categories, image sizes, the instance-id maps and the amodal
+extras) is compared with what is actually there. Problems are collected, not raised, so one run
+lists all of them; the CLI prints one line per problem and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import struct
+import sys
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .coco import bbox_of_mask, decode_segmentation
+from .dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
+
+log = logging.getLogger(__name__)
+
+#: stored error/warning messages per report; the rest are only counted
+MAX_STORED = 1000
+#: tolerance between a stored visible_fraction and visible area / amodal area
+VISIBLE_FRACTION_TOL = 0.01
+
+
+@dataclass
+class ValidationReport:
+    """Outcome of ``validate_dataset``: ``ok`` when there are no errors."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    error_count: int = 0
+    warning_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error_count == 0
+
+    def error(self, message: str) -> None:
+        self.error_count += 1
+        if len(self.errors) < MAX_STORED:
+            self.errors.append(message)
+
+    def warn(self, message: str) -> None:
+        self.warning_count += 1
+        if len(self.warnings) < MAX_STORED:
+            self.warnings.append(message)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _png_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from a PNG header without decoding the image; None if not a PNG."""
+    with path.open("rb") as fh:
+        head = fh.read(24)
+    if len(head) < 24 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    w, h = struct.unpack(">II", head[16:24])
+    return int(w), int(h)
+
+
+def _image_size(path: Path) -> tuple[int, int] | None:
+    size = _png_size(path)
+    if size is not None:
+        return size
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        return None
+    return int(img.shape[1]), int(img.shape[0])
+
+
+class _FileChecker:
+    """Checks one COCO file; shares the file-size cache across the dataset's files."""
+
+    def __init__(self, report: ValidationReport, base: Path, label: str, size_cache: dict[Path, Any]) -> None:
+        self.r = report
+        self.base = base
+        self.label = label
+        self.sizes = size_cache
+
+    def err(self, msg: str) -> None:
+        self.r.error(f"{self.label}: {msg}")
+
+    def warn(self, msg: str) -> None:
+        self.r.warn(f"{self.label}: {msg}")
+
+    # ---- top level -------------------------------------------------------------------------
+    def check(self, data: dict) -> dict[str, Any]:
+        cats = self.check_categories(data["categories"])
+        images = self.check_images(data["images"])
+        by_image = self.check_annotation_fields(data["annotations"], images, cats)
+        self.check_pycocotools(data)
+        per_cat: Counter[str] = Counter()
+        for image_id, anns in by_image.items():
+            self.check_image_masks(images[image_id], anns)
+            for a in anns:
+                if a.get("category_id") in cats:
+                    per_cat[cats[a["category_id"]]] += 1
+        empty = sum(1 for i in images if not by_image.get(i))
+        return {"images": len(data["images"]), "annotations": len(data["annotations"]),
+                "empty_images": empty, "per_category": dict(sorted(per_cat.items()))}
+
+    def check_categories(self, categories: list[dict]) -> dict[Any, str]:
+        out: dict[Any, str] = {}
+        names: Counter[str] = Counter()
+        for c in categories:
+            cid, name = c.get("id"), c.get("name")
+            if not _is_int(cid):
+                self.err(f"category id {cid!r} is not an integer")
+                continue
+            if cid in out:
+                self.err(f"category id {cid} is used twice")
+            if not isinstance(name, str) or not name.strip():
+                self.err(f"category {cid} has no name")
+                name = ""
+            names[name] += 1
+            out[cid] = name
+        ids = sorted(out)
+        if not ids:
+            self.err("no categories")
+        elif ids != list(range(1, len(ids) + 1)):
+            self.err(f"category ids must be contiguous 1..{len(ids)}, got {ids}")
+        for name, n in names.items():
+            if name and n > 1:
+                self.err(f"category name {name!r} is used by {n} categories")
+        return out
+
+    def check_images(self, images: list[dict]) -> dict[Any, dict]:
+        out: dict[Any, dict] = {}
+        for im in images:
+            iid = im.get("id")
+            if not _is_int(iid):
+                self.err(f"image id {iid!r} is not an integer")
+                continue
+            if iid in out:
+                self.err(f"image id {iid} is used twice")
+                continue
+            w, h = im.get("width"), im.get("height")
+            if not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
+                self.err(f"image {iid}: width/height must be positive integers, got {w!r}x{h!r}")
+                continue
+            out[iid] = im
+            name = im.get("file_name")
+            if not isinstance(name, str) or not name:
+                self.err(f"image {iid}: no file_name")
+            else:
+                self.check_file(iid, "file_name", name, (w, h))
+            for key in ("mask_file", "depth_file"):
+                if isinstance(im.get(key), str):
+                    self.check_file(iid, key, im[key], (w, h) if key == "mask_file" else None)
+        return out
+
+    def check_file(self, image_id: Any, key: str, rel: str, size: tuple[int, int] | None) -> None:
+        path = self.base / rel
+        if not path.is_file():
+            self.err(f"image {image_id}: {key} not found: {path}")
+            return
+        if size is None:
+            return
+        if path not in self.sizes:
+            try:
+                self.sizes[path] = _image_size(path)
+            except OSError as exc:
+                self.sizes[path] = exc
+        got = self.sizes[path]
+        if got is None or isinstance(got, OSError):
+            self.err(f"image {image_id}: {key} cannot be read as an image: {path}")
+        elif tuple(got) != tuple(size):
+            self.err(f"image {image_id}: {key} is {got[0]}x{got[1]} but the record says {size[0]}x{size[1]}: {path}")
+
+    def check_annotation_fields(self, annotations: list[dict], images: dict, cats: dict) -> dict[Any, list[dict]]:
+        seen: set[Any] = set()
+        by_image: dict[Any, list[dict]] = defaultdict(list)
+        for a in annotations:
+            aid = a.get("id")
+            if not _is_int(aid):
+                self.err(f"annotation id {aid!r} is not an integer")
+                continue
+            if aid in seen:
+                self.err(f"annotation id {aid} is used twice")
+                continue
+            seen.add(aid)
+            if a.get("image_id") not in images:
+                self.err(f"annotation {aid}: image_id {a.get('image_id')!r} does not exist")
+                continue
+            if a.get("category_id") not in cats:
+                self.err(f"annotation {aid}: category_id {a.get('category_id')!r} does not exist")
+            if a.get("iscrowd") not in (0, 1):
+                self.err(f"annotation {aid}: iscrowd must be 0 or 1, got {a.get('iscrowd')!r}")
+            if "segmentation" not in a:
+                self.err(f"annotation {aid}: no segmentation")
+                continue
+            by_image[a["image_id"]].append(a)
+        return by_image
+
+    def check_pycocotools(self, data: dict) -> None:
+        from pycocotools.coco import COCO
+
+        coco = COCO()
+        coco.dataset = data
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                coco.createIndex()
+        except Exception as exc:  # pycocotools raises KeyError/TypeError on malformed entries
+            self.err(f"pycocotools cannot index the file: {type(exc).__name__}: {exc}")
+
+    # ---- masks -----------------------------------------------------------------------------
+    def decode(self, aid: Any, key: str, seg: Any, h: int, w: int) -> np.ndarray | None:
+        try:
+            return decode_segmentation(seg, h, w).astype(bool)
+        except ValueError as exc:
+            self.err(f"annotation {aid}: {key} cannot be decoded: {exc}")
+            return None
+
+    def check_geometry(self, aid: Any, what: str, mask: np.ndarray, area: Any, bbox: Any, exact: bool) -> None:
+        pixels = int(mask.sum())
+        if pixels == 0:
+            self.err(f"annotation {aid}: {what} mask is empty")
+            return
+        area_tol = 0.5 if exact else max(1.0, 0.02 * pixels)
+        if not _is_number(area):
+            self.err(f"annotation {aid}: {what} area {area!r} is not a number")
+        elif abs(float(area) - pixels) > area_tol:
+            self.err(f"annotation {aid}: {what} area {area} but the mask has {pixels} pixels")
+        tight = bbox_of_mask(mask)
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            self.err(f"annotation {aid}: {what} bbox {bbox!r} is not [x, y, w, h]")
+        elif max(abs(float(b) - t) for b, t in zip(bbox, tight)) > (1e-3 if exact else 1.0):
+            self.err(f"annotation {aid}: {what} bbox {bbox} but the mask's tight bbox is {tight}")
+
+    def check_image_masks(self, image: dict, anns: list[dict]) -> None:
+        h, w = int(image["height"]), int(image["width"])
+        owner = np.zeros((h, w), np.int64)
+        masks: dict[Any, np.ndarray] = {}
+        for a in anns:
+            aid = a["id"]
+            mask = self.decode(aid, "segmentation", a["segmentation"], h, w)
+            if mask is None:
+                continue
+            exact = isinstance(a["segmentation"], dict)
+            self.check_geometry(aid, "visible", mask, a.get("area"), a.get("bbox"), exact)
+            b = a.get("bbox")
+            if isinstance(b, list) and len(b) == 4 and all(_is_number(v) for v in b):
+                if b[0] < 0 or b[1] < 0 or b[0] + b[2] > w + 1e-6 or b[1] + b[3] > h + 1e-6:
+                    self.err(f"annotation {aid}: bbox {b} leaves the {w}x{h} image")
+            if a.get("iscrowd") == 0:
+                clash = owner[mask]
+                clash = clash[clash != 0]
+                if clash.size:
+                    other = int(np.bincount(clash).argmax())
+                    self.err(f"image {image['id']}: visible masks of annotations {other} and {aid} overlap "
+                             f"({clash.size} pixels)")
+                owner[mask] = aid
+            masks[aid] = mask
+            self.check_extras(a, mask, h, w)
+        if isinstance(image.get("mask_file"), str):
+            self.check_id_map(image, anns, masks)
+
+    def check_extras(self, a: dict, mask: np.ndarray, h: int, w: int) -> None:
+        aid = a["id"]
+        amodal = None
+        if "amodal_segmentation" in a and a["amodal_segmentation"] is not None:
+            amodal = self.decode(aid, "amodal_segmentation", a["amodal_segmentation"], h, w)
+            if amodal is not None:
+                exact = isinstance(a["amodal_segmentation"], dict)
+                self.check_geometry(aid, "amodal", amodal, a.get("amodal_area"), a.get("amodal_bbox"), exact)
+                outside = int(np.count_nonzero(mask & ~amodal))
+                if outside and (exact or outside > max(1, 0.02 * mask.sum())):
+                    self.err(f"annotation {aid}: {outside} visible pixels lie outside the amodal mask")
+        if "visible_fraction" in a:
+            vf = a["visible_fraction"]
+            if not _is_number(vf) or not 0.0 < float(vf) <= 1.0:
+                self.err(f"annotation {aid}: visible_fraction {vf!r} is not in (0, 1]")
+            elif amodal is not None and amodal.any():
+                expected = float(mask.sum()) / float(amodal.sum())
+                if abs(float(vf) - expected) > VISIBLE_FRACTION_TOL:
+                    self.err(f"annotation {aid}: visible_fraction {vf} but visible/amodal area is {expected:.4f}")
+
+    def check_id_map(self, image: dict, anns: list[dict], masks: dict[Any, np.ndarray]) -> None:
+        path = self.base / image["mask_file"]
+        if not path.is_file():
+            return  # already reported by check_file
+        id_map = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if id_map is None or id_map.ndim != 2:
+            self.err(f"image {image['id']}: mask_file is not a single-channel id map: {path}")
+            return
+        if id_map.shape != (int(image["height"]), int(image["width"])):
+            return  # size mismatch already reported
+        known: set[int] = set()
+        for a in anns:
+            iid = a.get("instance_id")
+            if not _is_int(iid) or a["id"] not in masks:
+                continue
+            known.add(int(iid))
+            diff = int(np.count_nonzero((id_map == iid) != masks[a["id"]]))
+            if diff:
+                self.err(f"annotation {a['id']}: mask differs from id {iid} in {image['mask_file']} by {diff} pixels")
+        present = set(int(v) for v in np.unique(id_map)) - {0}
+        extra = sorted(present - known)
+        if extra:
+            self.warn(f"image {image['id']}: ids {extra[:10]} in {image['mask_file']} have no annotation")
+
+
+def _annotation_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("annotations*.json") if p.is_file())
+
+
+def validate_dataset(root: str | Path) -> ValidationReport:
+    """Check every ``annotations*.json`` of a dataset folder (or one COCO file and its folder)."""
+    report = ValidationReport()
+    path = Path(root)
+    if not path.exists():
+        report.error(f"dataset not found: {path}")
+        return report
+    if path.is_file():
+        files, base = [path], path.parent
+    else:
+        files, base = _annotation_files(path), path
+        if not files:
+            hint = " (records/ exists: run merge first)" if (path / RECORDS_DIR).is_dir() else ""
+            report.error(f"no {ANNOTATIONS_FILE} (or annotations_<split>.json) in {path}{hint}")
+            return report
+    sizes: dict[Path, Any] = {}
+    per_file: dict[str, Any] = {}
+    for f in files:
+        try:
+            data = load_coco(f)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            report.error(str(exc))
+            continue
+        per_file[f.name] = _FileChecker(report, base, f.name, sizes).check(data)
+    report.summary = {"files": per_file}
+    return report
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataset", type=Path, metavar="DATASET",
+                        help="dataset folder holding annotations*.json (or one COCO file)")
+    parser.add_argument("--max-errors", type=int, default=50, metavar="N",
+                        help="print at most N problems (default 50); the rest are counted")
+
+
+def _print_summary(report: ValidationReport) -> None:
+    for name, s in report.summary.get("files", {}).items():
+        cats = ", ".join(f"{k}: {v}" for k, v in s["per_category"].items()) or "none"
+        print(f"{name}: {s['images']} images ({s['empty_images']} empty), {s['annotations']} annotations [{cats}]")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.max_errors < 1:
+        raise ValueError("--max-errors must be at least 1")
+    report = validate_dataset(args.dataset)
+    if report.ok:
+        _print_summary(report)
+        for w in report.warnings[: args.max_errors]:
+            print(f"warning: {w}")
+        if report.warning_count > args.max_errors:
+            print(f"warning: ... and {report.warning_count - args.max_errors} more warnings")
+        print(f"OK: {args.dataset} is valid ({report.warning_count} warnings)")
+        return 0
+    for e in report.errors[: args.max_errors]:
+        print(f"error: {e}", file=sys.stderr)
+    if report.error_count > args.max_errors:
+        print(f"error: ... and {report.error_count - args.max_errors} more problems", file=sys.stderr)
+    print(f"INVALID: {args.dataset}: {report.error_count} problems", file=sys.stderr)
+    return 1
