@@ -40,7 +40,7 @@ else:
 log = logging.getLogger(__name__)
 
 # Registration order; unregister runs in reverse. Add a submodule here and nowhere else.
-SUBMODULES: tuple[str, ...] = ("preferences",)
+SUBMODULES: tuple[str, ...] = ("preferences", "props", "ops", "ui")
 
 _modules: list[ModuleType] = []
 _classes: list[type] = []

@@ -1,0 +1,15 @@
+"""Operators: generate, train, evaluate, predict view, cancel, overlays and selection.
+
+Registered through the framework in ``blender/__init__.py`` (it reads ``classes`` and calls
+``unregister``); unregistering also stops a running child so no process outlives the add-on.
+"""
+
+from __future__ import annotations
+
+from . import dataset, evaluate, jobs, misc, predict, train
+
+classes = (*dataset.classes, *train.classes, *evaluate.classes, *predict.classes, *misc.classes)
+
+
+def unregister() -> None:
+    jobs.shutdown()

@@ -1,0 +1,50 @@
+"""Generate dataset: run the generator in a child process so the UI keeps drawing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from .. import runner
+from ..props import resolve_paths, settings
+from . import jobs
+from .base import JobOperatorMixin
+
+
+def generate_args(context: Any) -> list[str]:
+    """The generator's CLI arguments for the scene's settings (see docs/generator.md)."""
+    s = settings(context)
+    if s.min_objects > s.max_objects:
+        raise ValueError(f"Min Objects ({s.min_objects}) is larger than Max Objects ({s.max_objects})")
+    out = resolve_paths(context).dataset
+    args = ["--out", str(out), "--num-images", str(s.num_images), "--seed", str(s.seed),
+            "--resolution", str(s.resolution), "--min-objects", str(s.min_objects),
+            "--max-objects", str(s.max_objects), "--samples", str(s.samples), "--progress", "jsonl"]
+    if s.masks_only:
+        args.append("--masks-only")
+    return args
+
+
+class INSTSEG_OT_generate_dataset(JobOperatorMixin, bpy.types.Operator):
+    """Render a synthetic COCO dataset with the settings above (in a background process)"""
+
+    bl_idname = "instseg.generate_dataset"
+    bl_label = "Generate Dataset"
+
+    def build_spec(self, context: Any) -> jobs.JobSpec:
+        args = generate_args(context)
+        out = resolve_paths(context).dataset
+        out.parent.mkdir(parents=True, exist_ok=True)
+        argv = runner.generate_argv(args, bootstrap_dir=resolve_paths(context).root)
+
+        def on_done(ctx: Any, result: runner.JobResult) -> str:
+            done = result.done.data if result.done is not None else {}
+            n = done.get("images", done.get("num_images", settings(ctx).num_images))
+            return f"dataset: {n} images in {out}"
+
+        return jobs.JobSpec("generate", argv, on_done, env=runner.child_env(), cwd=str(out.parent),
+                            label=f"generating {settings(context).num_images} images")
+
+
+classes = (INSTSEG_OT_generate_dataset,)

@@ -1,0 +1,216 @@
+"""Drive one child process at a time for the operators, blocking or through a timer.
+
+Both paths feed the same ``apply_event`` and ``finish`` functions, so what the tests exercise in
+background mode (``run_blocking``) is the code the timer runs in the UI. The timer callback
+(``tick``) never touches bpy from the reader thread: it drains the queue on the main thread.
+Cancel is non-blocking: the timer sends "stop", then escalates to SIGTERM and SIGKILL on later
+ticks, so the UI never freezes waiting for a stubborn child.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import bpy
+
+from ...core.protocol import Event
+from .. import runner
+from ..props import job_state
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.2
+STOP_GRACE_S = 10.0
+TERM_GRACE_S = 5.0
+
+# on_done(context, result) -> summary line; raise ValueError/OSError for a failure the user should see
+DoneHook = Callable[[Any, runner.JobResult], str]
+
+
+@dataclass
+class JobSpec:
+    kind: str  # "generate" | "train" | "evaluate" | "predict"
+    argv: list[str]
+    on_done: DoneHook
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    label: str = ""  # shown while running
+    scene_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Active:
+    spec: JobSpec
+    job: runner.Job
+    stop_requested_at: float | None = None
+    terminated_at: float | None = None
+
+
+_active: _Active | None = None
+
+
+def is_running() -> bool:
+    return _active is not None
+
+
+def reset_state(state: Any, spec: JobSpec) -> None:
+    state.running = True
+    state.kind = spec.kind
+    state.progress = 0.0
+    state.status = spec.label or f"{spec.kind}: starting"
+    state.loss = 0.0
+    state.has_loss = False
+    state.eta_s = -1.0
+    state.last_error = ""
+    state.summary = ""
+
+
+def apply_event(state: Any, ev: Event, kind: str = "") -> None:
+    """Turn one protocol event into panel state (progress bar, loss, ETA, status line)."""
+    if ev.event == "progress":
+        step, total = ev.get("step"), ev.get("total")
+        if isinstance(step, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            state.progress = max(0.0, min(1.0, float(step) / float(total)))
+            state.status = f"{kind or 'job'}: {int(step)}/{int(total)}"
+        phase = ev.get("phase")
+        if phase:
+            state.status += f" ({phase})"
+        loss = ev.get("loss")
+        if isinstance(loss, (int, float)):
+            state.loss = float(loss)
+            state.has_loss = True
+        eta = ev.get("eta_s")
+        state.eta_s = float(eta) if isinstance(eta, (int, float)) else -1.0
+    elif ev.event == "checkpoint":
+        state.status = f"{kind}: checkpoint at step {ev.get('step')}"
+    elif ev.event == "eval":
+        metrics = ev.get("metrics") or {}
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in list(metrics.items())[:3] if isinstance(v, (int, float)))
+        if shown:
+            state.status = f"{kind}: eval {shown}"
+    elif ev.event == "log" and ev.message:
+        log.debug("%s: %s", kind, ev.message)
+    elif ev.event == "error":
+        state.last_error = ev.message
+
+
+def finish(context: Any, spec: JobSpec, result: runner.JobResult) -> tuple[bool, str]:
+    """Record the outcome in the panel state; returns (ok, message for Operator.report)."""
+    state = job_state(context)
+    state.running = False
+    if result.error:
+        state.last_error = result.error
+        state.status = f"{spec.kind} failed"
+        log.error("%s failed: %s", spec.kind, result.error)
+        return False, result.error
+    if result.cancelled and result.done is None:
+        state.status = f"{spec.kind} cancelled"
+        return True, state.status
+    try:
+        summary = spec.on_done(context, result)
+    except (ValueError, OSError, KeyError) as exc:
+        state.last_error = f"{spec.kind}: {exc}"
+        state.status = f"{spec.kind} failed"
+        return False, state.last_error
+    state.progress = 1.0
+    state.summary = summary
+    state.status = f"{spec.kind} cancelled (kept results)" if result.cancelled else f"{spec.kind} finished"
+    return True, summary
+
+
+def run_now(context: Any, spec: JobSpec, timeout: float | None = None) -> tuple[bool, str]:
+    """Blocking path (background mode, scripts, tests)."""
+    if _active is not None:
+        return False, f"another job is running ({_active.spec.kind}); cancel it first"
+    state = job_state(context)
+    reset_state(state, spec)
+    result = runner.run_blocking(spec.argv, lambda ev: apply_event(state, ev, spec.kind), env=spec.env,
+                                 cwd=spec.cwd, name=spec.kind, timeout=timeout)
+    return finish(context, spec, result)
+
+
+def start(context: Any, spec: JobSpec) -> tuple[bool, str]:
+    """UI path: start the child and poll it from a timer. Returns (started, message)."""
+    global _active
+    if _active is not None:
+        return False, f"another job is running ({_active.spec.kind}); cancel it first"
+    state = job_state(context)
+    reset_state(state, spec)
+    job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind)
+    try:
+        job.start()
+    except runner.RunnerError as exc:
+        return finish(context, spec, runner.JobResult(returncode=None, error=str(exc)))
+    _active = _Active(spec, job)
+    from .. import add_timer
+
+    add_timer(tick, first_interval=TICK_S)
+    tag_redraw(context)
+    return True, spec.label or f"{spec.kind} started"
+
+
+def tick() -> float | None:
+    """Timer callback: drain events, escalate a pending cancel, finish when the child is done."""
+    global _active
+    active = _active
+    if active is None:
+        return None
+    context = bpy.context
+    state = job_state(context)
+    for ev in active.job.poll():
+        apply_event(state, ev, active.spec.kind)
+    now = time.monotonic()
+    proc = active.job.proc
+    if active.stop_requested_at is not None and proc is not None and proc.poll() is None:
+        if active.terminated_at is None and now - active.stop_requested_at > STOP_GRACE_S:
+            proc.terminate()
+            active.terminated_at = now
+        elif active.terminated_at is not None and now - active.terminated_at > TERM_GRACE_S:
+            proc.kill()
+    if active.job.finished:
+        active.job.close()
+        _active = None
+        finish(context, active.spec, active.job.result())
+        tag_redraw(context)
+        return None
+    tag_redraw(context)
+    return TICK_S
+
+
+def request_cancel(context: Any) -> bool:
+    """Ask the running child to stop; the timer escalates. In background mode, stop synchronously."""
+    active = _active
+    if active is None:
+        return False
+    active.job.cancelled = True
+    active.stop_requested_at = time.monotonic()
+    active.job.send("stop")
+    job_state(context).status = f"{active.spec.kind}: stopping..."
+    return True
+
+
+def shutdown() -> None:
+    """Stop any child (add-on unregister / Blender quitting): never leave orphans behind."""
+    global _active
+    active = _active
+    _active = None
+    if active is not None:
+        active.job.stop(grace_s=2.0, term_s=2.0)
+        active.job.close()
+
+
+def tag_redraw(context: Any) -> None:
+    wm = getattr(context, "window_manager", None)
+    if wm is None:
+        return
+    for window in wm.windows:
+        screen = window.screen
+        if screen is None:
+            continue
+        for area in screen.areas:
+            if area.type in {"VIEW_3D", "IMAGE_EDITOR"}:
+                area.tag_redraw()

@@ -1,0 +1,302 @@
+"""Predict View: render the camera view, run the model out of process, bring the answer back.
+
+Predictions come back two ways: an overlay image (``ui.overlay``), and scene selection: each
+prediction is matched (``core.matching``, one-to-one, by IoU with the object's rendered pixels) to
+the object it most likely is; matched objects get selected (Blender outlines them), the best one
+becomes active, and class/score are stored as custom properties. The previous selection is kept
+so "Restore Selection" can undo it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import bpy
+import numpy as np
+from bpy.props import StringProperty
+from pycocotools import mask as mask_utils
+
+from ...core import matching
+from ...core.fileio import atomic_write_bytes, read_json
+from .. import runner
+from ..props import job_state, resolve_paths, settings
+from ..ui import overlay as ov
+from . import jobs
+from .base import JobOperatorMixin, python_for
+from .view_render import ViewRender, render_view
+
+log = logging.getLogger(__name__)
+
+PROP_CLASS = "instseg_class"
+PROP_SCORE = "instseg_score"
+PROP_IOU = "instseg_iou"
+VIEW_PNG = "view.png"
+PRED_JSON = "predictions.json"
+OVERLAY_PNG = "overlay.png"
+
+
+def find_categories(checkpoint: Path | None, dataset: Path | None) -> dict[int, str]:
+    """Category id -> name, from the run's config.json, else the dataset's COCO file."""
+    candidates: list[Path] = []
+    if checkpoint is not None:
+        candidates.append(checkpoint.parent / "config.json")
+    if dataset is not None:
+        candidates += [dataset / "annotations.json", dataset / "config.json"]
+    for path in candidates:
+        if not path.is_file():
+            continue
+        try:
+            found = _categories_in(read_json(path))
+        except (ValueError, OSError):
+            continue
+        if found:
+            return found
+    return {}
+
+
+def _categories_in(obj: Any, depth: int = 0) -> dict[int, str]:
+    if depth > 3:
+        return {}
+    if isinstance(obj, dict):
+        cats = obj.get("categories")
+        if isinstance(cats, list) and cats and all(isinstance(c, dict) and "id" in c and "name" in c for c in cats):
+            return {int(c["id"]): str(c["name"]) for c in cats}
+        for value in obj.values():
+            found = _categories_in(value, depth + 1)
+            if found:
+                return found
+    return {}
+
+
+def load_predictions(path: Path, shape: tuple[int, int], score_threshold: float) -> list[dict]:
+    """COCO results for the (single) predicted image, above the threshold, highest score first."""
+    data = read_json(path, "predictions file")
+    if isinstance(data, dict):
+        data = data.get("predictions", data.get("annotations"))
+    if not isinstance(data, list):
+        raise ValueError(f"{path} is not a COCO results list")
+    image_ids = {p.get("image_id") for p in data if isinstance(p, dict)}
+    if len(image_ids) > 1:
+        first = min(i for i in image_ids if i is not None)
+        data = [p for p in data if p.get("image_id") == first]
+        log.warning("predictions hold %d images; showing image_id %s", len(image_ids), first)
+    out = []
+    for p in data:
+        if not isinstance(p, dict) or "segmentation" not in p:
+            raise ValueError(f"{path}: every prediction needs a 'segmentation' (RLE)")
+        if float(p.get("score", 1.0)) < score_threshold:
+            continue
+        seg = p["segmentation"]
+        size = tuple(seg.get("size", ())) if isinstance(seg, dict) else ()
+        if size != shape:
+            raise ValueError(f"{path}: mask size {list(size)} differs from the rendered view {list(shape)}")
+        out.append(p)
+    out.sort(key=lambda p: -float(p.get("score", 1.0)))
+    return out
+
+
+def decode_masks(preds: list[dict], shape: tuple[int, int]) -> np.ndarray:
+    if not preds:
+        return np.zeros((0, *shape), bool)
+    rles = []
+    for p in preds:
+        seg = dict(p["segmentation"])
+        if isinstance(seg.get("counts"), str):
+            seg["counts"] = seg["counts"].encode("ascii")
+        rles.append(seg)
+    return np.asarray(mask_utils.decode(rles), dtype=bool).transpose(2, 0, 1)
+
+
+def _clear_instseg_props(scene: Any) -> None:
+    for ob in scene.objects:
+        for key in (PROP_CLASS, PROP_SCORE, PROP_IOU):
+            if key in ob:
+                del ob[key]
+
+
+def save_selection(context: Any) -> None:
+    """Remember the selection once; later predictions keep the first (pre-prediction) one."""
+    state = job_state(context)
+    if state.has_saved_selection:
+        return
+    state.saved_selection.clear()
+    for ob in context.view_layer.objects:
+        if ob.select_get():
+            state.saved_selection.add().object_name = ob.name
+    active = context.view_layer.objects.active
+    state.saved_active = active.name if active is not None else ""
+    state.has_saved_selection = True
+
+
+def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir: Path,
+                      categories: dict[int, str]) -> str:
+    """Overlay + selection + panel lists for the predictions in ``preds_path``."""
+    s = settings(context)
+    state = job_state(context)
+    shape = tuple(view.id_map.shape)
+    preds = load_predictions(preds_path, shape, s.score_threshold)  # type: ignore[arg-type]
+    masks = decode_masks(preds, shape)  # type: ignore[arg-type]
+    scores = np.array([float(p.get("score", 1.0)) for p in preds])
+    names = [categories.get(int(p.get("category_id", 0)), f"class {p.get('category_id')}") for p in preds]
+    result = matching.match_to_id_map(masks, view.id_map, scores, iou_threshold=s.match_iou_threshold)
+
+    # overlay: draw low scores first so the best prediction ends on top
+    labels = [f"{n} {sc:.2f}" for n, sc in zip(names, scores)]
+    order = np.argsort(scores, kind="stable")
+    drawn = ov.draw_overlay(view.rgb, masks[order], [labels[i] for i in order])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overlay_path = out_dir / OVERLAY_PNG
+    atomic_write_bytes(overlay_path, ov.encode_png(drawn.composite))
+    image = ov.to_blender_image(ov.COMPOSITE_NAME, drawn.composite)
+    layer = ov.to_blender_image(ov.LAYER_NAME, drawn.layer)
+    ov.show_in_image_editors(context, image)
+    if s.show_in_camera and context.scene.camera is not None:
+        ov.set_camera_background(context.scene.camera, layer)
+    state.overlay_image = image.name
+    state.overlay_path = str(overlay_path)
+
+    # selection
+    scene = context.scene
+    save_selection(context)
+    _clear_instseg_props(scene)
+    for ob in context.view_layer.objects:
+        ob.select_set(False)
+    state.matched.clear()
+    state.unmatched.clear()
+    state.missed.clear()
+    best = None
+    for m in sorted(result.matches, key=lambda m: -scores[m.prediction]):
+        ob = scene.objects.get(view.index_to_object.get(m.instance_id, ""))
+        if ob is None:
+            continue
+        ob.select_set(True)
+        ob[PROP_CLASS] = names[m.prediction]
+        ob[PROP_SCORE] = float(scores[m.prediction])
+        ob[PROP_IOU] = float(m.iou)
+        row = state.matched.add()
+        row.index, row.category, row.score, row.object_name, row.iou = (
+            m.prediction, names[m.prediction], float(scores[m.prediction]), ob.name, float(m.iou))
+        if best is None:
+            best = ob
+    if best is not None:
+        context.view_layer.objects.active = best
+    for i in result.unmatched_predictions:
+        row = state.unmatched.add()
+        row.index, row.category, row.score = i, names[i], float(scores[i])
+    for inst in result.missed_instances:
+        name = view.index_to_object.get(inst)
+        if name:
+            state.missed.add().object_name = name
+    return (f"{len(preds)} predictions: {len(result.matches)} matched, "
+            f"{len(result.unmatched_predictions)} unmatched, {len(state.missed)} objects missed")
+
+
+class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
+    """Render the camera view, predict instances, show them as an overlay and select the matched objects"""
+
+    bl_idname = "instseg.predict_view"
+    bl_label = "Predict View"
+
+    predictions_path: StringProperty(  # type: ignore[valid-type]
+        name="Predictions", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
+        description="Use this COCO results file for the rendered view instead of running the model")
+
+    def _render(self, context: Any) -> tuple[ViewRender, Path]:
+        out_dir = resolve_paths(context).predict
+        view = render_view(context, samples=settings(context).predict_samples)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        view_png = out_dir / VIEW_PNG
+        atomic_write_bytes(view_png, ov.encode_png(view.rgb))
+        return view, view_png
+
+    def execute(self, context: Any) -> set[str]:
+        if not self.predictions_path:
+            return super().execute(context)
+        # Given predictions (tests, or results from elsewhere): no model process to run.
+        paths = resolve_paths(context)
+        given = Path(bpy.path.abspath(self.predictions_path))
+        state = job_state(context)
+        state.last_error = ""
+        try:
+            if not given.is_file():
+                raise ValueError(f"predictions file not found: {given}")
+            view, _ = self._render(context)
+            summary = apply_predictions(context, view, given, paths.predict,
+                                        find_categories(paths.checkpoint, paths.dataset))
+        except (ValueError, OSError) as exc:
+            return self.fail(context, str(exc))
+        state.summary = summary
+        state.status = "predict finished"
+        self.report({"INFO"}, summary)
+        return {"FINISHED"}
+
+    def build_spec(self, context: Any) -> jobs.JobSpec:
+        s = settings(context)
+        paths = resolve_paths(context)
+        if not paths.checkpoint.is_file():
+            raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
+        python = python_for(self, context)
+        view, view_png = self._render(context)
+        out_dir = paths.predict
+        preds_path = out_dir / PRED_JSON
+        categories = find_categories(paths.checkpoint, paths.dataset)
+
+        def on_done(ctx: Any, result: runner.JobResult) -> str:
+            return apply_predictions(ctx, view, preds_path, out_dir, categories)
+
+        argv = runner.ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
+                                                  "--out", str(preds_path),
+                                                  "--score-threshold", f"{s.score_threshold:g}",
+                                                  "--device", s.device])
+        return jobs.JobSpec("predict", argv, on_done, env=runner.child_env(), cwd=str(out_dir),
+                            label="predicting")
+
+
+class INSTSEG_OT_clear_overlay(bpy.types.Operator):
+    """Remove the prediction overlay images, camera backgrounds and stored classes/scores"""
+
+    bl_idname = "instseg.clear_overlay"
+    bl_label = "Clear Overlay"
+
+    def execute(self, context: Any) -> set[str]:
+        names = (ov.COMPOSITE_NAME, ov.LAYER_NAME)
+        ov.remove_camera_backgrounds(names)
+        for name in names:
+            image = bpy.data.images.get(name)
+            if image is not None:
+                bpy.data.images.remove(image)
+        _clear_instseg_props(context.scene)
+        state = job_state(context)
+        state.overlay_image = ""
+        state.matched.clear()
+        state.unmatched.clear()
+        state.missed.clear()
+        return {"FINISHED"}
+
+
+class INSTSEG_OT_restore_selection(bpy.types.Operator):
+    """Give back the selection and active object from before the first prediction"""
+
+    bl_idname = "instseg.restore_selection"
+    bl_label = "Restore Selection"
+
+    @classmethod
+    def poll(cls, context: Any) -> bool:
+        return bool(job_state(context).has_saved_selection)
+
+    def execute(self, context: Any) -> set[str]:
+        state = job_state(context)
+        keep = {row.object_name for row in state.saved_selection}
+        for ob in context.view_layer.objects:
+            ob.select_set(ob.name in keep)
+        active = context.view_layer.objects.get(state.saved_active) if state.saved_active else None
+        context.view_layer.objects.active = active
+        state.saved_selection.clear()
+        state.saved_active = ""
+        state.has_saved_selection = False
+        return {"FINISHED"}
+
+
+classes = (INSTSEG_OT_predict_view, INSTSEG_OT_clear_overlay, INSTSEG_OT_restore_selection)

@@ -1,0 +1,49 @@
+"""Train: start the out-of-process trainer (the interpreter with torch) and follow its progress."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from .. import runner
+from ..props import resolve_paths, settings
+from . import jobs
+from .base import JobOperatorMixin, python_for
+
+
+def train_args(context: Any) -> list[str]:
+    s = settings(context)
+    paths = resolve_paths(context)
+    if not paths.dataset.exists():
+        raise ValueError(f"dataset folder not found: {paths.dataset} (generate a dataset first)")
+    args = ["--data", str(paths.dataset), "--out", str(paths.run), "--device", s.device]
+    if s.epochs > 0:
+        args += ["--epochs", str(s.epochs)]
+    else:
+        args += ["--minutes", f"{s.train_minutes:g}"]
+    return args
+
+
+class INSTSEG_OT_train(JobOperatorMixin, bpy.types.Operator):
+    """Train the bundled model on the dataset (out of process; Cancel keeps a usable checkpoint)"""
+
+    bl_idname = "instseg.train"
+    bl_label = "Train"
+
+    def build_spec(self, context: Any) -> jobs.JobSpec:
+        args = train_args(context)
+        python = python_for(self, context)
+        paths = resolve_paths(context)
+        paths.run.mkdir(parents=True, exist_ok=True)
+
+        def on_done(ctx: Any, result: runner.JobResult) -> str:
+            done = result.done.data if result.done is not None else {}
+            ckpt = done.get("checkpoint") or str(paths.run / "last.pt")
+            return f"checkpoint: {ckpt}"
+
+        return jobs.JobSpec("train", runner.ml_argv(python, "train", args), on_done, env=runner.child_env(),
+                            cwd=str(paths.run), label="training")
+
+
+classes = (INSTSEG_OT_train,)

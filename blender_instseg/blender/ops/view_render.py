@@ -1,0 +1,115 @@
+"""Render the active camera once with Cycles and keep RGB + Object Index in memory.
+
+Predict View needs to know which scene object owns each pixel, so every visible object gets a
+temporary unique ``pass_index`` (restored afterwards, with every render setting we touch) and the
+Object Index pass is read straight from the RenderResult (blender-5.0-facts.md section 3,
+approach A: wrap ``CyclesRender.render`` and copy passes with ``foreach_get``; no files, no
+compositor, and it works in background mode where the Viewer node never fills).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import bpy
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RENDERABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME"}
+INDEX_PASS_NAMES = ("Object Index", "IndexOB")  # 4.2+/5.0, and older builds
+
+
+@dataclass
+class ViewRender:
+    rgb: np.ndarray  # H x W x 3 uint8 (display-referred sRGB), top row first
+    id_map: np.ndarray  # H x W uint16; 0 = background
+    index_to_object: dict[int, str]  # pass index -> object name
+
+
+@contextlib.contextmanager
+def _capture_passes(layer_name: str) -> Iterator[dict[str, np.ndarray]]:
+    import cycles  # bundled add-on; importable once bpy is
+
+    captured: dict[str, np.ndarray] = {}
+    original = cycles.CyclesRender.render
+
+    def capturing_render(self: Any, depsgraph: Any) -> None:
+        original(self, depsgraph)
+        result = self.get_result()
+        w, h = result.resolution_x, result.resolution_y
+        layers = list(result.layers)
+        chosen = next((layer for layer in layers if layer.name == layer_name), layers[0] if layers else None)
+        if chosen is None:
+            return
+        for p in chosen.passes:
+            if p.name in ("Combined", *INDEX_PASS_NAMES):
+                buf = np.empty(w * h * p.channels, np.float32)
+                p.rect.foreach_get(buf)
+                captured[p.name] = np.flipud(buf.reshape(h, w, p.channels))
+
+    cycles.CyclesRender.render = capturing_render
+    try:
+        yield captured
+    finally:
+        cycles.CyclesRender.render = original
+
+
+@contextlib.contextmanager
+def _temporarily(obj: Any, **values: Any) -> Iterator[None]:
+    saved = {k: getattr(obj, k) for k in values}
+    try:
+        for k, v in values.items():
+            setattr(obj, k, v)
+        yield
+    finally:
+        for k, v in saved.items():
+            try:
+                setattr(obj, k, v)
+            except (AttributeError, TypeError, ValueError):  # e.g. an enum item that vanished
+                log.warning("could not restore %s.%s", obj, k)
+
+
+def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
+    """Scene-linear RGB -> 8-bit sRGB with the standard transfer curve (values clipped to [0, 1])."""
+    x = np.clip(linear, 0.0, 1.0)
+    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
+    return (srgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def render_view(context: Any, samples: int = 8) -> ViewRender:
+    """Render the scene's active camera; raise ValueError with a one-line reason if it cannot."""
+    scene = context.scene
+    if scene.camera is None:
+        raise ValueError("the scene has no active camera; add one or set Scene > Camera")
+    view_layer = context.view_layer
+    objects = [ob for ob in scene.objects if ob.type in RENDERABLE and ob.visible_get(view_layer=view_layer)]
+    if not objects:
+        raise ValueError("nothing to predict: the scene has no visible objects")
+    if len(objects) > 65535:
+        raise ValueError("more than 65535 visible objects; the index pass cannot tell them apart")
+    saved_index = {ob.name: ob.pass_index for ob in objects}
+    index_to_object = {i: ob.name for i, ob in enumerate(objects, start=1)}
+    render = scene.render
+    cyc = scene.cycles
+    try:
+        for i, ob in enumerate(objects, start=1):
+            ob.pass_index = i
+        with _temporarily(render, engine="CYCLES"), \
+                _temporarily(cyc, samples=max(1, int(samples)), use_denoising=False, use_adaptive_sampling=False), \
+                _temporarily(view_layer, use_pass_object_index=True, use_pass_combined=True), \
+                _capture_passes(view_layer.name) as captured:
+            bpy.ops.render.render()
+    finally:
+        for ob in objects:
+            ob.pass_index = saved_index[ob.name]
+    index = next((captured[n] for n in INDEX_PASS_NAMES if n in captured), None)
+    if index is None or "Combined" not in captured:
+        raise ValueError("Cycles produced no Object Index pass (is the Cycles add-on enabled?)")
+    rgb = linear_to_srgb8(captured["Combined"][..., :3])
+    id_map = np.rint(index[..., 0]).astype(np.uint16)
+    return ViewRender(rgb=np.ascontiguousarray(rgb), id_map=np.ascontiguousarray(id_map),
+                      index_to_object=index_to_object)

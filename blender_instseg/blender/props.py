@@ -1,0 +1,183 @@
+"""Settings (saved with the .blend, on ``Scene.instseg``) and job state (runtime, on the WindowManager).
+
+Settings live on the scene so a project file remembers its dataset folder and thresholds; the
+state of a running child lives on the WindowManager, which is not saved, so reopening a file never
+shows a stale "running" job. Empty folder settings mean "a default under the preferences' output
+folder" (see ``resolve_paths``), so a fresh scene works without typing any path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import bpy
+from bpy.props import (
+    BoolProperty,
+    CollectionProperty,
+    EnumProperty,
+    FloatProperty,
+    IntProperty,
+    PointerProperty,
+    StringProperty,
+)
+
+DEVICES = [
+    ("auto", "Auto", "CUDA when the interpreter sees a GPU, else CPU"),
+    ("cpu", "CPU", "Train and predict on the CPU"),
+    ("cuda", "CUDA", "Train and predict on an NVIDIA GPU"),
+]
+
+
+class InstSegSettings(bpy.types.PropertyGroup):
+    """Everything the four panel sections need; one per scene."""
+
+    # Dataset
+    dataset_dir: StringProperty(  # type: ignore[valid-type]
+        name="Output Folder", subtype="DIR_PATH", default="",
+        description="Dataset folder to write; empty = 'dataset' under the add-on's output folder")
+    num_images: IntProperty(name="Images", default=100, min=1, soft_max=100000,  # type: ignore[valid-type]
+                            description="Number of images to render")
+    seed: IntProperty(name="Seed", default=0, min=0,  # type: ignore[valid-type]
+                      description="Global seed; the same seed gives the same dataset")
+    resolution: IntProperty(name="Resolution", default=256, min=16, max=8192,  # type: ignore[valid-type]
+                            description="Square image size in pixels")
+    min_objects: IntProperty(name="Min Objects", default=5, min=1, soft_max=100,  # type: ignore[valid-type]
+                             description="Fewest objects per scene")
+    max_objects: IntProperty(name="Max Objects", default=15, min=1, soft_max=200,  # type: ignore[valid-type]
+                             description="Most objects per scene")
+    samples: IntProperty(name="Samples", default=16, min=1, soft_max=1024,  # type: ignore[valid-type]
+                         description="Cycles samples per pixel for the RGB images")
+    masks_only: BoolProperty(name="Masks Only", default=False,  # type: ignore[valid-type]
+                             description="Skip RGB (1 sample, no bounces): masks, depth and COCO only, fast")
+    # Training
+    run_dir: StringProperty(name="Run Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
+                            description="Where checkpoints go; empty = 'run' under the add-on's output folder")
+    train_minutes: FloatProperty(name="Minutes", default=5.0, min=0.1, soft_max=600.0,  # type: ignore[valid-type]
+                                 description="Training time budget (used when Epochs is 0)")
+    epochs: IntProperty(name="Epochs", default=0, min=0, soft_max=1000,  # type: ignore[valid-type]
+                        description="Train for this many epochs; 0 = use the time budget")
+    device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
+    # Evaluation / prediction
+    checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
+                               description="Model checkpoint; empty = last.pt in the run folder")
+    predictions_path: StringProperty(  # type: ignore[valid-type]
+        name="Predictions", subtype="FILE_PATH", default="",
+        description="Optional COCO results file: evaluate it instead of running the model")
+    score_threshold: FloatProperty(name="Score Threshold", default=0.3, min=0.0, max=1.0,  # type: ignore[valid-type]
+                                   description="Hide predictions scoring below this")
+    match_iou_threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Match IoU", default=0.5, min=0.0, max=1.0,
+        description="A prediction selects a scene object only when their masks overlap at least this much")
+    predict_samples: IntProperty(name="Render Samples", default=8, min=1, soft_max=256,  # type: ignore[valid-type]
+                                 description="Cycles samples for the Predict View render")
+    show_in_camera: BoolProperty(name="Show in Camera", default=True,  # type: ignore[valid-type]
+                                 description="Also show the overlay as the camera's background image")
+
+
+class InstSegWorstImage(bpy.types.PropertyGroup):
+    image_id: IntProperty()  # type: ignore[valid-type]
+    file_name: StringProperty()  # type: ignore[valid-type]
+    error: FloatProperty()  # type: ignore[valid-type]
+    n_missed: IntProperty()  # type: ignore[valid-type]
+    n_false_pos: IntProperty()  # type: ignore[valid-type]
+
+
+class InstSegPrediction(bpy.types.PropertyGroup):
+    """One prediction of the last Predict View (matched or not)."""
+
+    index: IntProperty()  # type: ignore[valid-type]
+    category: StringProperty()  # type: ignore[valid-type]
+    score: FloatProperty()  # type: ignore[valid-type]
+    object_name: StringProperty()  # type: ignore[valid-type]
+    iou: FloatProperty()  # type: ignore[valid-type]
+
+
+class InstSegObjectRef(bpy.types.PropertyGroup):
+    object_name: StringProperty()  # type: ignore[valid-type]
+
+
+class InstSegJobState(bpy.types.PropertyGroup):
+    """Runtime state of the current/last child process and the results shown in the panel."""
+
+    running: BoolProperty(default=False)  # type: ignore[valid-type]
+    kind: StringProperty(default="")  # type: ignore[valid-type]
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    status: StringProperty(default="")  # type: ignore[valid-type]
+    loss: FloatProperty(default=0.0)  # type: ignore[valid-type]
+    has_loss: BoolProperty(default=False)  # type: ignore[valid-type]
+    eta_s: FloatProperty(default=-1.0)  # type: ignore[valid-type]
+    last_error: StringProperty(default="")  # type: ignore[valid-type]
+    summary: StringProperty(default="")  # type: ignore[valid-type]
+    # evaluation results
+    has_metrics: BoolProperty(default=False)  # type: ignore[valid-type]
+    mask_ap: FloatProperty(default=0.0)  # type: ignore[valid-type]
+    mask_ap50: FloatProperty(default=0.0)  # type: ignore[valid-type]
+    boundary_ap: FloatProperty(default=0.0)  # type: ignore[valid-type]
+    report_dir: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
+    worst_images: CollectionProperty(type=InstSegWorstImage)  # type: ignore[valid-type]
+    # prediction results
+    overlay_image: StringProperty(default="")  # type: ignore[valid-type]
+    overlay_path: StringProperty(default="", subtype="FILE_PATH")  # type: ignore[valid-type]
+    matched: CollectionProperty(type=InstSegPrediction)  # type: ignore[valid-type]
+    unmatched: CollectionProperty(type=InstSegPrediction)  # type: ignore[valid-type]
+    missed: CollectionProperty(type=InstSegObjectRef)  # type: ignore[valid-type]
+    saved_selection: CollectionProperty(type=InstSegObjectRef)  # type: ignore[valid-type]
+    saved_active: StringProperty(default="")  # type: ignore[valid-type]
+    has_saved_selection: BoolProperty(default=False)  # type: ignore[valid-type]
+
+
+classes = (InstSegSettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
+
+
+def register() -> None:
+    bpy.types.Scene.instseg = PointerProperty(type=InstSegSettings)
+    bpy.types.WindowManager.instseg_job = PointerProperty(type=InstSegJobState)
+
+
+def unregister() -> None:
+    for owner, name in ((bpy.types.WindowManager, "instseg_job"), (bpy.types.Scene, "instseg")):
+        if hasattr(owner, name):
+            delattr(owner, name)
+
+
+def settings(context: bpy.types.Context) -> InstSegSettings:
+    return context.scene.instseg
+
+
+def job_state(context: bpy.types.Context) -> InstSegJobState:
+    return context.window_manager.instseg_job
+
+
+@dataclass
+class Paths:
+    """Absolute folders/files the operators use, with the empty-means-default rule applied."""
+
+    root: Path
+    dataset: Path
+    run: Path
+    checkpoint: Path
+    report: Path
+    predict: Path
+
+
+def output_root(context: bpy.types.Context) -> Path:
+    """The preferences' output folder (Blender's per-extension user folder by default)."""
+    from .preferences import resolve_output_dir
+
+    return Path(resolve_output_dir(context))
+
+
+def _abs(value: str) -> Path | None:
+    return Path(os.path.normpath(bpy.path.abspath(value))) if value else None
+
+
+def resolve_paths(context: bpy.types.Context) -> Paths:
+    s = settings(context)
+    root = output_root(context)
+    dataset = _abs(s.dataset_dir) or root / "dataset"
+    run = _abs(s.run_dir) or root / "run"
+    checkpoint = _abs(s.checkpoint) or run / "last.pt"
+    return Paths(root=root, dataset=dataset, run=run, checkpoint=checkpoint,
+                 report=run / "eval", predict=root / "predict")

@@ -1,0 +1,165 @@
+"""Draw predictions as an image (colour fill, outlines, "class score" labels) and hand it to Blender.
+
+The drawing is plain numpy + OpenCV on uint8 arrays (fast, testable without a window); the only
+bpy part copies the pixels into a ``bpy.data.images`` datablock with ``foreach_set``. Two images
+come out: an opaque composite over the rendered view (for the Image Editor and the PNG on disk)
+and a transparent layer with only the instances, which can sit over the camera view as its
+background image without doubling the scene.
+"""
+
+from __future__ import annotations
+
+import colorsys
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+COMPOSITE_NAME = "InstSeg Overlay"
+LAYER_NAME = "InstSeg Overlay Layer"
+
+
+def palette(n: int, seed: int = 0) -> np.ndarray:
+    """``n`` well separated saturated colours (golden-ratio hue steps), uint8 RGB."""
+    out = np.empty((n, 3), np.uint8)
+    h = (0.13 + 0.618033988749895 * seed) % 1.0
+    for i in range(n):
+        r, g, b = colorsys.hsv_to_rgb(h, 0.85, 1.0)
+        out[i] = (int(r * 255), int(g * 255), int(b * 255))
+        h = (h + 0.618033988749895) % 1.0
+    return out
+
+
+@dataclass
+class Overlay:
+    composite: np.ndarray  # H x W x 3 uint8, top row first
+    layer: np.ndarray  # H x W x 4 uint8 (alpha 0 outside instances), top row first
+
+
+def draw_overlay(rgb: np.ndarray, masks: np.ndarray, labels: Sequence[str], *, alpha: float = 0.5,
+                 colours: np.ndarray | None = None) -> Overlay:
+    """Fill, outline and label each mask. Later masks are drawn over earlier ones (pass low scores first)."""
+    rgb = np.ascontiguousarray(rgb[..., :3], dtype=np.uint8)
+    h, w = rgb.shape[:2]
+    masks = np.asarray(masks, dtype=bool).reshape(-1, h, w)
+    n = masks.shape[0]
+    if len(labels) != n:
+        raise ValueError(f"{n} masks but {len(labels)} labels")
+    cols = palette(n) if colours is None else np.asarray(colours, np.uint8).reshape(n, 3)
+    # top-most instance per pixel: the last mask covering it
+    owner = np.full((h, w), -1, np.int32)
+    if n:
+        covered = masks.any(0)
+        last = n - 1 - np.argmax(masks[::-1], axis=0)
+        owner[covered] = last[covered]
+    fg = owner >= 0
+    colour_img = np.zeros((h, w, 3), np.uint8)
+    colour_img[fg] = cols[owner[fg]]
+    composite = rgb.copy()
+    composite[fg] = (rgb[fg] * (1.0 - alpha) + colour_img[fg] * alpha + 0.5).astype(np.uint8)
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[..., :3] = colour_img
+    layer[fg, 3] = int(round(255 * alpha))
+    thick = max(1, round(min(h, w) / 256))
+    font_scale = max(0.3, min(h, w) / 700.0)
+    for i in range(n):
+        m = masks[i].astype(np.uint8)
+        if not m.any():
+            continue
+        contours, _ = cv2.findContours(m, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
+        colour = tuple(int(c) for c in cols[i])
+        cv2.drawContours(composite, contours, -1, colour, thick, lineType=cv2.LINE_AA)
+        cv2.drawContours(layer, contours, -1, (*colour, 255), thick, lineType=cv2.LINE_AA)
+    for i in range(n):  # labels last so outlines never cross them
+        ys, xs = np.nonzero(masks[i])
+        if ys.size == 0 or not labels[i]:
+            continue
+        _label(composite, labels[i], int(xs.min()), int(ys.min()), cols[i], font_scale, thick)
+        _label(layer, labels[i], int(xs.min()), int(ys.min()), cols[i], font_scale, thick)
+    return Overlay(composite, layer)
+
+
+def _label(img: np.ndarray, text: str, x: int, y: int, colour: np.ndarray, scale: float, thick: int) -> None:
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    h, w = img.shape[:2]
+    x0 = max(0, min(x, w - tw - 2))
+    y0 = max(th + base + 1, y)  # box sits above the mask's top edge when there is room
+    y0 = min(y0, h - 1)
+    bg = (0, 0, 0, 200) if img.shape[2] == 4 else (0, 0, 0)
+    cv2.rectangle(img, (x0, y0 - th - base - 1), (x0 + tw + 2, y0), bg, thickness=-1)
+    fg = (*(int(c) for c in colour), 255) if img.shape[2] == 4 else tuple(int(c) for c in colour)
+    cv2.putText(img, text, (x0 + 1, y0 - base), cv2.FONT_HERSHEY_SIMPLEX, scale, fg, 1, cv2.LINE_AA)
+
+
+def encode_png(img: np.ndarray) -> bytes:
+    """PNG bytes of an RGB or RGBA uint8 image (OpenCV wants BGR order)."""
+    if img.shape[2] == 4:
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+    else:
+        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise OSError("OpenCV could not encode the overlay PNG")
+    return buf.tobytes()
+
+
+def to_blender_image(name: str, img: np.ndarray) -> Any:
+    """Create or refresh ``bpy.data.images[name]`` with the pixels of ``img`` (uint8, top row first)."""
+    import bpy
+
+    h, w = img.shape[:2]
+    image = bpy.data.images.get(name)
+    if image is not None and tuple(image.size) != (w, h):
+        bpy.data.images.remove(image)
+        image = None
+    if image is None:
+        image = bpy.data.images.new(name, width=w, height=h, alpha=True)
+    rgba = np.empty((h, w, 4), np.float32)
+    rgba[..., :3] = img[..., :3]
+    rgba[..., 3] = img[..., 3] if img.shape[2] == 4 else 255
+    rgba = np.flipud(rgba) / 255.0  # Blender stores rows bottom-up
+    image.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())
+    image.update()
+    return image
+
+
+def show_in_image_editors(context: Any, image: Any) -> int:
+    """Point every open Image Editor at ``image``; returns how many there were."""
+    shown = 0
+    wm = getattr(context, "window_manager", None)
+    for window in (wm.windows if wm is not None else []):
+        if window.screen is None:
+            continue
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                area.spaces.active.image = image
+                area.tag_redraw()
+                shown += 1
+    return shown
+
+
+def set_camera_background(camera_obj: Any, image: Any, alpha: float = 1.0) -> None:
+    """Show ``image`` over the camera view (front), reusing our slot when it already exists."""
+    cam = camera_obj.data
+    slot = next((bg for bg in cam.background_images if bg.image is not None and bg.image.name == image.name), None)
+    if slot is None:
+        slot = cam.background_images.new()
+    slot.image = image
+    slot.alpha = alpha
+    slot.display_depth = "FRONT"
+    slot.show_background_image = True
+    cam.show_background_images = True
+
+
+def remove_camera_backgrounds(names: Sequence[str]) -> int:
+    """Remove our overlay slots from every camera; returns how many were removed."""
+    import bpy
+
+    removed = 0
+    for cam in bpy.data.cameras:
+        for bg in list(cam.background_images):
+            if bg.image is not None and bg.image.name in names:
+                cam.background_images.remove(bg)
+                removed += 1
+    return removed

@@ -1,0 +1,204 @@
+"""The "InstSeg" tab in the 3D Viewport sidebar: Dataset, Training, Evaluation, Prediction.
+
+Draw code only reads properties and places operator buttons; all work happens in ``ops``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from ..ops import jobs
+
+CATEGORY = "InstSeg"
+MAX_ROWS = 8  # list lengths shown in the sidebar; the report has the rest
+
+
+def draw_progress(layout: Any, factor: float, text: str) -> None:
+    """``UILayout.progress`` exists from Blender 4.0; older builds get a text percentage."""
+    if hasattr(layout, "progress"):
+        layout.progress(factor=factor, type="BAR", text=text)
+    else:
+        layout.label(text=f"{text} ({factor * 100:.0f}%)")
+
+
+def _eta(seconds: float) -> str:
+    if seconds < 0:
+        return ""
+    m, s = divmod(int(seconds + 0.5), 60)
+    return f"{m}:{s:02d} left" if m < 60 else f"{m // 60}h{m % 60:02d} left"
+
+
+def draw_job(layout: Any, context: Any, kinds: set[str]) -> None:
+    """Progress, loss/ETA, cancel button, last result or error, when the job belongs to this section."""
+    state = context.window_manager.instseg_job
+    if state.kind not in kinds:
+        return
+    if state.running:
+        text = state.status
+        if state.has_loss:
+            text += f"  loss {state.loss:.3f}"
+        eta = _eta(state.eta_s)
+        if eta:
+            text += f"  {eta}"
+        draw_progress(layout, state.progress, text)
+        layout.operator("instseg.cancel_job", icon="CANCEL")
+    elif state.last_error:
+        box = layout.box()
+        box.label(text=f"{state.kind} failed", icon="ERROR")
+        for chunk in _wrap(state.last_error, 60):
+            box.label(text=chunk)
+    elif state.summary:
+        layout.label(text=state.summary, icon="CHECKMARK")
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return lines[:6]
+
+
+class _Base:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = CATEGORY
+
+
+class INSTSEG_PT_main(_Base, bpy.types.Panel):
+    bl_idname = "INSTSEG_PT_main"
+    bl_label = "Instance Segmentation"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        state = context.window_manager.instseg_job
+        row = layout.row(align=True)
+        row.operator("instseg.check_python", icon="CONSOLE")
+        if jobs.is_running() or state.running:
+            row.operator("instseg.cancel_job", text="", icon="CANCEL")
+
+
+class INSTSEG_PT_dataset(_Base, bpy.types.Panel):
+    bl_idname = "INSTSEG_PT_dataset"
+    bl_label = "Dataset"
+    bl_parent_id = "INSTSEG_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        s = context.scene.instseg
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(s, "dataset_dir")
+        col = layout.column(align=True)
+        col.prop(s, "num_images")
+        col.prop(s, "seed")
+        col.prop(s, "resolution")
+        col = layout.column(align=True)
+        col.prop(s, "min_objects", text="Objects Min")
+        col.prop(s, "max_objects", text="Max")
+        col = layout.column()
+        col.prop(s, "masks_only")
+        sub = col.column()
+        sub.enabled = not s.masks_only
+        sub.prop(s, "samples")
+        layout.operator("instseg.generate_dataset", icon="RENDER_STILL")
+        draw_job(layout, context, {"generate"})
+
+
+class INSTSEG_PT_training(_Base, bpy.types.Panel):
+    bl_idname = "INSTSEG_PT_training"
+    bl_label = "Training"
+    bl_parent_id = "INSTSEG_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        s = context.scene.instseg
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(s, "run_dir")
+        col = layout.column(align=True)
+        col.prop(s, "epochs")
+        sub = col.column(align=True)
+        sub.enabled = s.epochs == 0
+        sub.prop(s, "train_minutes")
+        layout.prop(s, "device")
+        layout.operator("instseg.train", icon="PLAY")
+        draw_job(layout, context, {"train"})
+
+
+class INSTSEG_PT_evaluation(_Base, bpy.types.Panel):
+    bl_idname = "INSTSEG_PT_evaluation"
+    bl_label = "Evaluation"
+    bl_parent_id = "INSTSEG_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        s = context.scene.instseg
+        state = context.window_manager.instseg_job
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(s, "checkpoint")
+        layout.prop(s, "predictions_path")
+        layout.prop(s, "score_threshold")
+        layout.operator("instseg.evaluate", icon="GRAPH")
+        draw_job(layout, context, {"evaluate"})
+        if state.has_metrics:
+            box = layout.box()
+            col = box.column(align=True)
+            col.label(text=f"Mask AP       {state.mask_ap:.3f}")
+            col.label(text=f"Mask AP50     {state.mask_ap50:.3f}")
+            col.label(text=f"Boundary AP   {state.boundary_ap:.3f}")
+            if len(state.worst_images):
+                box.label(text="Worst images", icon="IMAGE_DATA")
+                col = box.column(align=True)
+                for item in list(state.worst_images)[:MAX_ROWS]:
+                    col.label(text=f"{item.file_name or item.image_id}: {item.n_missed} missed, "
+                                   f"{item.n_false_pos} false")
+            box.operator("instseg.open_report", icon="FILE_FOLDER")
+
+
+class INSTSEG_PT_prediction(_Base, bpy.types.Panel):
+    bl_idname = "INSTSEG_PT_prediction"
+    bl_label = "Prediction"
+    bl_parent_id = "INSTSEG_PT_main"
+
+    def draw(self, context: Any) -> None:
+        layout = self.layout
+        s = context.scene.instseg
+        state = context.window_manager.instseg_job
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        col = layout.column(align=True)
+        col.prop(s, "score_threshold")
+        col.prop(s, "match_iou_threshold")
+        layout.prop(s, "predict_samples")
+        layout.prop(s, "show_in_camera")
+        layout.operator("instseg.predict_view", icon="VIEW_CAMERA")
+        draw_job(layout, context, {"predict"})
+        row = layout.row(align=True)
+        row.operator("instseg.clear_overlay", icon="X")
+        row.operator("instseg.restore_selection", icon="RESTRICT_SELECT_OFF")
+        if len(state.matched) or len(state.unmatched) or len(state.missed):
+            box = layout.box()
+            box.label(text=f"Matched ({len(state.matched)})", icon="CHECKMARK")
+            col = box.column(align=True)
+            for row_ in list(state.matched)[:MAX_ROWS]:
+                col.label(text=f"{row_.object_name}: {row_.category} {row_.score:.2f} (IoU {row_.iou:.2f})")
+            box.label(text=f"Unmatched predictions ({len(state.unmatched)})", icon="QUESTION")
+            col = box.column(align=True)
+            for row_ in list(state.unmatched)[:MAX_ROWS]:
+                col.label(text=f"#{row_.index}: {row_.category} {row_.score:.2f}")
+            box.label(text=f"Missed objects ({len(state.missed)})", icon="GHOST_ENABLED")
+            col = box.column(align=True)
+            for ref in list(state.missed)[:MAX_ROWS]:
+                col.label(text=ref.object_name)
+
+
+classes = (INSTSEG_PT_main, INSTSEG_PT_dataset, INSTSEG_PT_training, INSTSEG_PT_evaluation, INSTSEG_PT_prediction)

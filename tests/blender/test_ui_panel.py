@@ -1,0 +1,204 @@
+"""Every panel's draw() runs against a recording layout that checks property, operator and icon names.
+
+Panels never draw in module mode (no window loop), so draw() is called directly with a layout
+that records calls and fails on a property the data does not have, an operator that is not
+registered, or an icon Blender does not know: the typos that would otherwise only show up as a
+broken panel in a real Blender session.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.bpy
+
+bpy = pytest.importorskip("bpy")
+import addon_utils  # noqa: E402
+
+ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+
+class RecordingLayout:
+    """Stands in for bpy.types.UILayout: records calls and validates every name it is given."""
+
+    def __init__(self, log: list[tuple], path: str = "layout") -> None:
+        self._log = log
+        self._path = path
+        self.use_property_split = False
+        self.use_property_decorate = True
+        self.enabled = True
+        self.active = True
+        self.alert = False
+        self.scale_y = 1.0
+
+    def _child(self, kind: str) -> "RecordingLayout":
+        self._log.append((kind, self._path))
+        return RecordingLayout(self._log, f"{self._path}.{kind}")
+
+    def row(self, **kw: Any) -> "RecordingLayout":
+        return self._child("row")
+
+    def column(self, **kw: Any) -> "RecordingLayout":
+        return self._child("column")
+
+    def box(self) -> "RecordingLayout":
+        return self._child("box")
+
+    def split(self, **kw: Any) -> "RecordingLayout":
+        return self._child("split")
+
+    @staticmethod
+    def _check_icon(icon: str | None) -> None:
+        if icon is not None:
+            assert icon in ICONS, f"unknown icon {icon!r}"
+
+    def prop(self, data: Any, name: str, **kw: Any) -> None:
+        assert name in data.bl_rna.properties.keys(), f"{type(data).__name__} has no property {name!r}"
+        assert hasattr(data, name)
+        self._check_icon(kw.get("icon"))
+        self._log.append(("prop", type(data).__name__, name))
+
+    def operator(self, idname: str, **kw: Any) -> SimpleNamespace:
+        module, _, func = idname.partition(".")
+        op = getattr(getattr(bpy.ops, module), func)
+        op.get_rna_type()  # raises KeyError for an operator that is not registered
+        self._check_icon(kw.get("icon"))
+        self._log.append(("operator", idname))
+        return SimpleNamespace()
+
+    def label(self, text: str = "", icon: str | None = None, **kw: Any) -> None:
+        assert isinstance(text, str)
+        self._check_icon(icon)
+        self._log.append(("label", text))
+
+    def progress(self, factor: float = 0.0, type: str = "BAR", text: str = "") -> None:  # noqa: A002
+        assert 0.0 <= factor <= 1.0 and type in {"BAR", "RING"}
+        self._log.append(("progress", factor, text))
+
+    def separator(self, **kw: Any) -> None:
+        self._log.append(("separator",))
+
+
+@pytest.fixture(scope="module")
+def addon():
+    mod = addon_utils.enable("blender_instseg", default_set=True)
+    assert mod is not None
+    from blender_instseg.blender.ui import panel
+
+    yield panel
+    addon_utils.disable("blender_instseg", default_set=True)
+
+
+def _draw_all(panel_module: Any) -> list[tuple]:
+    log: list[tuple] = []
+    for cls in panel_module.classes:
+        layout = RecordingLayout(log, cls.__name__)
+        cls.draw(SimpleNamespace(layout=layout), bpy.context)
+    return log
+
+
+def test_idle_panels_show_every_setting(addon: Any) -> None:
+    state = bpy.context.window_manager.instseg_job
+    state.kind = ""
+    log = _draw_all(addon)
+    props = {entry[2] for entry in log if entry[0] == "prop"}
+    settings = {p for p in bpy.context.scene.instseg.bl_rna.properties.keys() if p not in ("rna_type", "name")}
+    assert props == settings  # every setting is reachable from the panel, and nothing else
+    ops = {entry[1] for entry in log if entry[0] == "operator"}
+    assert {"instseg.generate_dataset", "instseg.train", "instseg.evaluate", "instseg.predict_view",
+            "instseg.check_python", "instseg.clear_overlay", "instseg.restore_selection"} <= ops
+    assert not any(entry[0] == "progress" for entry in log)
+    sections = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "")}
+    assert sections == {"Dataset", "Training", "Evaluation", "Prediction"}
+    assert {cls.bl_category for cls in addon.classes} == {"InstSeg"}
+
+
+def test_running_job_shows_progress_loss_eta_and_cancel(addon: Any) -> None:
+    state = bpy.context.window_manager.instseg_job
+    state.kind, state.running, state.progress, state.status = "train", True, 0.25, "train: 50/200"
+    state.loss, state.has_loss, state.eta_s = 0.4321, True, 125.0
+    try:
+        log = _draw_all(addon)
+    finally:
+        state.running = False
+    bars = [e for e in log if e[0] == "progress"]
+    assert len(bars) == 1 and bars[0][1] == pytest.approx(0.25)
+    assert "train: 50/200" in bars[0][2] and "loss 0.432" in bars[0][2] and "2:05 left" in bars[0][2]
+    assert ("operator", "instseg.cancel_job") in log
+
+
+def test_error_and_results_are_drawn(addon: Any) -> None:
+    state = bpy.context.window_manager.instseg_job
+    state.kind, state.running = "evaluate", False
+    state.last_error = "evaluate failed (exit code 3): error: torch is not installed in /usr/bin/python3"
+    state.has_metrics, state.mask_ap, state.mask_ap50, state.boundary_ap = True, 0.5, 0.75, 0.25
+    state.worst_images.clear()
+    w = state.worst_images.add()
+    w.file_name, w.n_missed, w.n_false_pos = "images/000003.png", 2, 1
+    state.matched.clear()
+    m = state.matched.add()
+    m.object_name, m.category, m.score, m.iou = "Cube", "cube", 0.9, 0.8
+    state.missed.clear()
+    state.missed.add().object_name = "Torus"
+    try:
+        log = _draw_all(addon)
+    finally:
+        state.has_metrics = False
+        state.last_error = ""
+        state.worst_images.clear()
+        state.matched.clear()
+        state.missed.clear()
+    labels = [e[1] for e in log if e[0] == "label"]
+    assert "evaluate failed" in labels
+    assert any("torch is not installed" in t for t in labels)
+    assert any(t.startswith("Mask AP ") and "0.500" in t for t in labels)
+    assert any("Boundary AP" in t and "0.250" in t for t in labels)
+    assert any("images/000003.png: 2 missed, 1 false" == t for t in labels)
+    assert "Cube: cube 0.90 (IoU 0.80)" in labels and "Torus" in labels
+    assert ("operator", "instseg.open_report") in log
+
+
+def test_progress_falls_back_to_a_label_without_layout_progress(addon: Any) -> None:
+    class OldLayout:  # a Blender 3.x layout: no progress()
+        def __init__(self) -> None:
+            self.labels: list[str] = []
+
+        def label(self, text: str = "", icon: str | None = None) -> None:
+            self.labels.append(text)
+
+    old = OldLayout()
+    addon.draw_progress(old, 0.5, "generate: 5/10")
+    assert old.labels == ["generate: 5/10 (50%)"]
+
+
+def test_unregister_leaves_nothing_behind(addon: Any) -> None:
+    from blender_instseg import blender as layer
+
+    names = [cls.__name__ for cls in layer.registered_classes()]
+    assert "INSTSEG_PT_prediction" in names and "INSTSEG_OT_predict_view" in names
+    addon_utils.disable("blender_instseg", default_set=True)
+    try:
+        assert layer.registered_classes() == ()
+        for name in names:
+            assert not hasattr(bpy.types, name), name
+        assert not hasattr(bpy.types.Scene, "instseg")
+        assert not hasattr(bpy.types.WindowManager, "instseg_job")
+        assert not hasattr(bpy.ops.instseg, "predict_view") or not _op_registered("instseg.predict_view")
+        from blender_instseg.blender.ops import jobs
+
+        assert not jobs.is_running()
+        assert not any(bpy.app.timers.is_registered(f) for f in (jobs.tick,))
+    finally:
+        assert addon_utils.enable("blender_instseg", default_set=True) is not None
+
+
+def _op_registered(idname: str) -> bool:
+    module, _, func = idname.partition(".")
+    try:
+        getattr(getattr(bpy.ops, module), func).get_rna_type()
+        return True
+    except (KeyError, AttributeError):
+        return False
