@@ -1,0 +1,308 @@
+"""core.metrics: numbers equal plain pycocotools, Boundary AP equals the official definition,
+breakdowns and per-image counts match hand-built cases, bad input fails with one line."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from blender_instseg.core import metrics as M
+from tests.shapes import make_shapes_dataset
+
+
+def rle(mask: np.ndarray) -> dict:
+    r = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    r["counts"] = r["counts"].decode("ascii")
+    return r
+
+
+def perturbed_predictions(gt: dict, seed: int = 0) -> list[dict]:
+    """Predictions made from the GT with OpenCV: eroded, dilated, shifted, dropped, duplicated, plus blobs."""
+    rng = np.random.default_rng(seed)
+    kernel = np.ones((3, 3), np.uint8)
+    preds = []
+    for ann in gt["annotations"]:
+        m = mask_utils.decode(ann["segmentation"])
+        op = int(rng.integers(0, 6))
+        if op == 0:
+            continue                                  # missed
+        if op == 1:
+            m = cv2.erode(m, kernel, iterations=int(rng.integers(1, 3)))
+        elif op == 2:
+            m = cv2.dilate(m, kernel, iterations=int(rng.integers(1, 3)))
+        elif op == 3:
+            m = np.roll(m, int(rng.integers(-4, 5)), axis=int(rng.integers(0, 2)))
+        preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                      "score": float(rng.uniform(0.05, 1.0)), "segmentation": rle(m)})
+        if op == 5:                                   # a lower-scored duplicate
+            preds.append({"image_id": ann["image_id"], "category_id": ann["category_id"],
+                          "score": float(rng.uniform(0.05, 0.6)), "segmentation": rle(cv2.dilate(m, kernel))})
+    for img in gt["images"]:                          # false positives
+        m = np.zeros((img["height"], img["width"]), np.uint8)
+        cv2.circle(m, tuple(int(v) for v in rng.integers(5, img["width"] - 5, 2)), int(rng.integers(3, 9)), 1, -1)
+        preds.append({"image_id": img["id"], "category_id": int(rng.integers(1, 4)),
+                      "score": float(rng.uniform(0.05, 1.0)), "segmentation": rle(m)})
+    return preds
+
+
+def perfect_predictions(gt: dict, score: float = 1.0) -> list[dict]:
+    return [{"image_id": a["image_id"], "category_id": a["category_id"], "score": score,
+             "segmentation": copy.deepcopy(a["segmentation"])} for a in gt["annotations"]]
+
+
+@pytest.fixture()
+def shapes(tmp_path: Path) -> tuple[Path, dict]:
+    path = make_shapes_dataset(tmp_path / "shapes", n_images=12, size=96, seed=1)
+    return path, json.loads(path.read_text())
+
+
+def _plain_pycocotools(gt_path: Path, preds: list[dict], cat_ids: list[int] | None = None) -> np.ndarray:
+    with M.quiet():
+        gt = COCO(str(gt_path))
+        dt = gt.loadRes(copy.deepcopy(preds))
+        ev = COCOeval(gt, dt, iouType="segm")
+        if cat_ids is not None:
+            ev.params.catIds = cat_ids
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def _official_boundary_stats(gt_path: Path, preds: list[dict], dilation_ratio: float = 0.02) -> np.ndarray:
+    """boundary-iou-api's Boundary AP: every mask's boundary as RLE, IoU = min(mask IoU, boundary IoU)."""
+
+    def boundary_rle(seg: dict) -> dict:
+        m = mask_utils.decode(seg)
+        h, w = m.shape
+        d = max(1, int(round(dilation_ratio * np.sqrt(h ** 2 + w ** 2))))
+        padded = cv2.copyMakeBorder(m, 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+        eroded = cv2.erode(padded, np.ones((3, 3), np.uint8), iterations=d)[1:h + 1, 1:w + 1]
+        return mask_utils.encode(np.asfortranarray(m - eroded))
+
+    class OfficialBoundaryEval(COCOeval):
+        def computeIoU(self, imgId, catId):  # noqa: N802
+            gt, dt = self._gts[imgId, catId], self._dts[imgId, catId]
+            if len(gt) == 0 and len(dt) == 0:
+                return []
+            inds = np.argsort([-d["score"] for d in dt], kind="mergesort")
+            dt = [dt[i] for i in inds][: self.params.maxDets[-1]]
+            iscrowd = [int(o["iscrowd"]) for o in gt]
+            mious = mask_utils.iou([d["segmentation"] for d in dt], [g["segmentation"] for g in gt], iscrowd)
+            bious = mask_utils.iou([boundary_rle(d["segmentation"]) for d in dt],
+                                   [boundary_rle(g["segmentation"]) for g in gt], iscrowd)
+            if len(mious) == 0:
+                return mious
+            return np.minimum(mious, bious)
+
+    with M.quiet():
+        gt = COCO(str(gt_path))
+        dt = gt.loadRes(copy.deepcopy(preds))
+        ev = OfficialBoundaryEval(gt, dt, iouType="segm")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return ev.stats
+
+
+def _run(gt_src, preds, **kw) -> M.Evaluation:
+    gt, _ = M.load_ground_truth(gt_src)
+    dt = M.load_predictions(preds, gt)
+    return M.compute_metrics(gt, dt, **kw)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_segm_and_per_category_equal_plain_pycocotools(shapes, seed: int) -> None:
+    path, gt = shapes
+    preds = perturbed_predictions(gt, seed)
+    m = _run(path, preds).metrics
+    want = _plain_pycocotools(path, preds)
+    got = [m["segm"][k] for k in M.STAT_NAMES]
+    np.testing.assert_array_equal(np.asarray(got), want)
+    assert 0.05 < m["segm"]["AP"] < 0.95  # the fixture really is imperfect
+    for name, row in m["per_category"].items():
+        assert row["AP"] == pytest.approx(_plain_pycocotools(path, preds, [row["id"]])[0], abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_boundary_ap_equals_official_definition(shapes, seed: int) -> None:
+    path, gt = shapes
+    preds = perturbed_predictions(gt, seed)
+    m = _run(path, preds).metrics
+    want = _official_boundary_stats(path, preds)
+    got = np.asarray([m["boundary"][k] for k in M.STAT_NAMES])
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert m["boundary"]["AP"] <= m["segm"]["AP"]
+
+
+def test_perfect_predictions_score_one(shapes) -> None:
+    path, gt = shapes
+    m = _run(path, perfect_predictions(gt)).metrics
+    assert m["segm"]["AP"] == 1.0 and m["boundary"]["AP"] == 1.0
+    assert m["boundary"]["mean_boundary_iou"] == 1.0 and m["boundary"]["mean_mask_iou"] == 1.0
+    assert m["at_threshold"]["precision"] == m["at_threshold"]["recall"] == m["at_threshold"]["f1"] == 1.0
+    assert m["worst_images"] == []
+    assert m["counts"] == {"images": 12, "gt": len(gt["annotations"]), "gt_crowd": 0,
+                           "predictions": len(gt["annotations"]),
+                           "predictions_above_threshold": len(gt["annotations"])}
+
+
+def test_shift_lowers_boundary_iou_more_than_mask_iou_for_large_objects() -> None:
+    size = 384
+    images, anns, preds = [], [], []
+    for i in range(3):
+        m = np.zeros((size, size), np.uint8)
+        cv2.circle(m, (190, 190), 110 + 10 * i, 1, -1)
+        images.append({"id": i + 1, "width": size, "height": size, "file_name": f"{i}.png"})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "iscrowd": 0, "segmentation": rle(m),
+                     "area": int(m.sum())})
+        preds.append({"image_id": i + 1, "category_id": 1, "score": 0.9, "segmentation": rle(np.roll(m, 5, 1))})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "disc"}]}
+    m = _run(gt, preds).metrics
+    b = m["boundary"]
+    assert b["mean_mask_iou"] > 0.93
+    assert b["mean_boundary_iou"] < b["mean_mask_iou"] - 0.2
+    assert m["segm"]["AP50"] == 1.0 and b["AP"] < m["segm"]["AP"]
+    assert m["by_size"]["large"]["n_gt"] == 3
+
+
+def test_counts_at_threshold_and_worst_images_by_hand(shapes) -> None:
+    path, gt = shapes
+    by_image: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    n = {i: len(v) for i, v in by_image.items()}
+    preds = []
+    for img, anns in by_image.items():
+        if img == 2:
+            continue                                   # everything missed
+        score = 0.3 if img == 4 else 0.9               # image 4: right masks, scores below threshold
+        for a in anns:
+            preds.append({"image_id": img, "category_id": a["category_id"], "score": score,
+                          "segmentation": a["segmentation"]})
+    for a in by_image[3][:1] * 2:                      # image 3: two duplicates = two false positives
+        preds.append({"image_id": 3, "category_id": a["category_id"], "score": 0.8,
+                      "segmentation": a["segmentation"]})
+    m = _run(path, preds, score_threshold=0.5).metrics
+    total = sum(n.values())
+    t = m["at_threshold"]
+    assert (t["tp"], t["fp"], t["fn"]) == (total - n[2] - n[4], 2, n[2] + n[4])
+    assert t["precision"] == pytest.approx(t["tp"] / (t["tp"] + 2))
+    assert t["recall"] == pytest.approx(t["tp"] / total)
+    worst = m["worst_images"]
+    assert [w["image_id"] for w in worst] == sorted([2, 4], key=lambda i: (-n[i], i)) + [3]
+    assert worst[0]["error"] == 1.0 and worst[0]["n_missed"] == max(n[2], n[4])
+    w3 = worst[2]
+    assert w3["error"] == pytest.approx(1 - n[3] / (n[3] + 0.5 * 2))
+    assert (w3["n_missed"], w3["n_false_pos"], w3["mean_matched_iou"]) == (0, 2, 1.0)
+    assert w3["seed"] == gt["images"][2]["seed"] and w3["file_name"] == gt["images"][2]["file_name"]
+    # the low scores still count for AP (all scores are used there)
+    assert m["segm"]["AP"] < 1.0 and m["segm"]["AR100"] == pytest.approx(
+        _plain_pycocotools(path, preds)[8], abs=1e-12)
+
+
+def test_occlusion_buckets_ignore_other_ground_truth(shapes) -> None:
+    path, gt = shapes
+    fractions = [0.1, 0.3, 0.6, 0.9, 1.0]
+    for i, a in enumerate(gt["annotations"]):
+        a["visible_fraction"] = fractions[i % len(fractions)]
+    gt["annotations"][0].pop("visible_fraction")
+    m = _run(gt, perfect_predictions(gt)).metrics["by_occlusion"]
+    assert m["n_unknown"] == 1
+    assert [b["AP"] for b in m["buckets"]] == [1.0, 1.0, 1.0, 1.0]
+    known = gt["annotations"][1:]
+    counts = [sum(1 for a in known if lo <= a["visible_fraction"] < hi or (hi == 1.0 and a["visible_fraction"] == 1.0))
+              for lo, hi in [(0, .25), (.25, .5), (.5, .75), (.75, 1.0)]]
+    assert [b["n_gt"] for b in m["buckets"]] == counts
+
+    # predict only the heavily occluded objects: those buckets are perfect, the others get nothing
+    occluded = {"annotations": [a for a in gt["annotations"] if a.get("visible_fraction", 1) < 0.5]}
+    m = _run(gt, perfect_predictions(occluded)).metrics["by_occlusion"]
+    assert [b["AP"] for b in m["buckets"]] == [1.0, 1.0, 0.0, 0.0]
+    assert [b["boundary_AP"] for b in m["buckets"]] == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_no_visible_fraction_means_no_buckets(shapes) -> None:
+    path, gt = shapes
+    for a in gt["annotations"]:
+        a.pop("visible_fraction", None)
+    m = _run(gt, perfect_predictions(gt)).metrics["by_occlusion"]
+    assert m["buckets"] == [] and m["n_unknown"] == len(gt["annotations"])
+
+
+def test_empty_predictions_are_a_documented_zero(shapes) -> None:
+    path, gt = shapes
+    m = _run(path, []).metrics
+    assert m["segm"]["AP"] == 0.0 and m["segm"]["AR100"] == 0.0 and m["boundary"]["AP"] == 0.0
+    assert m["segm"]["APl"] == -1.0          # no large ground truth: pycocotools' "not applicable"
+    assert m["boundary"]["mean_boundary_iou"] is None
+    assert m["at_threshold"]["tp"] == 0 and m["at_threshold"]["fn"] == len(gt["annotations"])
+    assert m["counts"]["predictions"] == 0
+    assert all(w["error"] == 1.0 for w in _run(path, [], worst=100).metrics["worst_images"])
+
+
+def test_ground_truth_with_polygons_and_no_iscrowd_loads() -> None:
+    gt = {"images": [{"id": 1, "width": 40, "height": 30}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
+                           "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]]}],
+          "categories": [{"id": 1, "name": "box"}]}
+    coco, root = M.load_ground_truth(gt)
+    assert root is None and "iscrowd" not in gt["annotations"][0]  # the caller's dict is untouched
+    ann = coco.anns[1]
+    assert ann["iscrowd"] == 0 and ann["area"] == mask_utils.area(ann["segmentation"]) > 0
+    m = M.compute_metrics(coco, M.load_predictions(perfect_predictions({"annotations": [ann]}), coco)).metrics
+    assert m["segm"]["AP"] == pytest.approx(1.0)  # pycocotools: tp / (tp + fp + eps) with tp = 1
+
+
+def test_rle_check_accepts_real_and_rejects_malformed() -> None:
+    rng = np.random.default_rng(0)
+    good, sizes = [], []
+    for _ in range(200):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
+        good.append(rle(m)["counts"])
+        sizes.append(h * w)
+    assert not M.check_rle_counts(good, sizes).any()
+    bad = ["", "abc", "!!!!", "PPPP", good[0][:-1], good[1] + "1", "é", good[2], good[3] + "0"]
+    flags = M.check_rle_counts(bad, [64] * 7 + [sizes[2] + 1, sizes[3]])
+    assert flags.all()
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p[0].update(image_id=999), "not in the ground truth"),
+    (lambda p: p[0].update(category_id=77), "category id"),
+    (lambda p: p[0]["segmentation"].update(counts="!!not-rle"), "malformed RLE"),
+    (lambda p: p[0]["segmentation"].update(counts=p[0]["segmentation"]["counts"][:-2]), "malformed RLE"),
+    (lambda p: p[0]["segmentation"].update(size=[32, 32]), "does not match"),
+    (lambda p: p[0].pop("score"), "no 'score'"),
+    (lambda p: p[0].update(score=float("nan")), "finite"),
+    (lambda p: p[0].update(segmentation="abc"), "segmentation must be"),
+    (lambda p: p.append(7), "not an object"),
+])
+def test_bad_predictions_raise_one_line_errors(shapes, mutate, message: str) -> None:
+    path, gt = shapes
+    preds = perfect_predictions(gt)
+    mutate(preds)
+    coco, _ = M.load_ground_truth(path)
+    with pytest.raises(M.InputError, match=message) as info:
+        M.load_predictions(preds, coco)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_ground_truth_raises(tmp_path: Path) -> None:
+    with pytest.raises(M.InputError, match="no 'annotations'"):
+        M.load_ground_truth({"images": [], "categories": []})
+    with pytest.raises(FileNotFoundError):
+        M.load_ground_truth(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        M.load_ground_truth(bad)
