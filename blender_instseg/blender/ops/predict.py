@@ -71,7 +71,10 @@ def _categories_in(obj: Any, depth: int = 0) -> dict[int, str]:
 
 
 def load_predictions(path: Path, shape: tuple[int, int], score_threshold: float) -> list[dict]:
-    """COCO results for the (single) predicted image, above the threshold, highest score first."""
+    """COCO results for the (single) predicted image, above the threshold, highest score first.
+
+    Each kept result gets ``_index``: its position in the file, which is what the panel lists.
+    """
     data = read_json(path, "predictions file")
     if isinstance(data, dict):
         data = data.get("predictions", data.get("annotations"))
@@ -83,7 +86,7 @@ def load_predictions(path: Path, shape: tuple[int, int], score_threshold: float)
         data = [p for p in data if p.get("image_id") == first]
         log.warning("predictions hold %d images; showing image_id %s", len(image_ids), first)
     out = []
-    for p in data:
+    for file_index, p in enumerate(data):
         if not isinstance(p, dict) or "segmentation" not in p:
             raise ValueError(f"{path}: every prediction needs a 'segmentation' (RLE)")
         if float(p.get("score", 1.0)) < score_threshold:
@@ -92,7 +95,7 @@ def load_predictions(path: Path, shape: tuple[int, int], score_threshold: float)
         size = tuple(seg.get("size", ())) if isinstance(seg, dict) else ()
         if size != shape:
             raise ValueError(f"{path}: mask size {list(size)} differs from the rendered view {list(shape)}")
-        out.append(p)
+        out.append({**p, "_index": file_index})
     out.sort(key=lambda p: -float(p.get("score", 1.0)))
     return out
 
@@ -177,14 +180,14 @@ def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir:
         ob[PROP_IOU] = float(m.iou)
         row = state.matched.add()
         row.index, row.category, row.score, row.object_name, row.iou = (
-            m.prediction, names[m.prediction], float(scores[m.prediction]), ob.name, float(m.iou))
+            preds[m.prediction]["_index"], names[m.prediction], float(scores[m.prediction]), ob.name, float(m.iou))
         if best is None:
             best = ob
     if best is not None:
         context.view_layer.objects.active = best
     for i in result.unmatched_predictions:
         row = state.unmatched.add()
-        row.index, row.category, row.score = i, names[i], float(scores[i])
+        row.index, row.category, row.score = preds[i]["_index"], names[i], float(scores[i])
     for inst in result.missed_instances:
         name = view.index_to_object.get(inst)
         if name:
