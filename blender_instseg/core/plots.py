@@ -116,7 +116,7 @@ def plot_worst_images(gt: Any, dt: Any, worst: list[dict], image_root: str | Pat
     n = max(1, len(rows_))
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.7 * rows + 0.4), squeeze=False)
     root = Path(image_root) if image_root is not None else None
     for ax in axes.ravel():
         ax.set_axis_off()
@@ -133,6 +133,6 @@ def plot_worst_images(gt: Any, dt: Any, worst: list[dict], image_root: str | Pat
         ax.imshow(canvas, interpolation="nearest")
         ax.set_title(f"id {w['image_id']} seed {w['seed']}\nerr {w['error']:.2f} miss {w['n_missed']} "
                      f"fp {w['n_false_pos']}", fontsize=8)
-    fig.suptitle("worst images: ground truth (green) vs predictions (magenta)", fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(f"worst images: ground truth (green) vs predictions >= {score_threshold:g} (magenta)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     return _save(fig, Path(path))
