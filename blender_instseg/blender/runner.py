@@ -53,7 +53,7 @@ class JobResult:
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.done is not None and self.returncode == 0
+        return self.error is None and self.returncode == 0
 
 
 @dataclass
@@ -68,7 +68,8 @@ class Job:
     """One child process whose stdout speaks ``core.protocol`` JSON lines."""
 
     def __init__(self, argv: Sequence[str], *, env: dict[str, str] | None = None,
-                 cwd: str | os.PathLike[str] | None = None, name: str = "job") -> None:
+                 cwd: str | os.PathLike[str] | None = None, name: str = "job", require_done: bool = True) -> None:
+        self.require_done = require_done
         self.argv = [str(a) for a in argv]
         self.env = env
         self.cwd = None if cwd is None else str(cwd)
@@ -244,7 +245,7 @@ class Job:
         elif rc != 0:
             error = _last_line(self.stderr_tail()) or _last_line("\n".join(st.logs)) or ""
             error = f"{self.name} failed (exit code {rc})" + (f": {error}" if error else "")
-        elif st.done is None:
+        elif st.done is None and self.require_done:
             detail = _last_line(self.stderr_tail()) or _last_line("\n".join(st.logs))
             error = f"{self.name} exited without finishing" + (f": {detail}" if detail else "")
         return JobResult(returncode=rc, done=st.done, error=error, cancelled=self.cancelled,
@@ -262,14 +263,15 @@ def _last_line(text: str) -> str:
 def run_blocking(argv: Sequence[str], on_event: Callable[[Event], None] | None = None, *,
                  env: dict[str, str] | None = None, cwd: str | os.PathLike[str] | None = None,
                  name: str = "job", timeout: float | None = None,
-                 should_stop: Callable[[], bool] | None = None) -> JobResult:
+                 should_stop: Callable[[], bool] | None = None, require_done: bool = True) -> JobResult:
     """Run a child to the end in the calling thread, handing each event to ``on_event``.
 
     Used in background mode (tests, scripts), where timers never fire. ``timeout`` stops the child
     (stop, terminate, kill) and reports it as an error; so does ``should_stop()`` returning True,
     which counts as a cancel. A child that cannot be started gives an error result, not an exception.
+    ``require_done=False`` is for plain CLIs that print no protocol events (exit 0 = success).
     """
-    job = Job(argv, env=env, cwd=cwd, name=name)
+    job = Job(argv, env=env, cwd=cwd, name=name, require_done=require_done)
     try:
         job.start()
     except RunnerError as exc:

@@ -178,3 +178,12 @@ def test_generate_bootstrap_runs_main_of_the_package(tmp_path: Path) -> None:
     assert runner.package_name() in boot
     binary = runner.generate_argv(["--seed", "3"], binary_path="/opt/blender/blender", bootstrap_dir=tmp_path)
     assert binary[:2] == ["/opt/blender/blender", "-b"] and binary[-3:] == ["--", "--seed", "3"]
+
+
+def test_plain_cli_without_events_can_succeed(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "print('AP 1.000'); print('report written')"]
+    res = runner.run_blocking(argv, name="evaluate", timeout=30, require_done=False)
+    assert res.ok and res.done is None and res.error is None
+    res = runner.run_blocking([sys.executable, "-c", "import sys; sys.exit('error: no such file')"],
+                              name="evaluate", timeout=30, require_done=False)
+    assert not res.ok and res.error == "evaluate failed (exit code 1): error: no such file"

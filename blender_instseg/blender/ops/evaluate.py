@@ -70,12 +70,14 @@ class INSTSEG_OT_evaluate(JobOperatorMixin, bpy.types.Operator):
         report = paths.report
         report.mkdir(parents=True, exist_ok=True)
         python = python_for(self, context)
+        require_done = True
         if s.predictions_path:
             pred = Path(bpy.path.abspath(s.predictions_path))
             if not pred.is_file():
                 raise ValueError(f"predictions file not found: {pred}")
             argv = runner.core_argv(python, "evaluate", ["--gt", str(gt), "--pred", str(pred), "--out", str(report),
                                                          "--score-threshold", f"{s.score_threshold:g}"])
+            require_done = False  # the core CLI prints a report, not protocol events
         else:
             if not paths.checkpoint.is_file():
                 raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
@@ -83,7 +85,7 @@ class INSTSEG_OT_evaluate(JobOperatorMixin, bpy.types.Operator):
                                                        "--data", str(paths.dataset), "--out", str(report),
                                                        "--device", s.device])
         return jobs.JobSpec("evaluate", argv, lambda ctx, result: load_metrics(ctx, report),
-                            env=runner.child_env(), cwd=str(report), label="evaluating")
+                            env=runner.child_env(), cwd=str(report), label="evaluating", require_done=require_done)
 
 
 class INSTSEG_OT_open_report(bpy.types.Operator):

@@ -38,7 +38,7 @@ class JobSpec:
     env: dict[str, str] | None = None
     cwd: str | None = None
     label: str = ""  # shown while running
-    scene_name: str = ""
+    require_done: bool = True  # False for plain CLIs without protocol events
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,7 +129,7 @@ def run_now(context: Any, spec: JobSpec, timeout: float | None = None) -> tuple[
     state = job_state(context)
     reset_state(state, spec)
     result = runner.run_blocking(spec.argv, lambda ev: apply_event(state, ev, spec.kind), env=spec.env,
-                                 cwd=spec.cwd, name=spec.kind, timeout=timeout)
+                                 cwd=spec.cwd, name=spec.kind, timeout=timeout, require_done=spec.require_done)
     return finish(context, spec, result)
 
 
@@ -140,7 +140,7 @@ def start(context: Any, spec: JobSpec) -> tuple[bool, str]:
         return False, f"another job is running ({_active.spec.kind}); cancel it first"
     state = job_state(context)
     reset_state(state, spec)
-    job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind)
+    job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind, require_done=spec.require_done)
     try:
         job.start()
     except runner.RunnerError as exc:
