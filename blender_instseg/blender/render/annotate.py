@@ -1,0 +1,92 @@
+"""Turn one rendered scene into its per-image record: visible masks, amodal masks, hidden objects.
+
+Visible masks come from the Object Index pass (exact ids at pixel centres). Amodal masks come
+from ``amodal.py`` and are unioned with the visible mask (counted in ``amodal_fixups``), so a
+visible mask is always a subset of its amodal mask. An object with no visible pixel gets no
+annotation; it is listed in ``hidden`` with the reason ``outside_frame`` (its amodal mask has no
+pixel in the frame) or ``occluded`` (it is in the frame but other objects cover all of it).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import bpy
+import numpy as np
+
+from ...core import coco
+from ..scene import meshes
+from ..scene.builder import BuiltScene
+from . import amodal
+
+log = logging.getLogger(__name__)
+
+
+def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray, list[bool]]:
+    """(N, H, W) amodal masks in instance order and the truncation flag of each object."""
+    scene = bpy.context.scene
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    cam = amodal.camera_from_blender(scene, built.camera, depsgraph)
+    if (cam.width, cam.height) != (width, height):
+        raise RuntimeError(f"camera frame {cam.width}x{cam.height} does not match the render {width}x{height}")
+    stack = np.zeros((len(built.objects), height, width), bool)
+    truncated: list[bool] = []
+    for k, so in enumerate(built.objects):
+        sm = meshes.get_shape(so.shape)
+        ev = so.obj.evaluated_get(depsgraph)
+        tris = amodal.world_triangles(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64))
+        res = amodal.amodal_mask(tris, cam)
+        stack[k] = res.mask
+        truncated.append(res.truncated)
+    return stack, truncated
+
+
+def build_annotations(built: BuiltScene, id_map: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(annotations, hidden, amodal_fixups) for one image; instance ids are the objects' pass indices."""
+    h, w = id_map.shape
+    objects = built.objects
+    known = {so.instance_id for so in objects}
+    present = set(int(v) for v in np.unique(id_map)) - {0}
+    stray = present - known
+    if stray:
+        raise RuntimeError(f"id map holds ids that belong to no instance: {sorted(stray)[:5]}")
+    visible = {e.instance_id: e for e in coco.encode_id_map(id_map)}
+    stack, truncated = amodal_masks(built, w, h)
+    fixups = 0
+    for k, so in enumerate(objects):
+        if so.instance_id in visible:
+            vis = id_map == so.instance_id
+            missing = vis & ~stack[k]
+            n = int(missing.sum())
+            if n:
+                fixups += n
+                stack[k] |= vis
+    if fixups:
+        log.debug("amodal masks: %d edge pixels taken from the visible masks", fixups)
+    amodal_enc = coco.encode_masks(stack)
+    annotations: list[dict[str, Any]] = []
+    hidden: list[dict[str, Any]] = []
+    for so, am, trunc in zip(objects, amodal_enc, truncated):
+        v = visible.get(so.instance_id)
+        base = {"instance_id": so.instance_id, "category_id": so.category_id, "object_name": so.obj.name, "shape": so.shape}
+        if v is None:
+            hidden.append({**base, "reason": "outside_frame" if am.area == 0 else "occluded",
+                           "amodal_area": am.area, "truncated": bool(trunc)})
+            continue
+        annotations.append({
+            "instance_id": so.instance_id,
+            "category_id": so.category_id,
+            "segmentation": v.rle,
+            "area": v.area,
+            "bbox": v.bbox,
+            "iscrowd": 0,
+            "visible_fraction": v.area / am.area,
+            "amodal_segmentation": am.rle,
+            "amodal_bbox": am.bbox,
+            "amodal_area": am.area,
+            "truncated": bool(trunc),
+            "object_name": so.obj.name,
+            "shape": so.shape,
+        })
+    return annotations, hidden, fixups

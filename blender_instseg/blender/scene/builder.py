@@ -1,0 +1,236 @@
+"""Build one procedural scene from (config, seed): ground, objects, materials, lights, camera, world.
+
+Randomness comes from independent numpy streams spawned from the image seed (layout, materials,
+lights, camera, world, resample), so switching a feature off (e.g. materials in masks-only mode)
+never changes the draws of another, and the same seed always gives the same scene.
+
+Instance ids are ``pass_index`` 1..N on the objects, in creation order; the ground and the world
+are background (0). Categories come from the config's label map, stored on the object as the
+custom properties ``instseg_category_id`` / ``instseg_shape``, never derived from names.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bpy
+import numpy as np
+from mathutils import Euler, Matrix, Quaternion, Vector
+
+from ...core.genconfig import GeneratorConfig
+from . import meshes
+from .materials import MaterialSpec, WorldSpec, clay_world, sample_lights
+
+log = logging.getLogger(__name__)
+
+STREAMS = ("layout", "materials", "lights", "camera", "world", "resample")
+
+
+@dataclass
+class SceneObject:
+    instance_id: int
+    shape: str
+    category_id: int
+    obj: bpy.types.Object
+    footprint: float  # radius of the object's xy footprint, metres (for non-overlapping placement)
+
+
+@dataclass
+class BuiltScene:
+    seed: int
+    objects: list[SceneObject]
+    camera: bpy.types.Object
+    rngs: dict[str, np.random.Generator]
+    params: dict = field(default_factory=dict)  # a summary of the scene parameters, stored in the record
+
+    def by_id(self) -> dict[int, SceneObject]:
+        return {o.instance_id: o for o in self.objects}
+
+
+def image_seed(global_seed: int, index: int) -> int:
+    """The per-image seed: a pure function of (global seed, index), so shards and reruns agree."""
+    return int(np.random.SeedSequence([int(global_seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint32)[0])
+
+
+def make_rngs(seed: int) -> dict[str, np.random.Generator]:
+    children = np.random.SeedSequence(int(seed)).spawn(len(STREAMS))
+    return {name: np.random.Generator(np.random.PCG64(ss)) for name, ss in zip(STREAMS, children)}
+
+
+def reset_blender() -> None:
+    """Start from an empty factory scene (once per process); cached shape meshes are rebuilt on demand."""
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    meshes.clear_cache()
+
+
+def clear_scene() -> None:
+    """Remove everything the previous image made, keeping the shared shape meshes (fake users)."""
+    for obj in list(bpy.data.objects):
+        bpy.data.objects.remove(obj, do_unlink=True)
+    for coll in (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds):
+        for item in list(coll):
+            coll.remove(item)
+    for mesh in list(bpy.data.meshes):
+        if not mesh.use_fake_user and mesh.users == 0:
+            bpy.data.meshes.remove(mesh)
+    scene = bpy.context.scene
+    if scene.rigidbody_world is not None:
+        bpy.ops.rigidbody.world_remove()
+
+
+def _random_rotation(rng: np.random.Generator) -> Quaternion:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    return Quaternion((float(q[0]), float(q[1]), float(q[2]), float(q[3])))
+
+
+def _ground(size: float) -> bpy.types.Object:
+    h = size / 2
+    mesh = bpy.data.meshes.new("ground")
+    mesh.from_pydata([(-h, -h, 0), (h, -h, 0), (h, h, 0), (-h, h, 0)], [], [(0, 1, 2, 3)])
+    mesh.materials.append(None)
+    obj = bpy.data.objects.new("ground", mesh)
+    obj.pass_index = 0
+    return obj
+
+
+def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others: list[tuple[float, float, float]],
+              tries: int = 25) -> tuple[float, float]:
+    """Rejection-sample a point in a disc whose footprint circle avoids the others; falls back to the last try."""
+    x = y = 0.0
+    for _ in range(tries):
+        r = radius * math.sqrt(float(rng.uniform()))
+        a = float(rng.uniform(0, 2 * math.pi))
+        x, y = r * math.cos(a), r * math.sin(a)
+        if all((x - ox) ** 2 + (y - oy) ** 2 >= (footprint + of) ** 2 for ox, oy, of in others):
+            break
+    return x, y
+
+
+def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = True,
+                assets_dir: Path | None = None) -> BuiltScene:
+    """Clear the current scene and build a new one; ``build_appearance=False`` skips materials/lights/world nodes."""
+    clear_scene()
+    scene = bpy.context.scene
+    rngs = make_rngs(seed)
+    layout, mats, cam_rng = rngs["layout"], rngs["materials"], rngs["camera"]
+    oc = cfg.objects
+
+    world_spec = WorldSpec.sample(rngs["world"], cfg.world, cfg.materials)
+    light_specs = sample_lights(rngs["lights"], cfg.lights)
+
+    collection = scene.collection
+    if cfg.world.ground:
+        ground = _ground(cfg.world.ground_size)
+        collection.objects.link(ground)
+        if build_appearance:
+            ground.material_slots[0].link = "OBJECT"
+            ground.material_slots[0].material = world_spec.ground.build("ground")
+
+    shapes = sorted(oc.shapes)
+    count = int(layout.integers(oc.min_count, oc.max_count + 1))
+    placed: list[tuple[float, float, float]] = []
+    objects: list[SceneObject] = []
+    prev_shape: str | None = None
+    prev_mat: bpy.types.Material | None = None
+    for k in range(1, count + 1):
+        dup = prev_shape is not None and float(layout.uniform()) < oc.linked_duplicates
+        shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
+        sm = meshes.get_shape(shape, assets_dir)
+        scale = float(layout.uniform(oc.scale[0], oc.scale[1]))
+        rot = _random_rotation(layout)
+        rotated = (np.asarray(rot.to_matrix(), np.float64) @ sm.verts.T).T * scale
+        footprint = float(np.linalg.norm(rotated[:, :2], axis=1).max())
+        x, y = _place_xy(layout, oc.scatter_radius, footprint, placed)
+        lift = float(layout.uniform(oc.float_height[0], oc.float_height[1]))
+        if cfg.physics.enabled:
+            lift += float(layout.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1]))
+        z = -float(rotated[:, 2].min()) + lift + 1e-4
+        placed.append((x, y, footprint))
+        mat_spec = MaterialSpec.sample(mats, cfg.materials)  # drawn even when not built: streams stay aligned
+
+        obj = bpy.data.objects.new(f"inst_{k:04d}_{shape.replace(':', '_')}", sm.mesh)
+        obj.rotation_mode = "QUATERNION"
+        obj.rotation_quaternion = rot
+        obj.scale = (scale, scale, scale)
+        obj.location = (x, y, z)
+        obj.pass_index = k
+        obj["instseg_instance_id"] = k
+        obj["instseg_category_id"] = cfg.category_id(shape)
+        obj["instseg_shape"] = shape
+        collection.objects.link(obj)
+        if build_appearance:
+            mat = prev_mat if dup and prev_mat is not None else mat_spec.build(f"mat_{k:04d}")
+            obj.material_slots[0].link = "OBJECT"
+            obj.material_slots[0].material = mat
+            prev_mat = mat
+        prev_shape = shape
+        objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint))
+
+    if cfg.physics.enabled and objects:
+        from .physics import settle
+
+        settle(scene, [o.obj for o in objects], ground if cfg.world.ground else None, cfg.physics.frames)
+
+    if build_appearance:
+        scene.world = world_spec.build("world")
+        target0 = Vector((0.0, 0.0, 0.0))
+        for i, spec in enumerate(light_specs):
+            collection.objects.link(spec.build(f"light_{i}", target0))
+    else:
+        scene.world = clay_world()
+    camera = _camera(cfg, cam_rng, [o.obj for o in objects])
+    collection.objects.link(camera)
+    scene.camera = camera
+    bpy.context.view_layer.update()
+    params = {
+        "num_objects": count,
+        "camera": {k: round(v, 6) if isinstance(v, float) else v for k, v in camera["instseg_params"].to_dict().items()},
+        "lights": [spec.kind for spec in light_specs],
+        "world_gradient": world_spec.gradient,
+        "physics": cfg.physics.enabled,
+    }
+    return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params)
+
+
+def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object]) -> bpy.types.Object:
+    cc = cfg.camera
+    if objs:
+        centre = sum((Vector(o.matrix_world.translation) for o in objs), Vector()) / len(objs)
+    else:
+        centre = Vector((0.0, 0.0, 0.0))
+    jitter = Vector(tuple(float(v) for v in rng.uniform(-cc.jitter, cc.jitter, size=3)))
+    target = centre + jitter
+    target.z = max(target.z, 0.0)
+    az = float(rng.uniform(0, 2 * math.pi))
+    el = math.radians(float(rng.uniform(cc.elevation[0], cc.elevation[1])))
+    dist = float(rng.uniform(cc.distance[0], cc.distance[1]))
+    lens = float(rng.uniform(cc.focal_length[0], cc.focal_length[1]))
+    data = bpy.data.cameras.new("camera")
+    data.lens = lens
+    data.sensor_width = 36.0
+    data.sensor_fit = "AUTO"
+    data.clip_start = 0.05
+    data.clip_end = 1000.0
+    cam = bpy.data.objects.new("camera", data)
+    cam.location = target + Vector((dist * math.cos(el) * math.cos(az), dist * math.cos(el) * math.sin(az), dist * math.sin(el)))
+    cam.rotation_euler = (target - cam.location).to_track_quat("-Z", "Y").to_euler()
+    cam["instseg_params"] = {"azimuth_deg": math.degrees(az), "elevation_deg": math.degrees(el), "distance": dist,
+                             "focal_length": lens, "target": [round(float(v), 6) for v in target]}
+    return cam
+
+
+def move_object(so: SceneObject, scene_objects: list[SceneObject], cfg: GeneratorConfig, rng: np.random.Generator,
+                camera: bpy.types.Object) -> None:
+    """Re-place a hidden object: a new spot in the disc, biased toward the camera side so it is seen."""
+    others = [(o.obj.location.x, o.obj.location.y, o.footprint) for o in scene_objects if o is not so]
+    x, y = _place_xy(rng, cfg.objects.scatter_radius, so.footprint, others)
+    # pull the spot toward the camera's ground projection so occluders are behind it
+    cam = camera.matrix_world.translation
+    t = float(rng.uniform(0.2, 0.6))
+    x = x + t * (cam.x - x) * 0.5
+    y = y + t * (cam.y - y) * 0.5
+    so.obj.location.x, so.obj.location.y = x, y

@@ -1,0 +1,182 @@
+"""Mesh datablocks for every shape, made once per process and shared by all objects of that shape.
+
+Sharing one mesh between objects is deliberate: it is the case that breaks material- or
+mesh-based instance ids in other tools, and it makes scene building fast. Ids live on the object
+(``pass_index``), so linked duplicates still get distinct ids.
+
+Every mesh is centred on the origin and scaled so its largest half-extent is 1. The local vertex
+array and the triangle index array (Blender's own loop triangulation, the one Cycles renders)
+are cached next to the mesh for the amodal rasteriser.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import bmesh
+import bpy
+import numpy as np
+
+from ...core.genconfig import ASSET_PREFIX, PRIMITIVES
+
+ASSETS_DIR = Path(__file__).resolve().parents[3] / "assets"
+
+
+@dataclass
+class ShapeMesh:
+    mesh: bpy.types.Mesh
+    verts: np.ndarray  # (V, 3) float64, local coordinates
+    tris: np.ndarray  # (T, 3) int32, indices into verts
+    radius: float  # max vertex distance from the origin (bounding sphere)
+
+
+_CACHE: dict[str, ShapeMesh] = {}
+
+
+def asset_path(name: str, assets_dir: Path | None = None) -> Path:
+    return (assets_dir or ASSETS_DIR) / f"{name}.obj"
+
+
+def check_assets(names: list[str], assets_dir: Path | None = None) -> None:
+    """Raise ``ValueError`` naming the first asset without an OBJ file, before anything is written."""
+    for name in names:
+        p = asset_path(name, assets_dir)
+        if not p.is_file():
+            raise ValueError(f"unknown asset {name!r}: no file {p} (run scripts/make_assets.py or fix objects.shapes)")
+
+
+def read_obj(path: Path) -> tuple[np.ndarray, list[list[int]]]:
+    """Minimal Wavefront OBJ reader: ``v`` and ``f`` lines only (texture/normal indices ignored)."""
+    verts: list[tuple[float, float, float]] = []
+    faces: list[list[int]] = []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read asset {path}: {exc}") from None
+    for lineno, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            if parts[0] == "v":
+                verts.append((float(parts[1]), float(parts[2]), float(parts[3])))
+            elif parts[0] == "f":
+                idx = [int(p.split("/")[0]) for p in parts[1:]]
+                faces.append([i - 1 if i > 0 else len(verts) + i for i in idx])
+        except (IndexError, ValueError):
+            raise ValueError(f"asset {path} line {lineno} is not valid OBJ: {line.strip()!r}") from None
+    if not verts or not faces:
+        raise ValueError(f"asset {path} has no vertices or faces")
+    if any(i < 0 or i >= len(verts) for f in faces for i in f) or any(len(f) < 3 for f in faces):
+        raise ValueError(f"asset {path} has a face with a bad vertex index")
+    return np.asarray(verts, np.float64), faces
+
+
+def _torus(major_segments: int = 32, minor_segments: int = 12, minor_radius: float = 0.3) -> tuple[np.ndarray, list[list[int]]]:
+    verts = []
+    for i in range(major_segments):
+        a = 2 * math.pi * i / major_segments
+        for j in range(minor_segments):
+            b = 2 * math.pi * j / minor_segments
+            r = 1.0 + minor_radius * math.cos(b)
+            verts.append((r * math.cos(a), r * math.sin(a), minor_radius * math.sin(b)))
+    faces = []
+    for i in range(major_segments):
+        i2 = (i + 1) % major_segments
+        for j in range(minor_segments):
+            j2 = (j + 1) % minor_segments
+            faces.append([i * minor_segments + j, i2 * minor_segments + j, i2 * minor_segments + j2, i * minor_segments + j2])
+    return np.asarray(verts, np.float64), faces
+
+
+def _primitive_bmesh(shape: str) -> bmesh.types.BMesh:
+    bm = bmesh.new()
+    if shape == "cube":
+        bmesh.ops.create_cube(bm, size=2.0)
+    elif shape == "sphere":
+        bmesh.ops.create_uvsphere(bm, u_segments=32, v_segments=16, radius=1.0)
+    elif shape == "cylinder":
+        bmesh.ops.create_cone(bm, cap_ends=True, segments=32, radius1=1.0, radius2=1.0, depth=2.0)
+    elif shape == "cone":
+        bmesh.ops.create_cone(bm, cap_ends=True, segments=32, radius1=1.0, radius2=0.0, depth=2.0)
+    elif shape == "monkey":
+        bmesh.ops.create_monkey(bm)
+    else:  # pragma: no cover - guarded by the config validator
+        raise ValueError(f"unknown primitive {shape!r}")
+    return bm
+
+
+def _mesh_from_pydata(name: str, verts: np.ndarray, faces: list[list[int]]) -> bpy.types.Mesh:
+    mesh = bpy.data.meshes.new(name)
+    mesh.from_pydata([tuple(v) for v in verts], [], faces)
+    mesh.validate()
+    mesh.update()
+    return mesh
+
+
+def _normalise(mesh: bpy.types.Mesh) -> None:
+    """Centre the bounding box on the origin and scale the largest half-extent to 1."""
+    n = len(mesh.vertices)
+    co = np.empty(n * 3, np.float64)
+    mesh.vertices.foreach_get("co", co)
+    co = co.reshape(n, 3)
+    centre = (co.max(0) + co.min(0)) / 2
+    co -= centre
+    co /= max(float(np.abs(co).max()), 1e-9)
+    mesh.vertices.foreach_set("co", co.ravel())
+    mesh.update()
+
+
+def _build(shape: str, assets_dir: Path | None) -> bpy.types.Mesh:
+    name = f"shape_{shape.replace(':', '_')}"
+    if shape == "torus":
+        v, f = _torus()
+        mesh = _mesh_from_pydata(name, v, f)
+    elif shape in PRIMITIVES:
+        bm = _primitive_bmesh(shape)
+        mesh = bpy.data.meshes.new(name)
+        bm.to_mesh(mesh)
+        bm.free()
+    elif shape.startswith(ASSET_PREFIX):
+        v, f = read_obj(asset_path(shape[len(ASSET_PREFIX):], assets_dir))
+        mesh = _mesh_from_pydata(name, v, f)
+    else:
+        raise ValueError(f"unknown shape {shape!r}")
+    _normalise(mesh)
+    for poly in mesh.polygons:
+        poly.use_smooth = shape in ("sphere", "torus", "monkey", "asset:vase")
+    mesh.materials.append(None)  # one slot; objects link their own material to it (slot link = OBJECT)
+    mesh.use_fake_user = True
+    return mesh
+
+
+def _alive(item: ShapeMesh) -> bool:
+    try:
+        return item.mesh.name is not None and item.mesh.name in bpy.data.meshes
+    except ReferenceError:
+        return False
+
+
+def get_shape(shape: str, assets_dir: Path | None = None) -> ShapeMesh:
+    """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset)."""
+    item = _CACHE.get(shape)
+    if item is not None and _alive(item):
+        return item
+    mesh = _build(shape, assets_dir)
+    mesh.calc_loop_triangles()
+    n = len(mesh.vertices)
+    verts = np.empty(n * 3, np.float64)
+    mesh.vertices.foreach_get("co", verts)
+    verts = verts.reshape(n, 3)
+    t = len(mesh.loop_triangles)
+    tris = np.empty(t * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()))
+    _CACHE[shape] = item
+    return item
+
+
+def clear_cache() -> None:
+    _CACHE.clear()

@@ -1,0 +1,302 @@
+"""Every knob of the scene generator, as plain dataclasses (no bpy) so the panel, the CLI and tests share them.
+
+A config is loaded from JSON or TOML (``load_config``), overridden by CLI flags, validated once
+(``GeneratorConfig.validate`` raises ``ValueError`` with a one-line message) and stored verbatim in
+the dataset's ``config.json``, so a dataset can be reproduced from its own folder.
+
+Ranges are ``[low, high]`` pairs sampled uniformly. Categories come only from the declared label map
+``shapes`` (shape -> category name); object names never decide a label.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PRIMITIVES = ("cube", "sphere", "cylinder", "cone", "torus", "monkey")
+ASSET_PREFIX = "asset:"
+
+
+def _default_shapes() -> dict[str, str]:
+    shapes = {name: name for name in PRIMITIVES}
+    shapes.update({f"{ASSET_PREFIX}gear": "gear", f"{ASSET_PREFIX}star": "star", f"{ASSET_PREFIX}vase": "vase"})
+    return shapes
+
+
+def _default_categories() -> list[str]:
+    return [*PRIMITIVES, "gear", "star", "vase"]
+
+
+@dataclass
+class ObjectsConfig:
+    """How many objects, which shapes, and how they are placed."""
+
+    min_count: int = 5
+    max_count: int = 20
+    # label map: shape key -> category name. Keys are primitive names or "asset:<file stem>" (assets/ folder).
+    shapes: dict[str, str] = field(default_factory=_default_shapes)
+    scale: list[float] = field(default_factory=lambda: [0.35, 0.8])  # size of the object's largest half-extent, metres
+    scatter_radius: float = 2.2  # objects are placed in a disc of this radius on the ground
+    linked_duplicates: float = 0.0  # probability that an object reuses the previous object's mesh+material (tests)
+    allow_hidden: bool = False  # keep fully occluded / outside-frame objects without trying to move them
+    max_resample: int = 4  # tries to move a hidden object into view before it is recorded in hidden[]
+    float_height: list[float] = field(default_factory=lambda: [0.0, 0.0])  # extra height above the ground (no physics)
+
+
+@dataclass
+class MaterialConfig:
+    roughness: list[float] = field(default_factory=lambda: [0.1, 0.9])
+    metallic_probability: float = 0.25
+    texture_probability: float = 0.5  # chance of a procedural noise/voronoi texture mixing two colours
+    saturation: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    value: list[float] = field(default_factory=lambda: [0.25, 0.95])
+
+
+@dataclass
+class LightConfig:
+    min_count: int = 1
+    max_count: int = 3
+    types: list[str] = field(default_factory=lambda: ["SUN", "POINT", "AREA", "SPOT"])
+    sun_strength: list[float] = field(default_factory=lambda: [2.0, 5.0])
+    energy: list[float] = field(default_factory=lambda: [300.0, 1500.0])  # watts for point/area/spot
+    saturation: list[float] = field(default_factory=lambda: [0.0, 0.3])  # light colour tint
+
+
+@dataclass
+class CameraConfig:
+    distance: list[float] = field(default_factory=lambda: [6.0, 9.0])  # metres from the objects' centre
+    elevation: list[float] = field(default_factory=lambda: [25.0, 70.0])  # degrees above the ground
+    focal_length: list[float] = field(default_factory=lambda: [35.0, 50.0])  # mm on a 36 mm sensor
+    jitter: float = 0.3  # metres of random offset of the look-at point
+
+
+@dataclass
+class WorldConfig:
+    gradient_probability: float = 0.5
+    strength: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    ground: bool = True
+    ground_size: float = 40.0
+
+
+@dataclass
+class PhysicsConfig:
+    enabled: bool = False
+    drop_height: list[float] = field(default_factory=lambda: [0.5, 3.0])
+    frames: int = 60  # simulated frames at 24 fps before rendering
+
+
+@dataclass
+class RenderConfig:
+    resolution: list[int] = field(default_factory=lambda: [256, 256])  # width, height
+    samples: int = 16
+    masks_only: bool = False
+    device: str = "auto"  # auto | cpu | gpu
+    max_bounces: int = 6
+    depth: bool = True
+
+
+@dataclass
+class OutputConfig:
+    mask_format: str = "rle"  # rle | polygon (merged COCO; records always hold RLE)
+    val_fraction: float = 0.0
+    export_yolo: bool = False
+    preview: bool = True
+
+
+@dataclass
+class GeneratorConfig:
+    """The whole generator configuration; ``categories`` fixes category ids (id = position + 1)."""
+
+    categories: list[str] = field(default_factory=_default_categories)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    materials: MaterialConfig = field(default_factory=MaterialConfig)
+    lights: LightConfig = field(default_factory=LightConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
+    physics: PhysicsConfig = field(default_factory=PhysicsConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    # -- conversions -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
+        """Build from a (possibly partial) dict; unknown keys are an error so typos never pass silently."""
+        if not isinstance(data, dict):
+            raise ValueError("generator config must be a JSON/TOML object")
+        cfg = _build(cls, data, "config")
+        return cfg
+
+    def copy(self) -> "GeneratorConfig":
+        return copy.deepcopy(self)
+
+    def category_id(self, shape: str) -> int:
+        return self.categories.index(self.objects.shapes[shape]) + 1
+
+    def coco_categories(self) -> list[dict[str, Any]]:
+        return [{"id": i + 1, "name": name, "supercategory": "object"} for i, name in enumerate(self.categories)]
+
+    # -- checks ------------------------------------------------------------------------------------------------
+    def validate(self) -> "GeneratorConfig":
+        """Raise ``ValueError`` (one line) for any impossible setting; returns self for chaining."""
+        o = self.objects
+        _check(o.min_count >= 0, f"objects.min_count must be >= 0, got {o.min_count}")
+        _check(o.max_count >= 0, f"objects.max_count must be >= 0, got {o.max_count}")
+        _check(o.min_count <= o.max_count, f"objects.min_count ({o.min_count}) > objects.max_count ({o.max_count})")
+        _check(o.max_count <= 32767, "objects.max_count must be <= 32767 (Blender pass_index limit)")
+        _check(o.max_count <= 65535, "objects.max_count must fit a 16-bit id map")
+        _check(len(o.shapes) > 0, "objects.shapes (the label map) is empty")
+        _check(len(self.categories) > 0, "categories is empty")
+        _check(len(set(self.categories)) == len(self.categories), "categories has duplicate names")
+        _check(all(isinstance(c, str) and c.strip() for c in self.categories), "category names must be non-empty")
+        for shape, cat in o.shapes.items():
+            _check(
+                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX)),
+                f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)} or 'asset:<name>'",
+            )
+            _check(cat in self.categories, f"shape {shape!r} maps to category {cat!r}, which is not in categories")
+        _range(o.scale, "objects.scale", positive=True)
+        _range(o.float_height, "objects.float_height")
+        _check(o.scatter_radius >= 0, "objects.scatter_radius must be >= 0")
+        _check(0.0 <= o.linked_duplicates <= 1.0, "objects.linked_duplicates must be in [0, 1]")
+        _check(o.max_resample >= 0, "objects.max_resample must be >= 0")
+        m = self.materials
+        _range(m.roughness, "materials.roughness", unit=True)
+        _range(m.saturation, "materials.saturation", unit=True)
+        _range(m.value, "materials.value", unit=True)
+        _check(0 <= m.metallic_probability <= 1, "materials.metallic_probability must be in [0, 1]")
+        _check(0 <= m.texture_probability <= 1, "materials.texture_probability must be in [0, 1]")
+        li = self.lights
+        _check(0 <= li.min_count <= li.max_count, f"lights: need 0 <= min_count <= max_count, got {li.min_count}, {li.max_count}")
+        _check(len(li.types) > 0, "lights.types is empty")
+        for t in li.types:
+            _check(t in ("SUN", "POINT", "AREA", "SPOT"), f"unknown light type {t!r}")
+        _range(li.sun_strength, "lights.sun_strength")
+        _range(li.energy, "lights.energy")
+        _range(li.saturation, "lights.saturation", unit=True)
+        c = self.camera
+        _range(c.distance, "camera.distance", positive=True)
+        _range(c.elevation, "camera.elevation")
+        _check(-90 <= c.elevation[0] and c.elevation[1] <= 90, "camera.elevation must be within [-90, 90] degrees")
+        _range(c.focal_length, "camera.focal_length", positive=True)
+        _check(c.jitter >= 0, "camera.jitter must be >= 0")
+        w = self.world
+        _range(w.strength, "world.strength")
+        _check(0 <= w.gradient_probability <= 1, "world.gradient_probability must be in [0, 1]")
+        _check(w.ground_size > 0, "world.ground_size must be > 0")
+        p = self.physics
+        _range(p.drop_height, "physics.drop_height")
+        _check(p.frames >= 1, "physics.frames must be >= 1")
+        r = self.render
+        _check(
+            isinstance(r.resolution, list) and len(r.resolution) == 2 and all(int(v) == v for v in r.resolution),
+            "render.resolution must be [width, height]",
+        )
+        _check(all(8 <= v <= 16384 for v in r.resolution), f"render.resolution must be within 8..16384, got {r.resolution}")
+        _check(r.samples >= 1, f"render.samples must be >= 1, got {r.samples}")
+        _check(r.device in ("auto", "cpu", "gpu"), f"render.device must be auto, cpu or gpu, got {r.device!r}")
+        _check(r.max_bounces >= 0, "render.max_bounces must be >= 0")
+        out = self.output
+        _check(out.mask_format in ("rle", "polygon"), f"output.mask_format must be rle or polygon, got {out.mask_format!r}")
+        _check(0.0 <= out.val_fraction < 1.0, f"output.val_fraction must be in [0, 1), got {out.val_fraction}")
+        return self
+
+    def asset_names(self) -> list[str]:
+        return sorted({s[len(ASSET_PREFIX):] for s in self.objects.shapes if s.startswith(ASSET_PREFIX)})
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _range(value: Any, name: str, *, positive: bool = False, unit: bool = False) -> None:
+    _check(
+        isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value),
+        f"{name} must be a [low, high] pair of numbers",
+    )
+    lo, hi = value
+    _check(lo <= hi, f"{name}: low ({lo}) > high ({hi})")
+    if positive:
+        _check(lo > 0, f"{name} must be > 0")
+    elif not name.endswith("elevation"):
+        _check(lo >= 0, f"{name} must be >= 0")
+    if unit:
+        _check(0 <= lo and hi <= 1, f"{name} must be within [0, 1]")
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Recursively build dataclass ``cls`` from ``data``, checking names and basic types."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key {where}.{unknown[0]} (known: {', '.join(fields)})")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        path = f"{where}.{name}"
+        if dataclasses.is_dataclass(default):
+            if not isinstance(value, dict):
+                raise ValueError(f"{path} must be a table/object")
+            kwargs[name] = _build(type(default), value, path)
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ValueError(f"{path} must be true or false, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{path} must be an integer, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{path} must be a number, got {value!r}")
+            kwargs[name] = float(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ValueError(f"{path} must be a string, got {value!r}")
+            kwargs[name] = value
+        elif isinstance(default, list):
+            if not isinstance(value, list):
+                raise ValueError(f"{path} must be a list, got {value!r}")
+            kwargs[name] = list(value)
+        elif isinstance(default, dict):
+            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                raise ValueError(f"{path} must be a table of strings")
+            kwargs[name] = dict(value)
+        else:  # pragma: no cover - every field type is handled above
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path) -> GeneratorConfig:
+    """Load a JSON or TOML file (by suffix) into a validated config; one-line ``ValueError`` on any problem.
+
+    A dataset's own ``config.json`` also loads: its ``generator`` section is used.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"config file not found: {p}")
+    try:
+        if p.suffix.lower() == ".toml":
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+        else:
+            with p.open("r", encoding="utf-8") as fh:
+                data = json.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config is not valid TOML: {p} ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"config is not valid JSON: {p} (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"config is not UTF-8 text: {p}") from None
+    if isinstance(data, dict) and "generator" in data and isinstance(data["generator"], dict):
+        data = data["generator"]
+    return GeneratorConfig.from_dict(data).validate()

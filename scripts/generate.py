@@ -1,0 +1,53 @@
+"""Generate a dataset: ``python scripts/generate.py ARGS`` or ``blender -b -P scripts/generate.py -- ARGS``.
+
+A thin entry point: it puts the repository root on ``sys.path``, makes pycocotools/OpenCV
+importable inside a Blender binary's own Python (scripts/deps.py), and calls
+``blender_instseg.blender.generate.main`` with the arguments after ``--`` (or all of them).
+Run with ``--help`` for the options.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def script_args(argv: list[str]) -> list[str]:
+    """Arguments meant for us: after "--" (Blender binary style, or module style with "--"), else all."""
+    if "--" in argv:
+        return argv[argv.index("--") + 1:]
+    return argv[1:]
+
+
+def main() -> int:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    try:
+        import bpy  # noqa: F401
+    except ImportError:
+        print("error: bpy is not importable: run with a Python that has the bpy module (e.g. .venv/bin/python) "
+              "or as blender -b -P scripts/generate.py -- ARGS", file=sys.stderr)
+        return 2
+    try:
+        sys.path.insert(0, str(HERE))
+        import deps
+
+        deps.ensure_third_party()
+    except ImportError:
+        pass  # no deps helper: the interpreter must already have pycocotools and cv2
+    except Exception as exc:  # deps.DependencyError: one line with the fix
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if sys.path and sys.path[0] == str(HERE):
+            sys.path.pop(0)
+    from blender_instseg.blender.generate import main as generate_main
+
+    return generate_main(script_args(sys.argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
