@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST_NAME = "blender_manifest.toml"
 PACKAGE_DIR = "blender_instseg"
+# Mesh assets the scene builder loads; shipped at the extension root (next to blender/, core/).
+ASSETS_DIR = "assets"
 # Never shipped inside the zip: caches, editor droppings and anything test-only.
 STAGE_IGNORE = ("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".pytest_cache", "tests", ".keep", "*.orig", "*~")
 # The wheels the manifest lists are the Linux x86_64 build for Blender 4.2-5.0's Python 3.11.
@@ -62,6 +64,10 @@ class Layout:
     @property
     def package(self) -> Path:
         return self.root / PACKAGE_DIR
+
+    @property
+    def assets(self) -> Path:
+        return self.root / ASSETS_DIR
 
 
 def read_manifest(path: Path) -> dict:
@@ -163,7 +169,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
 
 
 def stage(layout: Layout | None = None) -> Path:
-    """Assemble the extension source folder: manifest + package contents + listed wheels."""
+    """Assemble the extension source folder: manifest + package contents + assets + listed wheels."""
     layout = layout or Layout()
     manifest = read_manifest(layout.manifest)
     if not (layout.package / "__init__.py").is_file():
@@ -174,6 +180,10 @@ def stage(layout: Layout | None = None) -> Path:
         shutil.rmtree(dest)
     shutil.copytree(layout.package, dest, ignore=shutil.ignore_patterns(*STAGE_IGNORE))
     shutil.copy2(layout.manifest, dest / MANIFEST_NAME)
+    if layout.assets.is_dir():
+        if (dest / ASSETS_DIR).exists():
+            raise BuildError(f"{PACKAGE_DIR}/{ASSETS_DIR} would clash with the repository's {ASSETS_DIR}/")
+        shutil.copytree(layout.assets, dest / ASSETS_DIR, ignore=shutil.ignore_patterns(*STAGE_IGNORE))
     if wheels:
         (dest / "wheels").mkdir()
         for name in wheels:
