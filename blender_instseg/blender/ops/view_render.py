@@ -5,6 +5,12 @@ temporary unique ``pass_index`` (restored afterwards, with every render setting 
 Object Index pass is read straight from the RenderResult (blender-5.0-facts.md section 3,
 approach A: wrap ``CyclesRender.render`` and copy passes with ``foreach_get``; no files, no
 compositor, and it works in background mode where the Viewer node never fills).
+
+The passes are decoded with the generator's own functions (``render.cycles.index_map`` and
+``rgb8``), so the image the model sees is converted exactly like its training images. The
+wrapper itself is scoped to this one render and removed afterwards: in an artist's Blender the
+add-on must not leave Cycles patched (the generator's permanent ``install_capture`` is meant for
+its own batch processes).
 """
 
 from __future__ import annotations
@@ -17,10 +23,11 @@ from typing import Any, Iterator
 import bpy
 import numpy as np
 
+from ..render import cycles as rc
+
 log = logging.getLogger(__name__)
 
 RENDERABLE = {"MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME"}
-INDEX_PASS_NAMES = ("Object Index", "IndexOB")  # 4.2+/5.0, and older builds
 
 
 @dataclass
@@ -46,7 +53,7 @@ def _capture_passes(layer_name: str) -> Iterator[dict[str, np.ndarray]]:
         if chosen is None:
             return
         for p in chosen.passes:
-            if p.name in ("Combined", *INDEX_PASS_NAMES):
+            if p.name in ("Combined", *rc.INDEX_PASS_NAMES):
                 buf = np.empty(w * h * p.channels, np.float32)
                 p.rect.foreach_get(buf)
                 captured[p.name] = np.flipud(buf.reshape(h, w, p.channels))
@@ -71,13 +78,6 @@ def _temporarily(obj: Any, **values: Any) -> Iterator[None]:
                 setattr(obj, k, v)
             except (AttributeError, TypeError, ValueError):  # e.g. an enum item that vanished
                 log.warning("could not restore %s.%s", obj, k)
-
-
-def linear_to_srgb8(linear: np.ndarray) -> np.ndarray:
-    """Scene-linear RGB -> 8-bit sRGB with the standard transfer curve (values clipped to [0, 1])."""
-    x = np.clip(linear, 0.0, 1.0)
-    srgb = np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1.0 / 2.4) - 0.055)
-    return (srgb * 255.0 + 0.5).astype(np.uint8)
 
 
 def render_view(context: Any, samples: int = 8) -> ViewRender:
@@ -106,10 +106,12 @@ def render_view(context: Any, samples: int = 8) -> ViewRender:
     finally:
         for ob in objects:
             ob.pass_index = saved_index[ob.name]
-    index = next((captured[n] for n in INDEX_PASS_NAMES if n in captured), None)
-    if index is None or "Combined" not in captured:
-        raise ValueError("Cycles produced no Object Index pass (is the Cycles add-on enabled?)")
-    rgb = linear_to_srgb8(captured["Combined"][..., :3])
-    id_map = np.rint(index[..., 0]).astype(np.uint16)
+    if "Combined" not in captured:
+        raise ValueError("Cycles produced no render result (is the Cycles add-on enabled?)")
+    try:
+        id_map = rc.index_map(captured)
+    except RuntimeError as exc:
+        raise ValueError(str(exc)) from None
+    rgb = rc.rgb8(captured)
     return ViewRender(rgb=np.ascontiguousarray(rgb), id_map=np.ascontiguousarray(id_map),
                       index_to_object=index_to_object)
