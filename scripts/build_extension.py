@@ -242,8 +242,10 @@ def build(layout: Layout | None = None) -> Path:
     partial.unlink(missing_ok=True)
     try:
         _run_cli(["build", "--source-dir", str(staged), "--output-filepath", str(partial)])
-        validate([staged, partial])
+        validate([staged])
+        _run_cli(["validate", str(partial)])
         os.replace(partial, target)
+        log.info("valid: %s", target)
     finally:
         partial.unlink(missing_ok=True)
     log.info("built %s (%.1f MB)", target, target.stat().st_size / 1e6)
