@@ -92,6 +92,19 @@ def test_render_view_gives_one_id_per_visible_object_and_restores_indices(scene)
     assert cols["Left"] < cols["Middle"] < cols["Right"]
 
 
+def test_pass_index_zero_is_background_when_the_scene_marks_instances(scene) -> None:
+    from blender_instseg.blender.ops.view_render import render_view
+
+    for ob in scene.objects:
+        ob.pass_index = 0
+    scene.objects["Left"].pass_index = 5
+    scene.objects["Right"].pass_index = 9
+    view = render_view(bpy.context, samples=1)
+    seen = {view.index_to_object[int(i)] for i in np.unique(view.id_map) if i}
+    assert seen == {"Left", "Right"}  # "Middle" (pass index 0) is background, like a generator's ground
+    assert (scene.objects["Left"].pass_index, scene.objects["Middle"].pass_index) == (5, 0)
+
+
 def _write_categories(scene) -> None:
     run = Path(scene.instseg.run_dir)
     run.mkdir(parents=True, exist_ok=True)

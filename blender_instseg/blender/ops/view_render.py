@@ -80,13 +80,25 @@ def _temporarily(obj: Any, **values: Any) -> Iterator[None]:
                 log.warning("could not restore %s.%s", obj, k)
 
 
+def candidate_objects(scene: Any, view_layer: Any) -> list[Any]:
+    """The objects a prediction may be matched to.
+
+    A scene that already marks its instances with ``pass_index > 0`` (as the generator does, with
+    the ground left at 0) keeps that meaning: pass index 0 is background. Otherwise every visible
+    renderable object is a candidate.
+    """
+    visible = [ob for ob in scene.objects if ob.type in RENDERABLE and ob.visible_get(view_layer=view_layer)]
+    marked = [ob for ob in visible if ob.pass_index > 0]
+    return marked or visible
+
+
 def render_view(context: Any, samples: int = 8) -> ViewRender:
     """Render the scene's active camera; raise ValueError with a one-line reason if it cannot."""
     scene = context.scene
     if scene.camera is None:
         raise ValueError("the scene has no active camera; add one or set Scene > Camera")
     view_layer = context.view_layer
-    objects = [ob for ob in scene.objects if ob.type in RENDERABLE and ob.visible_get(view_layer=view_layer)]
+    objects = candidate_objects(scene, view_layer)
     if not objects:
         raise ValueError("nothing to predict: the scene has no visible objects")
     if len(objects) > 65535:
