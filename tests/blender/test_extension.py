@@ -351,3 +351,17 @@ def test_check_python_tells_missing_torch_from_wrong_path(tmp_path: Path) -> Non
     not_python.chmod(0o755)
     bad = check_python(str(not_python))
     assert not bad.ok and "not a working Python" in bad.message
+
+
+def test_deps_cli_one_line_error_and_success(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "deps.py"
+    env = dict(os.environ, PYTHONPATH=str(_isolated_path(tmp_path, ("numpy",))))
+    proc = subprocess.run([sys.executable, "-S", str(script), "--wheels", str(tmp_path / "none"),
+                           "--site", str(tmp_path / "site")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.count("\n") == 1 and "make wheels" in proc.stderr
+    bx.ensure_wheels(bx.Layout())
+    proc = subprocess.run([sys.executable, "-S", str(script), "--site", str(tmp_path / "site")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"cv2: {tmp_path / 'site'}" in proc.stdout and f"pycocotools: {tmp_path / 'site'}" in proc.stdout
