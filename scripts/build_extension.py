@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,18 +143,26 @@ def ensure_wheels(
         if not reqs:
             raise BuildError(f"no requirements in {layout.requirements}")
         layout.wheels_dir.mkdir(parents=True, exist_ok=True)
-        for platform in platforms:
-            cmd = [
-                sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                "--no-deps", "--only-binary=:all:", "--implementation", "cp",
-                "--python-version", python_version, "--platform", platform,
-                "--dest", str(layout.wheels_dir), *reqs,
-            ]
-            log.info("downloading wheels for %s / Python %s", platform, python_version)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode != 0:
-                detail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-                raise BuildError(f"pip download failed for {platform}: {detail}")
+        # pip writes into a private folder; finished wheels are renamed into wheels/, so an
+        # interrupted download never leaves a truncated .whl that looks present.
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=layout.wheels_dir))
+        try:
+            for platform in platforms:
+                cmd = [
+                    sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                    "--no-deps", "--only-binary=:all:", "--implementation", "cp",
+                    "--python-version", python_version, "--platform", platform,
+                    "--dest", str(tmp), *reqs,
+                ]
+                log.info("downloading wheels for %s / Python %s", platform, python_version)
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    detail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+                    raise BuildError(f"pip download failed for {platform}: {detail}")
+            for wheel in tmp.glob("*.whl"):
+                os.replace(wheel, layout.wheels_dir / wheel.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     else:
         log.info("wheels already present in %s", layout.wheels_dir)
     names = check_wheels_match(layout, manifest)
