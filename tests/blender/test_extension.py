@@ -139,6 +139,10 @@ import addon_utils  # after bpy: bpy puts Blender's scripts/modules on sys.path
 
 out = {"cv2_before": importlib.util.find_spec("cv2") is not None,
        "pycocotools_before": importlib.util.find_spec("pycocotools") is not None}
+OWNERS = ("Scene", "WindowManager", "Object", "Collection", "Material", "Image", "ViewLayer")
+def rna_props():
+    return {o: sorted(getattr(bpy.types, o).bl_rna.properties.keys()) for o in OWNERS}
+props_before = rna_props()
 out["install"] = sorted(bpy.ops.extensions.package_install_files(
     filepath=zip_path, repo="user_default", enable_on_install=True))
 out["enabled"] = mod_name in bpy.context.preferences.addons
@@ -181,6 +185,7 @@ out["good_python"] = sorted(bpy.ops.instseg.check_python())
 out["good_message"] = prefs.last_check
 
 # Disable: nothing of ours may stay registered or hooked.
+props_during = rna_props()
 bpy.ops.preferences.addon_disable(module=mod_name)
 out["after_disable_enabled"] = mod_name in bpy.context.preferences.addons
 out["after_disable_classes"] = [c.__name__ for c in framework.registered_classes()]
@@ -192,6 +197,8 @@ for name in dir(bpy.app.handlers):
     if isinstance(handlers, list):
         leftover += [f"{name}:{f}" for f in handlers if getattr(f, "__module__", "").startswith(mod_name)]
 out["after_disable_handlers"] = leftover
+out["props_added"] = sum(len(v) for v in props_during.values()) - sum(len(v) for v in props_before.values())
+out["after_disable_props"] = {o: sorted(set(rna_props()[o]) - set(props_before[o])) for o in OWNERS}
 framework.unregister()  # a second unregister is a no-op
 
 repos = [r.module for r in bpy.context.preferences.extensions.repos]
@@ -233,6 +240,9 @@ def test_install_enable_disable_uninstall_in_real_bpy(built_zip: Path, tmp_path:
     assert not r["after_disable_enabled"]
     assert r["after_disable_classes"] == [] and r["after_disable_still_registered"] == []
     assert r["after_disable_ops"] == [] and r["after_disable_handlers"] == []
+    if "props" in r["submodules"]:  # the add-on did attach properties, so the check above has teeth
+        assert r["props_added"] > 0
+    assert r["after_disable_props"] == {o: [] for o in r["after_disable_props"]}, r["after_disable_props"]
     assert r["installed_dir_before"] and r["uninstall"] == ["FINISHED"] and not r["installed_dir_after"]
 
 
