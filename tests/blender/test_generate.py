@@ -1,0 +1,296 @@
+"""The generator with the real bpy, in this process: scenes, ids, amodal masks, determinism, resume, shards.
+
+Most runs are masks-only at 64x64 (about 0.1 s per image); one small RGB run checks the full path.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.bpy
+
+bpy = pytest.importorskip("bpy")
+
+from blender_instseg.blender.generate import main as generate  # noqa: E402
+from blender_instseg.blender.render import amodal, annotate  # noqa: E402
+from blender_instseg.blender.render import cycles as cy  # noqa: E402
+from blender_instseg.blender.scene import builder  # noqa: E402
+from blender_instseg.core import coco, dataset  # noqa: E402
+from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
+from blender_instseg.core.validate import validate_dataset  # noqa: E402
+
+SMALL = ["--resolution", "64", "--masks-only", "--min-objects", "4", "--max-objects", "9", "--progress", "none",
+         "--no-preview"]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def render_scene(cfg: GeneratorConfig, seed: int) -> tuple[builder.BuiltScene, np.ndarray]:
+    w, h = cfg.render.resolution
+    built = builder.build_scene(cfg, seed, build_appearance=False)
+    cy.configure(cy.RenderSettings(w, h, 1, True, 0, False))
+    return built, cy.index_map(cy.render())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fresh_blender():
+    builder.reset_blender()
+    yield
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the rasteriser alone (numpy): pixel-centre exact against brute force
+
+
+def test_rasterize_matches_pixel_centre_brute_force() -> None:
+    rng = np.random.default_rng(3)
+    h, w = 37, 53
+    yy, xx = np.mgrid[0:h, 0:w] + 0.5
+    for _ in range(40):
+        tri = rng.uniform([-10, -10], [w + 10, h + 10], size=(3, 2))
+        (x0, y0), (x1, y1), (x2, y2) = tri
+        d0 = (x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0)
+        d1 = (x2 - x1) * (yy - y1) - (y2 - y1) * (xx - x1)
+        d2 = (x0 - x2) * (yy - y2) - (y0 - y2) * (xx - x2)
+        brute = ((d0 >= 0) & (d1 >= 0) & (d2 >= 0)) | ((d0 <= 0) & (d1 <= 0) & (d2 <= 0))
+        got = amodal.rasterize(tri[None], w, h)
+        assert (got != brute).sum() <= 1  # only a centre lying on an edge (float ties) may differ
+    # a 10x10 axis-aligned square from two triangles covers exactly 100 pixel centres
+    sq = np.array([[[2, 3], [12, 3], [12, 13]], [[2, 3], [12, 13], [2, 13]]], float)
+    assert amodal.rasterize(sq, w, h).sum() == 100
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ids, amodal, depth on real renders
+
+
+@pytest.mark.parametrize("shape", ["cube", "sphere", "cylinder", "cone", "torus", "monkey", "asset:gear",
+                                   "asset:star", "asset:vase"])
+def test_single_object_amodal_equals_cycles_mask(shape: str) -> None:
+    """Alone in the scene, an object's amodal mask must equal its Cycles index-pass mask pixel for pixel."""
+    cfg = GeneratorConfig()
+    cfg.objects.min_count = cfg.objects.max_count = 1
+    cfg.objects.shapes = {shape: cfg.objects.shapes.get(shape, "cube")}
+    cfg.render.resolution = [64, 48]
+    cfg.camera.distance = [2.5, 3.5]  # close: big silhouettes, often cut by the frame
+    built, ids = render_scene(cfg, seed=11)
+    stack, truncated = annotate.amodal_masks(built, 64, 48)
+    visible = ids == 1
+    assert visible.sum() > 20
+    assert np.array_equal(stack[0], visible)
+    touches = visible[0].any() or visible[-1].any() or visible[:, 0].any() or visible[:, -1].any()
+    if touches:
+        assert truncated[0]
+
+
+def test_linked_duplicates_get_distinct_ids() -> None:
+    """Objects sharing one mesh (and material) datablock still get their own ids and masks."""
+    cfg = GeneratorConfig(categories=["box"])
+    cfg.objects.shapes = {"cube": "box"}
+    cfg.objects.min_count = cfg.objects.max_count = 6
+    cfg.objects.linked_duplicates = 1.0
+    cfg.render.resolution = [64, 64]
+    built = builder.build_scene(cfg, 5, build_appearance=True)
+    assert len({so.obj.data.name for so in built.objects}) == 1
+    assert len({so.obj.material_slots[0].material.name for so in built.objects}) == 1
+    assert [so.obj.pass_index for so in built.objects] == [1, 2, 3, 4, 5, 6]
+    cy.configure(cy.RenderSettings(64, 64, 1, True, 0, False))
+    ids = cy.index_map(cy.render())
+    present = sorted(set(np.unique(ids).tolist()) - {0})
+    assert len(present) >= 4 and set(present) <= {1, 2, 3, 4, 5, 6}
+    anns, hidden, _ = annotate.build_annotations(built, ids)
+    assert {a["instance_id"] for a in anns} == set(present)
+    assert {a["category_id"] for a in anns} == {1}
+    assert len(anns) + len(hidden) == 6
+
+
+def test_visible_subset_of_amodal_and_hidden_reasons() -> None:
+    cfg = GeneratorConfig()
+    cfg.objects.min_count = cfg.objects.max_count = 25
+    cfg.objects.scatter_radius = 3.5
+    cfg.render.resolution = [64, 64]
+    n_hidden = 0
+    for seed in range(4):
+        built, ids = render_scene(cfg, seed)
+        anns, hidden, fixups = annotate.build_annotations(built, ids)
+        assert len(anns) + len(hidden) == 25
+        assert fixups <= 2  # edge pixels where float rounding differs from Cycles: expected ~0
+        for a in anns:
+            vis = coco.decode_segmentation(a["segmentation"], 64, 64).astype(bool)
+            am = coco.decode_segmentation(a["amodal_segmentation"], 64, 64).astype(bool)
+            assert np.array_equal(vis, ids == a["instance_id"])
+            assert not (vis & ~am).any()
+            assert a["visible_fraction"] == pytest.approx(vis.sum() / am.sum())
+            assert 0 < a["visible_fraction"] <= 1
+        for hd in hidden:
+            assert hd["reason"] in ("occluded", "outside_frame")
+            assert (hd["amodal_area"] == 0) == (hd["reason"] == "outside_frame")
+            assert not (ids == hd["instance_id"]).any()
+        n_hidden += len(hidden)
+    assert n_hidden > 0  # 25 objects at 64x64: some are hidden, so the branch above ran
+
+
+def test_depth_is_z_depth_in_metres() -> None:
+    """Looking straight down at the ground from height d, every ground pixel has depth d (z-depth)."""
+    cfg = GeneratorConfig()
+    cfg.objects.min_count = cfg.objects.max_count = 0
+    cfg.camera.elevation = [89.999, 89.999]
+    cfg.camera.distance = [4.0, 4.0]
+    cfg.camera.jitter = 0.0
+    builder.build_scene(cfg, 1, build_appearance=False)
+    cy.configure(cy.RenderSettings(32, 32, 1, True, 0, True))
+    depth = cy.depth_map(cy.render())
+    assert depth is not None
+    np.testing.assert_allclose(depth, 4.0, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the CLI loop in-process: determinism, resume, shards, only-index, validator
+
+
+def test_same_seed_same_bytes_and_valid(tmp_path: Path) -> None:
+    args = ["--num-images", "3", "--seed", "7", *SMALL, "--val-fraction", "0.34"]
+    assert generate(["--out", str(tmp_path / "a"), *args]) == 0
+    assert generate(["--out", str(tmp_path / "b"), *args]) == 0
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    assert a.keys() == b.keys() and a == b
+    assert {"annotations.json", "annotations_train.json", "annotations_val.json", "config.json"} <= a.keys()
+    assert {f"masks/{i:06d}.png" for i in range(3)} <= a.keys() and "depth/000002.exr" in a
+    report = validate_dataset(tmp_path / "a")
+    assert report.ok, report.errors[:3]
+    assert generate(["--out", str(tmp_path / "c"), *args[:-2], "--seed", "8"]) == 0
+    assert tree(tmp_path / "c")["masks/000000.png"] != a["masks/000000.png"]
+    recs = [json.loads(a[f"records/{i:06d}.json"]) for i in range(3)]
+    assert [r["seed"] for r in recs] == [builder.image_seed(7, i) for i in range(3)]
+
+
+def test_rgb_run_is_deterministic_and_valid(tmp_path: Path) -> None:
+    args = ["--num-images", "2", "--seed", "3", "--resolution", "48", "--samples", "2", "--min-objects", "3",
+            "--max-objects", "5", "--progress", "none", "--mask-format", "polygon", "--export", "yolo"]
+    assert generate(["--out", str(tmp_path / "a"), *args]) == 0
+    assert generate(["--out", str(tmp_path / "b"), *args]) == 0
+    a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
+    # dataset.yaml names its own folder (absolute path); everything else must match byte for byte
+    ya, yb = a.pop("dataset.yaml").splitlines()[1:], b.pop("dataset.yaml").splitlines()[1:]
+    assert ya == yb
+    assert a == b
+    assert "preview.png" in a and any(k.startswith("labels/") for k in a)
+    coco_json = json.loads(a["annotations.json"])
+    assert isinstance(coco_json["annotations"][0]["segmentation"], list)  # polygons
+    report = validate_dataset(tmp_path / "a")
+    assert report.ok, report.errors[:3]
+
+
+def test_resume_after_interruption_gives_identical_dataset(tmp_path: Path) -> None:
+    args = ["--num-images", "4", "--seed", "2", *SMALL]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    assert generate(["--out", str(ref), *args]) == 0
+    assert generate(["--out", str(run), *args]) == 0
+    # simulate a kill: the last image's record never got written, another image half done
+    (run / "records" / "000003.json").unlink()
+    (run / "records" / "000001.json").unlink()
+    (run / "masks" / "000001.png").write_bytes(b"truncated")
+    (run / "annotations.json").unlink()
+    (run / "records" / ".000002.json.123.tmp").write_text("{")  # a temp file from an atomic write
+    assert dataset.completed_indices(run) == {0, 2}
+    assert generate(["--out", str(run), *args]) == 0
+    (run / "records" / ".000002.json.123.tmp").unlink()
+    assert tree(run) == tree(ref)
+
+
+def test_shards_then_merge_equal_single_run(tmp_path: Path) -> None:
+    args = ["--num-images", "5", "--seed", "4", *SMALL]
+    assert generate(["--out", str(tmp_path / "single"), *args]) == 0
+    for i in range(2):
+        assert generate(["--out", str(tmp_path / f"s{i}"), *args, "--shard", str(i), "--num-shards", "2",
+                         "--no-merge"]) == 0
+    assert dataset.completed_indices(tmp_path / "s1") == {1, 3}
+    assert generate(["--out", str(tmp_path / "all"), "--merge", str(tmp_path / "s0"), str(tmp_path / "s1"),
+                     "--progress", "none", "--no-preview"]) == 0
+    single, merged = tree(tmp_path / "single"), tree(tmp_path / "all")
+    assert merged == single
+
+
+def test_only_index_rerenders_one_image(tmp_path: Path) -> None:
+    args = ["--num-images", "3", "--seed", "9", *SMALL]
+    out = tmp_path / "d"
+    assert generate(["--out", str(out), *args]) == 0
+    before = tree(out)
+    (out / "masks" / "000001.png").unlink()
+    (out / "records" / "000001.json").unlink()
+    assert generate(["--out", str(out), *args, "--only-index", "1"]) == 0
+    assert tree(out) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--num-images", "-1"], "--num-images must be >= 0"),
+        (["--min-objects", "-2"], "objects.min_count must be >= 0"),
+        (["--min-objects", "9", "--max-objects", "3"], "objects.min_count (9) > objects.max_count (3)"),
+        (["--workers", "0"], "--workers must be >= 1"),
+        (["--shard", "2", "--num-shards", "2"], "--shard must be in [0, 1]"),
+        (["--resolution", "big"], "--resolution must be R or WxH"),
+        (["--samples", "0"], "render.samples must be >= 1"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path: Path, capsys, extra: list[str], fragment: str) -> None:
+    out = tmp_path / "never"
+    rc = generate(["--out", str(out), "--progress", "none", *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and fragment in err[0]
+    assert not out.exists()
+
+
+def test_bad_paths_and_configs_exit_2(tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    assert generate(["--out", str(blocker / "sub"), "--progress", "none"]) == 2
+    assert "not writable" in capsys.readouterr().err
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"categories": ["thing"], "objects": {"shapes": {"asset:nope": "thing"}}}))
+    assert generate(["--out", str(tmp_path / "o1"), "--config", str(cfg), "--progress", "none"]) == 2
+    assert "unknown asset 'nope'" in capsys.readouterr().err
+    cfg.write_text('{"objects": {"min_count": ')
+    assert generate(["--out", str(tmp_path / "o2"), "--config", str(cfg), "--progress", "none"]) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    # resuming into a folder made with other settings is refused before anything is touched
+    out = tmp_path / "ds"
+    assert generate(["--out", str(out), "--num-images", "1", *SMALL]) == 0
+    before = tree(out)
+    assert generate(["--out", str(out), "--num-images", "1", *SMALL, "--seed", "5"]) == 2
+    assert "other settings (seed: 0 vs 5)" in capsys.readouterr().err
+    assert tree(out) == before
+
+
+def test_hidden_objects_are_moved_into_view_unless_allowed(tmp_path: Path) -> None:
+    common = ["--num-images", "3", "--seed", "1", "--resolution", "64", "--masks-only", "--min-objects", "25",
+              "--max-objects", "25", "--progress", "none", "--no-preview", "--no-merge"]
+    assert generate(["--out", str(tmp_path / "allow"), *common, "--allow-hidden"]) == 0
+    assert generate(["--out", str(tmp_path / "fix"), *common]) == 0
+
+    def hidden_count(root: Path) -> int:
+        return sum(len(dataset.read_record(p)["hidden"]) for p in sorted((root / "records").glob("*.json")))
+
+    assert hidden_count(tmp_path / "fix") < hidden_count(tmp_path / "allow")
+
+
+def test_physics_drop_is_deterministic(tmp_path: Path) -> None:
+    args = ["--num-images", "2", "--seed", "6", *SMALL, "--physics"]
+    assert generate(["--out", str(tmp_path / "a"), *args]) == 0
+    assert generate(["--out", str(tmp_path / "b"), *args]) == 0
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    rec = dataset.read_record(tmp_path / "a" / "records" / "000000.json")
+    assert rec["scene"]["physics"] is True
+    assert validate_dataset(tmp_path / "a").ok
+    shutil.rmtree(tmp_path / "b")

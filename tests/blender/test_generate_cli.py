@@ -1,0 +1,123 @@
+"""scripts/generate.py as a real child process: both invocation styles, --workers, kill -9 + resume, stop.
+
+Everything runs masks-only at 64x64 so each child costs about one bpy start-up (~1-2 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from blender_instseg.core import dataset, protocol
+
+pytestmark = pytest.mark.bpy
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "generate.py"
+SMALL = ["--resolution", "64", "--masks-only", "--min-objects", "3", "--max-objects", "8", "--no-preview"]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def run(args: list[str], **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=180, **kw)
+
+
+def test_help_works_with_and_without_double_dash() -> None:
+    for args in (["--help"], ["--", "--help"]):
+        res = run(args)
+        assert res.returncode == 0, res.stderr
+        assert "usage: generate.py" in res.stdout and "--masks-only" in res.stdout and "--workers" in res.stdout
+
+
+def test_both_styles_same_dataset_and_jsonl_events(tmp_path: Path) -> None:
+    args = ["--num-images", "2", "--seed", "5", *SMALL]
+    a = run(["--out", str(tmp_path / "a"), *args, "--progress", "jsonl"])
+    b = run(["--", "--out", str(tmp_path / "b"), *args, "--progress", "none"])
+    assert a.returncode == 0, a.stderr
+    assert b.returncode == 0, b.stderr
+    assert tree(tmp_path / "a") == tree(tmp_path / "b")
+    events = [protocol.parse_line(line) for line in a.stdout.splitlines()]
+    progress = [e for e in events if e.event == "progress"]
+    assert [e.get("step") for e in progress] == [0, 1, 2] and progress[-1].get("total") == 2
+    done = [e for e in events if e.event == "done"]
+    assert len(done) == 1 and done[0].get("images") == 2 and done[0].get("out") == str(tmp_path / "a")
+
+
+def test_bad_argument_in_child_is_one_line_exit_2(tmp_path: Path) -> None:
+    res = run(["--out", str(tmp_path / "x"), "--min-objects", "5", "--max-objects", "1", "--progress", "jsonl"])
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "min_count (5) > objects.max_count (1)" in lines[0]
+    assert any(protocol.parse_line(ln).event == "error" for ln in res.stdout.splitlines())
+    assert not (tmp_path / "x").exists()
+
+
+def test_workers_equal_single_process(tmp_path: Path) -> None:
+    args = ["--num-images", "6", "--seed", "3", *SMALL, "--progress", "none"]
+    single = run(["--out", str(tmp_path / "single"), *args])
+    assert single.returncode == 0, single.stderr
+    multi = run(["--out", str(tmp_path / "multi"), *args, "--workers", "2"])
+    assert multi.returncode == 0, multi.stderr
+    assert tree(tmp_path / "multi") == tree(tmp_path / "single")
+
+
+def test_kill_9_then_rerun_resumes_to_identical_dataset(tmp_path: Path) -> None:
+    args = ["--num-images", "30", "--seed", "8", *SMALL, "--progress", "none"]
+    ref = run(["--out", str(tmp_path / "ref"), *args])
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--out", str(out), *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(list((out / "records").glob("*.json"))) >= 3:
+            break
+        time.sleep(0.01)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    partial = dataset.completed_indices(out)
+    if killed:
+        assert 3 <= len(partial) < 30
+    rerun = run(["--out", str(out), *args])
+    assert rerun.returncode == 0, rerun.stderr
+    got = tree(out)
+    for name in [k for k in got if "/." in k or k.startswith(".")]:  # temp files of the killed write
+        got.pop(name)
+    assert got == tree(tmp_path / "ref")
+
+
+def test_stop_line_on_stdin_stops_cleanly(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), "--out", str(out), "--num-images", "200", "--seed", "1",
+                             *SMALL, "--progress", "jsonl"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    events = []
+    for line in proc.stdout:
+        ev = protocol.parse_line(line)
+        events.append(ev)
+        if ev.event == "progress" and (ev.get("step") or 0) >= 2:
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            break
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0
+    events += [protocol.parse_line(ln) for ln in rest.splitlines()]
+    done = [e for e in events if e.event == "done"]
+    assert len(done) == 1 and done[0].get("stopped") is True
+    n = len(dataset.completed_indices(out))
+    assert 2 <= n < 200
+    assert not (out / "annotations.json").exists()
+    assert json.loads((out / "config.json").read_text())["num_images"] == 200
