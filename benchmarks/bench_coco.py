@@ -102,7 +102,8 @@ def main() -> int:
     print(f"encode_id_map RLE+bbox+area+polygons {fmt(t_all)}")
     print(f"naive per-instance loop              {fmt(t_naive)}")
     ratio = statistics.median(t_naive) / statistics.median(t_all)
-    print(f"speed-up (naive / encode_id_map with polygons, medians): {ratio:.1f}x")
+    ratio_min = min(t_naive) / min(t_all)
+    print(f"speed-up (naive / encode_id_map with polygons): {ratio:.1f}x on medians, {ratio_min:.1f}x on minima")
     if args.size == 512 and args.instances == 20:
         target = 5.0
         verdict = "meets" if statistics.median(t_all) <= target else "MISSES"
