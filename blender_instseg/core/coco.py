@@ -270,7 +270,7 @@ def encode_id_map(id_map: np.ndarray, *, ids: Iterable[int] | None = None,
     total = 2 * run_ids.size + inst_ids.size
     counts = np.empty(total, dtype=np.int64)
     offsets = 2 * group_start + np.arange(inst_ids.size)  # where each instance's counts begin
-    run_rank = np.arange(run_ids.size) - np.repeat(group_start, n_runs)
+    run_rank: np.ndarray = np.arange(run_ids.size) - np.repeat(group_start, n_runs)
     run_pos = np.repeat(offsets, n_runs) + 2 * run_rank
     counts[run_pos] = gaps
     counts[run_pos + 1] = lengths

@@ -274,9 +274,9 @@ def merge_dataset(roots: Sequence[str | Path], out_root: str | Path | None = Non
     configs = [read_dataset_config(r) for r in root_paths]
     ref_key = _category_key(configs[0]["categories"])
     for root, cfg in zip(root_paths[1:], configs[1:]):
-        key = _category_key(cfg["categories"])
-        if key != ref_key:
-            raise ValueError(f"categories differ between {root_paths[0]} and {root}: {ref_key} vs {key}")
+        cat_key = _category_key(cfg["categories"])
+        if cat_key != ref_key:
+            raise ValueError(f"categories differ between {root_paths[0]} and {root}: {ref_key} vs {cat_key}")
     categories = [
         {"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "object")}
         for c in sorted(configs[0]["categories"], key=lambda c: int(c["id"]))

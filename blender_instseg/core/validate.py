@@ -62,6 +62,10 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
+def _positive_int(v: Any) -> int | None:
+    return int(v) if _is_int(v) and v > 0 else None
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
 
@@ -152,9 +156,10 @@ class _FileChecker:
             if iid in out:
                 self.err(f"image id {iid} is used twice")
                 continue
-            w, h = im.get("width"), im.get("height")
-            if not (_is_int(w) and _is_int(h) and w > 0 and h > 0):
-                self.err(f"image {iid}: width/height must be positive integers, got {w!r}x{h!r}")
+            w, h = _positive_int(im.get("width")), _positive_int(im.get("height"))
+            if w is None or h is None:
+                self.err(f"image {iid}: width/height must be positive integers, "
+                         f"got {im.get('width')!r}x{im.get('height')!r}")
                 continue
             out[iid] = im
             name = im.get("file_name")
@@ -305,7 +310,7 @@ class _FileChecker:
             return  # size mismatch already reported
         known: set[int] = set()
         for a in anns:
-            iid = a.get("instance_id")
+            iid: Any = a.get("instance_id")
             if not _is_int(iid) or a["id"] not in masks:
                 continue
             known.add(int(iid))
