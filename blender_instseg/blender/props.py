@@ -70,7 +70,7 @@ class InstSegSettings(bpy.types.PropertyGroup):
     match_iou_threshold: FloatProperty(  # type: ignore[valid-type]
         name="Match IoU", default=0.5, min=0.0, max=1.0,
         description="A prediction selects a scene object only when their masks overlap at least this much")
-    predict_samples: IntProperty(name="Render Samples", default=8, min=1, soft_max=256,  # type: ignore[valid-type]
+    predict_samples: IntProperty(name="Render Samples", default=4, min=1, soft_max=256,  # type: ignore[valid-type]
                                  description="Cycles samples for the Predict View render")
     show_in_camera: BoolProperty(name="Show in Camera", default=True,  # type: ignore[valid-type]
                                  description="Also show the overlay as the camera's background image")
