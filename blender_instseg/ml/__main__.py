@@ -1,0 +1,80 @@
+"""``python -m blender_instseg.ml <command>``: train, predict and evaluate the bundled model.
+
+Runs in its own process with a Python that has torch (Blender's does not). torch is imported only
+inside commands, so ``--help`` works anywhere and a missing torch is one clear line (exit 3).
+Every failure a person can fix is one line on stderr plus an ``error`` event on stdout (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("blender_instseg.ml.train", "train the bundled SOLOv2-lite model on a COCO dataset"),
+    "predict": ("blender_instseg.ml.predict", "predict instance masks for images -> COCO results JSON"),
+    "evaluate": ("blender_instseg.ml.evaluate_cmd", "predict a dataset split and write the evaluation report"),
+}
+
+TORCH_VERSION = "2.13.0"
+EXIT_ERROR = 2
+EXIT_NO_TORCH = 3
+
+
+def _fail(message: str, code: int) -> int:
+    from ..core import protocol
+
+    message = " ".join(str(message).split())
+    try:
+        protocol.emit("error", message=message)
+    except (OSError, ValueError):
+        pass
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m blender_instseg.ml", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module_name=module_name)
+        _configure(name, p)
+    return parser
+
+
+def _configure(name: str, p: argparse.ArgumentParser) -> None:
+    """Arguments are declared without importing torch (the command modules import it at the top)."""
+    from . import cli_args
+
+    getattr(cli_args, name)(p)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        import torch  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken install raising anything at import
+        return _fail(f"torch is not installed in {sys.executable}; install torch=={TORCH_VERSION} "
+                     f"(pip install torch=={TORCH_VERSION}) or pick a Python that has it ({type(exc).__name__})", EXIT_NO_TORCH)
+    try:
+        module = importlib.import_module(args._module_name)
+        return int(module.run(args))
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(text, EXIT_ERROR)
+    except RuntimeError as exc:  # torch errors (e.g. out of memory) -> still one line, never a traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return _fail(f"{type(exc).__name__}: {text}", EXIT_ERROR)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

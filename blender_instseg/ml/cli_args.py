@@ -1,0 +1,61 @@
+"""argparse definitions of the ml commands, kept free of torch so ``--help`` and the no-torch error work anywhere."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def train(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset folder (annotations_train.json/annotations_val.json or "
+                   "annotations.json) or an annotations JSON file")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints, config.json and events.jsonl")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--epochs", type=float, help="passes over the training images (default 20)")
+    stop.add_argument("--minutes", type=float, help="train for this much training time (total, including resumed time)")
+    stop.add_argument("--steps", type=int, help="optimizer steps (total, including resumed steps)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exact step count)")
+    p.add_argument("--batch-size", type=int, default=4, help="images per step per process (default 4)")
+    p.add_argument("--image-size", type=int, default=256, help="training input size, a multiple of 32 (default 256)")
+    val = p.add_mutually_exclusive_group()
+    val.add_argument("--val-fraction", type=float, default=None,
+                     help="hold out this fraction of images for evaluation when the dataset has no val split")
+    val.add_argument("--val-split", help="use annotations_<NAME>.json as the validation set (default: val if present)")
+    ph = p.add_mutually_exclusive_group()
+    ph.add_argument("--point-head", dest="point_head", action="store_true", default=True,
+                    help="train the PointRend-style boundary head (default)")
+    ph.add_argument("--no-point-head", dest="point_head", action="store_false", help="plain SOLOv2 masks, upsampled")
+    p.add_argument("--seed", type=int, default=0, help="seed for init, data order and augmentation (default 0)")
+    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
+    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
+    p.add_argument("--eval-every", type=int, default=0, help="steps between val evaluations (default: only at the end)")
+    p.add_argument("--save-minutes", type=float, nargs="*", default=[], metavar="M",
+                   help="also save minute-M.pt when training time reaches M minutes (for learning curves)")
+    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0: 2-core CPUs)")
+    p.add_argument("--model", default="", metavar="K=V,...", help="model config overrides, e.g. fpn_channels=96,mask_channels=48")
+
+
+def predict(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train (or a run folder with last.pt)")
+    p.add_argument("--images", required=True, nargs="+", metavar="PATH",
+                   help="a dataset's annotations JSON, or image files and/or folders of images")
+    p.add_argument("--out", required=True, help="predictions JSON to write (COCO results format)")
+    p.add_argument("--score-threshold", type=float, default=0.3,
+                   help="drop detections below this score (default 0.3; use 0.05 or lower for AP evaluation)")
+    p.add_argument("--overlays", metavar="DIR", help="also write one overlay PNG per image here")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")
+    p.add_argument("--no-refine", action="store_true", help="skip the point-head refinement (bilinear upsampling instead)")
+    p.add_argument("--gt", metavar="ANNOTATIONS", help="take image ids for raw image files from this COCO file (by path or file name)")
+
+
+def evaluate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train (or a run folder with last.pt)")
+    p.add_argument("--data", required=True, help="dataset folder (uses annotations_val.json, else annotations.json) or a COCO JSON")
+    p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for predictions.json, metrics.json, report.md, plots")
+    p.add_argument("--split", help="score annotations_<SPLIT>.json of the dataset folder")
+    p.add_argument("--score-threshold", type=float, default=0.5, help="threshold for precision/recall/F1 (AP uses all scores)")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")
+    p.add_argument("--no-refine", action="store_true", help="skip the point-head refinement")
+    p.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")

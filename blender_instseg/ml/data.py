@@ -1,0 +1,330 @@
+"""COCO dataset -> tensors for training and inference (masks decoded with pycocotools).
+
+Datasets are read the way the generator writes them (docs/architecture.md): a folder with
+``annotations_train.json``/``annotations_val.json`` or ``annotations.json``, image paths relative to
+the folder holding the JSON. Any plain COCO instances file works too.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from ..core.fileio import read_json
+from .targets import assign_cells
+
+log = logging.getLogger(__name__)
+
+PAD_VALUE = 114
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".exr")
+
+
+class DataError(ValueError):
+    """Bad dataset or images; the message is one line meant for a person."""
+
+
+@dataclass
+class ImageRecord:
+    image_id: int
+    path: Path
+    width: int
+    height: int
+    anns: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class CocoSource:
+    """One COCO file resolved against its image folder, restricted to some of its images."""
+
+    path: Path
+    categories: list[dict[str, Any]]
+    records: list[ImageRecord]
+
+    @property
+    def category_ids(self) -> list[int]:
+        return [int(c["id"]) for c in self.categories]
+
+
+def load_coco(path: str | Path, image_ids: Sequence[int] | None = None, check_images: bool = True) -> CocoSource:
+    """Read and check a COCO instances file; every failure is a one-line ``DataError``."""
+    p = Path(path)
+    try:
+        coco = read_json(p, "annotations file")
+    except (FileNotFoundError, ValueError) as exc:
+        raise DataError(str(exc)) from None
+    if not isinstance(coco, dict) or not isinstance(coco.get("images"), list) or not isinstance(coco.get("categories"), list):
+        raise DataError(f"not a COCO instances file (needs 'images' and 'categories' lists): {p}")
+    cats = sorted(coco["categories"], key=lambda c: int(c["id"]))
+    if not cats:
+        raise DataError(f"dataset has no categories: {p}")
+    cat_ids = {int(c["id"]) for c in cats}
+    root = p.parent
+    records: dict[int, ImageRecord] = {}
+    for im in coco["images"]:
+        try:
+            rec = ImageRecord(int(im["id"]), root / str(im["file_name"]), int(im["width"]), int(im["height"]))
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"image entry without id/file_name/width/height in {p}: {str(im)[:80]}") from None
+        records[rec.image_id] = rec
+    for ann in coco.get("annotations", []) or []:
+        rec = records.get(int(ann.get("image_id", -1)))
+        if rec is None:
+            raise DataError(f"annotation {ann.get('id')} refers to unknown image_id {ann.get('image_id')} in {p}")
+        if int(ann.get("category_id", -1)) not in cat_ids:
+            raise DataError(f"annotation {ann.get('id')} has category_id {ann.get('category_id')} not in categories of {p}")
+        rec.anns.append(ann)
+    chosen = [records[i] for i in sorted(records)] if image_ids is None else [records[i] for i in image_ids]
+    if not chosen:
+        raise DataError(f"dataset has no images: {p}")
+    if check_images:
+        missing = [r.path for r in chosen if not r.path.is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} image file(s) missing, e.g. {missing[0]}")
+    return CocoSource(p, cats, chosen)
+
+
+def resolve_dataset(data: str | Path, *, val_split: str | None = None, val_fraction: float = 0.0,
+                    seed: int = 0) -> tuple[CocoSource, CocoSource | None]:
+    """DATASET (folder or JSON) -> (train, val). Without a val file, ``val_fraction`` of images is held out."""
+    p = Path(data)
+    if not p.exists():
+        raise DataError(f"dataset not found: {p}")
+    val_path: Path | None = None
+    if p.is_dir():
+        if (p / "annotations_train.json").is_file():
+            train_path = p / "annotations_train.json"
+            name = val_split or "val"
+            if (p / f"annotations_{name}.json").is_file():
+                val_path = p / f"annotations_{name}.json"
+            elif val_split:
+                raise DataError(f"validation split not found: {p / f'annotations_{name}.json'}")
+        elif (p / "annotations.json").is_file():
+            train_path = p / "annotations.json"
+            if val_split:
+                if not (p / f"annotations_{val_split}.json").is_file():
+                    raise DataError(f"validation split not found: {p / f'annotations_{val_split}.json'}")
+                val_path = p / f"annotations_{val_split}.json"
+        else:
+            raise DataError(f"no annotations_train.json or annotations.json in {p}")
+    else:
+        train_path = p
+    if val_path is not None:
+        train = load_coco(train_path)
+        val = load_coco(val_path)
+        if val.category_ids != train.category_ids:
+            raise DataError(f"categories of {val_path.name} differ from {train_path.name}")
+        return train, val
+    full = load_coco(train_path)
+    if val_fraction <= 0 or len(full.records) < 2:
+        return full, None
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(full.records))
+    n_val = min(len(full.records) - 1, max(1, int(round(val_fraction * len(full.records)))))
+    val_idx = set(order[:n_val].tolist())
+    train_recs = [r for i, r in enumerate(full.records) if i not in val_idx]
+    val_recs = [r for i, r in enumerate(full.records) if i in val_idx]
+    return CocoSource(full.path, full.categories, train_recs), CocoSource(full.path, full.categories, val_recs)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """RGB uint8 (H, W, 3) from any OpenCV-readable file; 16-bit and float images are rescaled."""
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DataError(f"cannot read image: {path}")
+    if img.dtype == np.uint16:
+        img = (img / 257.0).round().astype(np.uint8)
+    elif img.dtype != np.uint8:
+        img = (np.clip(img.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return img
+
+
+def decode_segmentation(seg: Any, h: int, w: int) -> np.ndarray:
+    """COCO polygon / RLE (compressed or not) -> (h, w) uint8."""
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if seg else None
+        if rle is None:
+            return np.zeros((h, w), np.uint8)
+    elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, h, w)
+    elif isinstance(seg, dict):
+        rle = dict(seg)
+        if isinstance(rle["counts"], str):
+            rle["counts"] = rle["counts"].encode("ascii")
+    else:
+        raise DataError(f"unsupported segmentation of type {type(seg).__name__}")
+    m = mask_utils.decode(rle)
+    return m if m.shape == (h, w) else cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+def letterbox(img: np.ndarray, size: int, multiple: int = 32) -> tuple[np.ndarray, tuple[int, int]]:
+    """Resize so the longer side is ``size``, pad bottom/right to a multiple of 32; returns (image, valid_hw)."""
+    h, w = img.shape[:2]
+    s = size / max(h, w)
+    nh, nw = max(1, round(h * s)), max(1, round(w * s))
+    resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    ph, pw = math.ceil(nh / multiple) * multiple, math.ceil(nw / multiple) * multiple
+    out = np.full((ph, pw, 3), PAD_VALUE, np.uint8)
+    out[:nh, :nw] = resized
+    return out, (nh, nw)
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
+
+
+@dataclass
+class AugmentConfig:
+    scale_min: float = 0.7
+    scale_max: float = 1.3
+    hflip: float = 0.5
+    vflip: float = 0.0
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    min_area: int = 6
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Keys are (record index, epoch): augmentation draws from a RNG seeded by (seed, epoch, index),
+    so a resumed run sees exactly the batches an uninterrupted run would have seen."""
+
+    def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, grids: Sequence[int],
+                 scale_ranges: Sequence[tuple[float, float]], sigma: float, seed: int,
+                 augment: AugmentConfig | None = None, cache_images: bool = True) -> None:
+        if image_size % 32:
+            raise DataError(f"--image-size must be a multiple of 32, got {image_size}")
+        self.source = source
+        self.label_of = {cid: i for i, cid in enumerate(category_ids)}
+        self.size = image_size
+        self.grids, self.scale_ranges, self.sigma = list(grids), list(scale_ranges), sigma
+        self.seed = seed
+        self.aug = augment or AugmentConfig()
+        self.cache: dict[int, np.ndarray] | None = {} if cache_images else None
+
+    def __len__(self) -> int:
+        return len(self.source.records)
+
+    def _image(self, i: int) -> np.ndarray:
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        img = read_image(self.source.records[i].path)
+        if self.cache is not None:
+            self.cache[i] = img
+        return img
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        i, epoch = key
+        rec = self.source.records[i]
+        rng = np.random.default_rng([self.seed, epoch, i])
+        img = self._image(i)
+        h0, w0 = img.shape[:2]
+        anns = [a for a in rec.anns if not a.get("iscrowd", 0)]
+        masks = np.stack([decode_segmentation(a["segmentation"], h0, w0) for a in anns]) if anns else np.zeros((0, h0, w0), np.uint8)
+        labels = np.array([self.label_of[int(a["category_id"])] for a in anns], np.int64)
+        img, masks = self._augment(img, masks, rng)
+        keep = masks.reshape(len(masks), -1).sum(1) >= self.aug.min_area
+        masks, labels = masks[keep], labels[keep]
+        cells, inst = assign_cells(masks, self.grids, self.scale_ranges, self.sigma)
+        target = {"labels": torch.from_numpy(labels), "masks": torch.from_numpy(np.ascontiguousarray(masks)),
+                  "cell_index": torch.from_numpy(cells), "cell_inst": torch.from_numpy(inst)}
+        return to_tensor(img), target
+
+    def _augment(self, img: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        a, size = self.aug, self.size
+        h0, w0 = img.shape[:2]
+        s = size / max(h0, w0) * rng.uniform(a.scale_min, a.scale_max)
+        nh, nw = max(1, round(h0 * s)), max(1, round(w0 * s))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        if len(masks):
+            masks = np.stack([cv2.resize(m, (nw, nh), interpolation=cv2.INTER_NEAREST) for m in masks])
+        else:
+            masks = np.zeros((0, nh, nw), np.uint8)
+        canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
+        mcanvas = np.zeros((len(masks), size, size), np.uint8)
+        # crop offset in the resized image (if larger) and paste offset on the canvas (if smaller)
+        sy = int(rng.integers(0, nh - size + 1)) if nh > size else 0
+        sx = int(rng.integers(0, nw - size + 1)) if nw > size else 0
+        dy = int(rng.integers(0, size - nh + 1)) if nh < size else 0
+        dx = int(rng.integers(0, size - nw + 1)) if nw < size else 0
+        ch, cw = min(size, nh), min(size, nw)
+        canvas[dy:dy + ch, dx:dx + cw] = img[sy:sy + ch, sx:sx + cw]
+        mcanvas[:, dy:dy + ch, dx:dx + cw] = masks[:, sy:sy + ch, sx:sx + cw]
+        if rng.random() < a.hflip:
+            canvas, mcanvas = canvas[:, ::-1], mcanvas[:, :, ::-1]
+        if rng.random() < a.vflip:
+            canvas, mcanvas = canvas[::-1], mcanvas[:, ::-1]
+        f = canvas.astype(np.float32)
+        f *= 1 + rng.uniform(-a.brightness, a.brightness)
+        mean = f.mean()
+        f = (f - mean) * (1 + rng.uniform(-a.contrast, a.contrast)) + mean
+        grey = f.mean(axis=2, keepdims=True)
+        f = (f - grey) * (1 + rng.uniform(-a.saturation, a.saturation)) + grey
+        return np.clip(f, 0, 255).astype(np.uint8), np.ascontiguousarray(mcanvas)
+
+
+class EpochBatches(torch.utils.data.Sampler):
+    """Batches of (index, epoch) keys from ``start_step`` on, each epoch a fresh seeded permutation.
+
+    Each rank takes its own slice of every global batch (what DistributedSampler does), and the
+    sequence depends only on (seed, step), which is what makes ``--resume`` exact.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0, total_steps: int | None = None,
+                 rank: int = 0, world: int = 1) -> None:
+        self.n, self.batch, self.seed = n, batch_size, seed
+        self.start, self.total, self.rank, self.world = start_step, total_steps, rank, world
+        self.steps_per_epoch = max(1, n // (batch_size * world))
+
+    def __len__(self) -> int:
+        return max(0, (self.total or 0) - self.start)
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        need = self.steps_per_epoch * self.batch * self.world
+        perm = np.random.default_rng([self.seed, 7919, epoch]).permutation(self.n)
+        return np.resize(perm, need) if len(perm) < need else perm
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        step = self.start
+        cache: tuple[int, np.ndarray] | None = None
+        while self.total is None or step < self.total:
+            epoch, j = divmod(step, self.steps_per_epoch)
+            if cache is None or cache[0] != epoch:
+                cache = (epoch, self._perm(epoch))
+            g = self.batch * self.world
+            chunk = cache[1][j * g + self.rank * self.batch: j * g + (self.rank + 1) * self.batch]
+            yield [(int(i), epoch) for i in chunk]
+            step += 1
+
+
+def collate(batch: list[tuple[torch.Tensor, dict[str, torch.Tensor]]]) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+def list_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files and folders (non-recursive) -> sorted, de-duplicated image paths."""
+    out: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.update(q.resolve() for q in p.iterdir() if q.suffix.lower() in IMAGE_EXTENSIONS and q.is_file())
+        elif p.is_file():
+            out.add(p.resolve())
+        else:
+            raise DataError(f"image not found: {p}")
+    if not out:
+        raise DataError("no images found in " + ", ".join(str(p) for p in paths))
+    return sorted(out)

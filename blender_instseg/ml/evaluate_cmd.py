@@ -1,0 +1,61 @@
+"""``evaluate``: predict a dataset's held-out images with a checkpoint, then score them with core.evaluate.
+
+Scoring lives in ``core.evaluate`` (torch-free, shared with the Blender panel); this command only
+produces the predictions with a low score threshold so AP sees the whole precision-recall curve.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from ..core import protocol
+from ..core.fileio import atomic_write_json
+from .checkpoint import categories_match, load_model
+from .data import DataError, load_coco
+from .device import resolve_device
+from .predict import run_inference
+
+log = logging.getLogger(__name__)
+
+
+def pick_annotations(data: str, split: str | None) -> Path:
+    """The file to score against: a JSON as given, else annotations_<split>.json, annotations_val.json, annotations.json."""
+    p = Path(data)
+    if not p.exists():
+        raise DataError(f"dataset not found: {p}")
+    if p.is_file():
+        return p
+    names = [f"annotations_{split}.json"] if split else ["annotations_val.json", "annotations_test.json", "annotations.json"]
+    for name in names:
+        if (p / name).is_file():
+            return p / name
+    raise DataError(f"no {' or '.join(names)} in {p}")
+
+
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from ..core.evaluate import evaluate
+    except ImportError as exc:  # pragma: no cover - core.evaluate ships with the package
+        raise DataError(f"core.evaluate is not available: {exc}") from None
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    ann_path = pick_annotations(args.data, args.split)
+    src = load_coco(ann_path)
+    if not categories_match(src.categories, ckpt["categories"]):
+        raise DataError(f"categories of {ann_path} differ from the checkpoint's")
+    size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
+    items = [(r.image_id, r.path) for r in src.records]
+    results, _ = run_inference(model, items, src.category_ids, size, device,
+                               refine=False if args.no_refine else None, events=True)
+    out = Path(args.out)
+    preds_path = atomic_write_json(out / "predictions.json", results)
+    metrics = evaluate(ann_path, results, out_dir=out, score_threshold=args.score_threshold, plots=not args.no_plots)
+    summary = {"mask_AP": metrics.get("segm", {}).get("AP"), "mask_AP50": metrics.get("segm", {}).get("AP50"),
+               "boundary_AP": metrics.get("boundary", {}).get("AP")}
+    protocol.emit("done", out=str(out), predictions=str(preds_path), metrics=summary)
+    return 0
+

@@ -1,0 +1,271 @@
+"""SOLOv2-lite: box-free instance segmentation by location (Wang et al., SOLOv2, 2020), made small.
+
+Each cell of an SxS grid (one grid per pyramid level) predicts a category score and a dynamic 1x1
+kernel; the kernel applied to one shared stride-4 mask-feature map gives the mask of the object
+whose centre falls in that cell. Duplicates are removed with Matrix NMS. No anchors, boxes, RoIAlign
+or box-NMS, which keeps the code small and the CPU cost low (there is no torchvision here).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
+from ..matrix_nms import matrix_nms
+from .backbone import Backbone, conv_gn
+from .fpn import FPN
+from .point_head import PointHead, point_sample, uncertain_points_with_randomness
+
+PIXEL_MEAN = 0.45
+PIXEL_STD = 0.25
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
+
+    num_classes: int
+    backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    backbone_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)
+    fpn_channels: int = 64
+    head_channels: int = 64
+    head_convs: int = 2
+    mask_channels: int = 32
+    grids: tuple[int, ...] = (24, 16, 8)
+    # sqrt(box area) ranges per grid, as fractions of the input size (overlapping, as in SOLO)
+    scale_ranges: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.125, 0.5), (0.25, 100.0))
+    level_strides: tuple[int, ...] = (8, 16, 32)
+    sigma: float = 0.2
+    dice_weight: float = 3.0
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.25
+    point_head: bool = True
+    point_hidden: int = 64
+    point_layers: int = 3
+    point_train_points: int = 196
+    point_oversample: float = 3.0
+    point_importance: float = 0.75
+    point_max_instances: int = 24
+    point_weight: float = 1.0
+    subdivision_steps: int = 2
+    subdivision_points: int = 784
+    # inference (SOLOv2 test cfg)
+    score_thr: float = 0.1
+    nms_pre: int = 500
+    mask_thr: float = 0.5
+    update_thr: float = 0.05
+    max_per_img: int = 100
+    nms_kernel: str = "gaussian"
+    nms_sigma: float = 2.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (list(map(list, v)) if k == "scale_ranges" else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        kw = dict(d)
+        for k in ("backbone_widths", "backbone_blocks", "grids", "level_strides"):
+            if k in kw:
+                kw[k] = tuple(int(v) for v in kw[k])
+        if "scale_ranges" in kw:
+            kw["scale_ranges"] = tuple((float(a), float(b)) for a, b in kw["scale_ranges"])
+        return cls(**kw)
+
+
+def coord_channels(x: torch.Tensor) -> torch.Tensor:
+    """Two channels of normalised (x, y) in [-1, 1]: lets 1x1 kernels tell objects apart by position."""
+    b, _, h, w = x.shape
+    ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
+    xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
+    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
+    return torch.stack([xx, yy])[None].expand(b, -1, -1, -1)
+
+
+class MaskFeatureBranch(nn.Module):
+    """Fuses P2..P5 into one stride-4 map of ``out`` channels (the unified mask feature of SOLOv2)."""
+
+    def __init__(self, cin: int, out: int, n_levels: int) -> None:
+        super().__init__()
+        self.levels = nn.ModuleList(conv_gn(cin + (2 if i == n_levels - 1 else 0), out) for i in range(n_levels))
+        self.fuse = conv_gn(out, out, k=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        acc = None
+        for i, (conv, f) in enumerate(zip(self.levels, feats)):
+            if i == len(feats) - 1:
+                f = torch.cat([f, coord_channels(f)], dim=1)
+            y = conv(f)
+            if i > 0:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            acc = y if acc is None else acc + y
+        return self.fuse(acc)
+
+
+class GridHead(nn.Module):
+    """Shared category + kernel branches, applied to each level resized to its SxS grid."""
+
+    def __init__(self, cin: int, channels: int, convs: int, num_classes: int, kernel_dim: int) -> None:
+        super().__init__()
+        self.cate = nn.Sequential(*[conv_gn(cin if i == 0 else channels, channels) for i in range(convs)])
+        self.kernel = nn.Sequential(*[conv_gn(cin + 2 if i == 0 else channels, channels) for i in range(convs)])
+        self.cate_out = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.kernel_out = nn.Conv2d(channels, kernel_dim, 3, padding=1)
+        nn.init.normal_(self.cate_out.weight, std=0.01)
+        nn.init.constant_(self.cate_out.bias, -math.log((1 - 0.01) / 0.01))
+        nn.init.normal_(self.kernel_out.weight, std=0.01)
+        nn.init.zeros_(self.kernel_out.bias)
+
+    def forward(self, feat: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        kfeat = torch.cat([feat, coord_channels(feat)], dim=1)
+        kfeat = F.interpolate(kfeat, size=(grid, grid), mode="bilinear", align_corners=False)
+        cfeat = kfeat[:, :-2]
+        return self.cate_out(self.cate(cfeat)), self.kernel_out(self.kernel(kfeat))
+
+
+class SOLOv2Lite(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.num_classes < 1:
+            raise ValueError("the model needs at least one category")
+        if len(cfg.grids) != 3 or len(cfg.scale_ranges) != 3 or len(cfg.level_strides) != 3:
+            raise ValueError("grids, scale_ranges and level_strides need 3 entries (P3..P5)")
+        self.cfg = cfg
+        self.backbone = Backbone(cfg.backbone_widths, cfg.backbone_blocks)
+        self.fpn = FPN(self.backbone.out_channels[1:], cfg.fpn_channels)
+        self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4)
+        self.head = GridHead(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, cfg.num_classes, cfg.mask_channels)
+        self.point_head = (PointHead(3 + cfg.backbone_widths[0] + cfg.mask_channels, cfg.point_hidden, cfg.point_layers)
+                           if cfg.point_head else None)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor) -> dict[str, Any]:
+        """images: (B, 3, H, W) float in [0, 1], H and W multiples of 32."""
+        x = (images - PIXEL_MEAN) / PIXEL_STD
+        c = self.backbone(x)
+        p = self.fpn(c[1:])  # P2..P5
+        mask_feat = self.mask_branch(p)
+        cates, kernels = [], []
+        for feat, grid in zip(p[1:], self.cfg.grids):
+            cate, kernel = self.head(feat, grid)
+            cates.append(cate.permute(0, 2, 3, 1).reshape(cate.shape[0], -1, self.cfg.num_classes))
+            kernels.append(kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1, self.cfg.mask_channels))
+        return {"cate": torch.cat(cates, 1), "kernel": torch.cat(kernels, 1), "mask_feat": mask_feat,
+                "fine": [x, c[0], mask_feat]}
+
+    # ------------------------------------------------------------------ training
+    def loss(self, out: dict[str, Any], targets: list[dict[str, torch.Tensor]],
+             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """targets[b]: labels (N,), masks (N, H, W) uint8, cell_index (P,), cell_inst (P,)."""
+        cfg = self.cfg
+        cate = out["cate"]
+        onehot = torch.zeros_like(cate)
+        dice_terms, point_logits, point_labels = [], [], []
+        num_pos = 0
+        for b, t in enumerate(targets):
+            cells, inst = t["cell_index"], t["cell_inst"]
+            if len(cells) == 0:
+                continue
+            num_pos += len(cells)
+            onehot[b, cells, t["labels"][inst]] = 1.0
+            feat = out["mask_feat"][b]
+            e, h, w = feat.shape
+            logits = (out["kernel"][b, cells] @ feat.reshape(e, -1)).reshape(-1, h, w)
+            gt = t["masks"][inst].float()
+            gt_s4 = F.avg_pool2d(gt[None], kernel_size=4)[0] if gt.shape[-1] != w else gt
+            dice_terms.append(dice_loss(logits, gt_s4))
+            if self.point_head is not None:
+                n = len(cells)
+                if n > cfg.point_max_instances:
+                    pick = torch.randperm(n, generator=generator, device=cells.device)[: cfg.point_max_instances]
+                    logits, gt = logits[pick], gt[pick]
+                coarse_maps = logits.detach().unsqueeze(1)
+                coords = uncertain_points_with_randomness(coarse_maps, cfg.point_train_points, cfg.point_oversample,
+                                                          cfg.point_importance, generator)
+                coarse = point_sample(logits.unsqueeze(1), coords)[:, 0]
+                fine = PointHead.sample_fine([m[b:b + 1] for m in out["fine"]], coords)
+                point_logits.append(self.point_head(fine, coarse))
+                point_labels.append(point_sample(gt.unsqueeze(1), coords)[:, 0])
+        losses = {"cate": sigmoid_focal_loss(cate, onehot, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha) / (num_pos + 1)}
+        zero = out["mask_feat"].sum() * 0
+        losses["mask"] = cfg.dice_weight * torch.cat(dice_terms).mean() if dice_terms else zero
+        if self.point_head is not None:
+            losses["point"] = (cfg.point_weight * point_bce_loss(torch.cat(point_logits), torch.cat(point_labels))
+                               if point_logits else zero)
+        return losses
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def postprocess(self, out: dict[str, Any], b: int, valid_hw: tuple[int, int], out_hw: tuple[int, int],
+                    refine: bool | None = None) -> dict[str, torch.Tensor]:
+        """Masks (K, out_h, out_w) bool, labels (K,) class index, scores (K,) for image ``b`` of a batch.
+
+        ``valid_hw`` is the part of the padded input that holds the (resized) image; masks are cropped
+        to it and resized to ``out_hw`` (the original image size).
+        """
+        cfg = self.cfg
+        scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
+        feat = out["mask_feat"][b]
+        e, h, w = feat.shape
+        empty = {"masks": torch.zeros((0, *out_hw), dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
+                 "scores": torch.zeros(0)}
+        cell, label = torch.nonzero(scores_all > cfg.score_thr, as_tuple=True)
+        if len(cell) == 0:
+            return empty
+        scores = scores_all[cell, label]
+        if len(scores) > cfg.nms_pre:
+            scores, order = scores.topk(cfg.nms_pre)
+            cell, label = cell[order], label[order]
+        strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32, device=feat.device)
+                             for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
+        logits = (out["kernel"][b, cell] @ feat.reshape(e, -1)).reshape(-1, h, w)
+        probs = torch.sigmoid(logits)
+        masks = probs > cfg.mask_thr
+        area = masks.flatten(1).sum(1).float()
+        keep = area > strides
+        if not keep.any():
+            return empty
+        logits, probs, masks, area, scores, label = logits[keep], probs[keep], masks[keep], area[keep], scores[keep], label[keep]
+        maskness = (probs * masks).flatten(1).sum(1) / area
+        scores = scores * maskness
+        scores, order = scores.sort(descending=True)
+        logits, masks, area, label = logits[order], masks[order], area[order], label[order]
+        scores = matrix_nms(masks, label, scores, mask_area=area, kernel=cfg.nms_kernel, sigma=cfg.nms_sigma)
+        keep = scores >= cfg.update_thr
+        if not keep.any():
+            return empty
+        logits, scores, label = logits[keep], scores[keep], label[keep]
+        scores, order = scores.sort(descending=True)
+        order = order[: cfg.max_per_img]
+        scores, logits, label = scores[: cfg.max_per_img], logits[order], label[order]
+        use_points = self.point_head is not None if refine is None else (refine and self.point_head is not None)
+        if use_points:
+            fine = [m[b:b + 1] for m in out["fine"]]
+            full = self.point_head.refine(fine, logits, cfg.subdivision_steps, cfg.subdivision_points)
+            scale = 4 // (2 ** cfg.subdivision_steps)
+            if scale > 1:
+                full = F.interpolate(full[:, None], scale_factor=scale, mode="bilinear", align_corners=False)[:, 0]
+        else:
+            full = F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
+        vh, vw = valid_hw
+        full = full[:, :vh, :vw]
+        if (vh, vw) != tuple(out_hw):
+            full = F.interpolate(full[:, None], size=tuple(out_hw), mode="bilinear", align_corners=False)[:, 0]
+        masks = full > 0
+        nonempty = masks.flatten(1).any(1)
+        return {"masks": masks[nonempty], "labels": label[nonempty], "scores": scores[nonempty]}
+
+
+def build_model(cfg: ModelConfig | dict[str, Any]) -> SOLOv2Lite:
+    return SOLOv2Lite(cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg))

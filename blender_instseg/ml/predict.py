@@ -1,0 +1,152 @@
+"""``predict``: checkpoint + images -> COCO results JSON (RLE masks), optional overlay PNGs.
+
+Images are either a dataset's annotations JSON (its image ids are used, so the output can be scored
+against it) or raw image files/folders (ids 1.. in sorted path order, listed in ``<out>.images.json``
+so the Blender side can map results back to files).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+import torch
+from pycocotools import mask as mask_utils
+
+from ..core import protocol
+from ..core.fileio import atomic_write_bytes, atomic_write_json
+from .checkpoint import categories_match, load_model
+from .data import DataError, letterbox, list_images, load_coco, read_image, to_tensor
+from .device import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def predict_image(model: torch.nn.Module, img: np.ndarray, image_size: int, device: torch.device,
+                  refine: bool | None = None) -> dict[str, np.ndarray]:
+    """One RGB uint8 image -> masks (K, H, W) bool, labels (K,) class index, scores (K,), at the image's own size."""
+    padded, valid = letterbox(img, image_size)
+    x = to_tensor(padded)[None].to(device)
+    out = model(x)
+    res = model.postprocess(out, 0, valid, img.shape[:2], refine=refine)
+    return {k: v.cpu().numpy() for k, v in res.items()}
+
+
+def to_coco_results(image_id: int, pred: dict[str, np.ndarray], category_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """COCO results entries (counts as str, so the file is plain JSON and loads with COCO.loadRes)."""
+    masks = pred["masks"]
+    if len(masks) == 0:
+        return []
+    rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    boxes = mask_utils.toBbox(rles)
+    out = []
+    for rle, box, label, score in zip(rles, boxes, pred["labels"], pred["scores"]):
+        out.append({"image_id": int(image_id), "category_id": int(category_ids[int(label)]),
+                    "score": round(float(score), 5),
+                    "segmentation": {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")},
+                    "bbox": [round(float(v), 2) for v in box]})
+    return out
+
+
+def draw_overlay(img: np.ndarray, pred: dict[str, np.ndarray], names: Sequence[str], score_threshold: float) -> np.ndarray:
+    """RGB image with each kept instance filled (alpha 0.45), outlined and labelled."""
+    canvas = img.copy()
+    rng = np.random.default_rng(0)
+    for mask, label, score in zip(pred["masks"], pred["labels"], pred["scores"]):
+        if score < score_threshold:
+            continue
+        colour = rng.integers(60, 256, size=3)
+        m = mask.astype(bool)
+        canvas[m] = (0.55 * canvas[m] + 0.45 * colour).astype(np.uint8)
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(canvas, contours, -1, tuple(int(c) for c in colour), 1)
+        ys, xs = np.nonzero(m)
+        if len(xs):
+            cv2.putText(canvas, f"{names[int(label)]} {score:.2f}", (int(xs.min()), max(8, int(ys.min()) - 2)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.3, (255, 255, 255), 1, cv2.LINE_AA)
+    return canvas
+
+
+def _image_list(paths: Sequence[str], gt: str | None, categories: list[dict[str, Any]]) -> tuple[list[tuple[int, Path]], bool]:
+    """-> ([(image_id, path)], from_dataset). One annotations JSON gives its own ids."""
+    if len(paths) == 1 and paths[0].lower().endswith(".json"):
+        src = load_coco(paths[0])
+        if not categories_match(src.categories, categories):
+            raise DataError(f"categories of {paths[0]} differ from the checkpoint's")
+        return [(r.image_id, r.path) for r in src.records], True
+    files = list_images(paths)
+    if gt is None:
+        return [(i + 1, p) for i, p in enumerate(files)], False
+    src = load_coco(gt, check_images=False)
+    if not categories_match(src.categories, categories):
+        raise DataError(f"categories of {gt} differ from the checkpoint's")
+    by_path = {r.path.resolve(): r.image_id for r in src.records}
+    by_name: dict[str, int] = {}
+    for r in src.records:
+        by_name.setdefault(r.path.name, r.image_id)
+    out = []
+    for p in files:
+        iid = by_path.get(p, by_name.get(p.name))
+        if iid is None:
+            raise DataError(f"image {p} is not in {gt}")
+        out.append((iid, p))
+    return out, True
+
+
+def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], category_ids: Sequence[int], image_size: int,
+                  device: torch.device, *, refine: bool | None = None, overlays: Path | None = None,
+                  names: Sequence[str] = (), overlay_threshold: float = 0.3, events: bool = False,
+                  keep_images: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Predict a list of (image_id, path); returns (COCO results, image entries)."""
+    results: list[dict[str, Any]] = []
+    images: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    last = 0.0
+    for n, (iid, path) in enumerate(items, 1):
+        img = read_image(path)
+        pred = predict_image(model, img, image_size, device, refine=refine)
+        results.extend(to_coco_results(iid, pred, category_ids))
+        images.append({"id": iid, "file_name": str(path), "width": int(img.shape[1]), "height": int(img.shape[0])})
+        if overlays is not None:
+            ok, buf = cv2.imencode(".png", draw_overlay(img, pred, names, overlay_threshold)[..., ::-1])
+            if ok:
+                atomic_write_bytes(overlays / f"{Path(path).stem}_{iid}.png", buf.tobytes())
+        now = time.perf_counter()
+        if events and (now - last > 0.5 or n == len(items)):
+            last = now
+            rate = n / max(now - t0, 1e-9)
+            protocol.emit("progress", step=n, total=len(items), phase="predict", eta_s=(len(items) - n) / rate,
+                          images_per_s=rate)
+    return results, images
+
+
+
+
+def run(args: argparse.Namespace) -> int:
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
+    categories = ckpt["categories"]
+    items, from_dataset = _image_list(args.images, args.gt, categories)
+    size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
+    overlays = Path(args.overlays) if args.overlays else None
+    cat_ids = [int(c["id"]) for c in categories]
+    names = [str(c.get("name", c["id"])) for c in categories]
+    results, images = run_inference(model, items, cat_ids, size, device, refine=False if args.no_refine else None,
+                                    overlays=overlays, names=names, overlay_threshold=args.score_threshold, events=True)
+    results = [r for r in results if r["score"] >= args.score_threshold]
+    out = Path(args.out)
+    atomic_write_json(out, results)
+    index = None
+    if not from_dataset:
+        index = out.with_name(out.stem + ".images.json")
+        atomic_write_json(index, {"images": images, "categories": categories}, indent=1)
+    protocol.emit("done", out=str(out), images=len(images), detections=len(results),
+                  images_index=str(index) if index else None)
+    return 0

@@ -1,0 +1,398 @@
+"""``train``: fit SOLOv2-lite on a COCO dataset, streaming protocol events on stdout.
+
+Built for being driven by Blender: JSON lines on stdout, a clean stop (checkpoint first) on
+SIGINT/SIGTERM or a ``stop`` line on stdin, atomic checkpoints, and ``--resume`` that continues the
+exact step sequence (data order and augmentation depend only on (seed, step); optimizer and torch
+RNG state are in the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core import protocol
+from ..core.fileio import atomic_write_json
+from .checkpoint import CheckpointError, categories_match, load_checkpoint, save_checkpoint
+from .data import AugmentConfig, CocoSource, DataError, EpochBatches, TrainDataset, collate, resolve_dataset
+from .device import resolve_device
+from .models import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; saved in every checkpoint and in RUN_DIR/config.json."""
+
+    data: str
+    out: str
+    epochs: float | None = None
+    minutes: float | None = None
+    steps: int | None = None
+    batch_size: int = 4
+    image_size: int = 256
+    val_fraction: float = 0.0
+    val_split: str | None = None
+    point_head: bool = True
+    seed: int = 0
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 10.0
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    save_minutes: list[float] = field(default_factory=list)
+    workers: int = 0
+    augment: dict[str, Any] = field(default_factory=lambda: asdict(AugmentConfig()))
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM or a ``stop`` line on stdin; checked between steps."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+        self.event.set()
+
+    def install(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            if self.event.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.set(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+        if sys.stdin is not None and not sys.stdin.closed and not sys.stdin.isatty():
+            threading.Thread(target=self._watch_stdin, daemon=True, name="stdin-stop").start()
+
+    def _watch_stdin(self) -> None:
+        try:
+            for line in sys.stdin:
+                if protocol.is_stop_command(line):
+                    self.set("stop command")
+                    return
+        except (OSError, ValueError):
+            return
+
+
+def lr_at(cfg: TrainConfig, step: int, progress: float) -> float:
+    """Linear warmup, then cosine decay to 5% of the peak over the run's progress (0..1)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    return cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+class ProgressBar:
+    """One-line bar on stderr, only when a person is watching (stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def update(self, step: int, total: int, loss: float, eta: float) -> None:
+        if not self.enabled:
+            return
+        frac = min(1.0, step / max(total, 1))
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {step}/{total} loss {loss:.3f} eta {eta:5.0f}s")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _dist_info() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, device: str = "auto",
+                 resume: bool = False) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.out)
+        self.rank, self.world, local = _dist_info()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+            if backend == "nccl":
+                torch.cuda.set_device(local)
+                device = f"cuda:{local}"
+        self.device = resolve_device(device)
+        self.main = self.rank == 0
+        ckpt = None
+        if resume:
+            last = self.run_dir / "last.pt"
+            if not last.is_file():
+                raise CheckpointError(f"nothing to resume: {last} does not exist")
+            ckpt = load_checkpoint(last, map_location="cpu")
+            saved = dict(ckpt.get("train_config", {}))
+            # the stop criterion and logistics come from this command line; the recipe from the run
+            for k in ("epochs", "minutes", "steps", "data", "out", "checkpoint_every", "eval_every", "save_minutes", "workers"):
+                saved[k] = getattr(cfg, k)
+            self.cfg = cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+        elif (self.run_dir / "last.pt").exists():
+            raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
+        self.train_src, self.val_src = resolve_dataset(cfg.data, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
+                                                       seed=cfg.seed)
+        if ckpt is not None:
+            if not categories_match(ckpt["categories"], self.train_src.categories):
+                raise DataError("dataset categories differ from the checkpoint's; cannot resume on this dataset")
+            self.model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+        else:
+            self.model_cfg = ModelConfig(num_classes=len(self.train_src.categories), point_head=cfg.point_head,
+                                         **(model_overrides or {}))
+        self.categories = self.train_src.categories
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(self.model_cfg).to(self.device)
+        self.optim = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.step = 0
+        self.train_seconds = 0.0
+        self.history: list[dict[str, Any]] = []
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optim.load_state_dict(ckpt["optimizer"])
+            self.step = int(ckpt["step"])
+            self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+            self.history = list(ckpt.get("history", []))
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        self.ddp = None
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                                               find_unused_parameters=True)
+        self.dataset = TrainDataset(self.train_src, self.train_src.category_ids, cfg.image_size, self.model_cfg.grids,
+                                    self.model_cfg.scale_ranges, self.model_cfg.sigma, cfg.seed,
+                                    AugmentConfig(**cfg.augment))
+        self.steps_per_epoch = max(1, len(self.dataset) // (cfg.batch_size * self.world))
+        self.total_steps = self._total_steps()
+        self.stop = StopFlag()
+
+    def _total_steps(self) -> int | None:
+        c = self.cfg
+        if c.steps is not None:
+            return int(c.steps)
+        if c.epochs is not None:
+            return max(1, int(round(c.epochs * self.steps_per_epoch)))
+        return None  # minutes
+
+    # ------------------------------------------------------------------ events and files
+    def emit(self, event: str, **data: Any) -> None:
+        if not self.main:
+            return
+        protocol.emit(event, **data)
+        try:
+            with open(self.run_dir / "events.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(protocol.encode_event(event, **data) + "\n")
+        except OSError:
+            pass
+
+    def write_config(self) -> None:
+        if self.main:
+            atomic_write_json(self.run_dir / "config.json", {
+                "model_config": self.model_cfg.to_dict(), "categories": self.categories,
+                "train_config": asdict(self.cfg), "format": "blender_instseg.solov2-lite/1"}, indent=2)
+
+    def save(self, extra_name: str | None = None) -> Path | None:
+        if not self.main:
+            return None
+        payload = {"model": self.model.state_dict(), "optimizer": self.optim.state_dict(), "step": self.step,
+                   "train_seconds": self.train_seconds, "rng": _rng_state(), "model_config": self.model_cfg.to_dict(),
+                   "categories": self.categories, "train_config": asdict(self.cfg), "history": self.history}
+        last = save_checkpoint(self.run_dir / "last.pt", payload)
+        named = save_checkpoint(self.run_dir / (extra_name or f"checkpoint-{self.step:06d}.pt"), payload)
+        if extra_name is None:
+            olds = sorted(self.run_dir.glob("checkpoint-*.pt"))
+            for old in olds[: max(0, len(olds) - self.cfg.keep_checkpoints)]:
+                old.unlink(missing_ok=True)
+        self.emit("checkpoint", path=str(named), step=self.step)
+        return last
+
+    def evaluate(self) -> dict[str, float] | None:
+        if not self.main or self.val_src is None:
+            return None
+        from .quick_eval import mask_ap
+
+        self.model.eval()
+        try:
+            metrics = mask_ap(self.model, self.val_src, self.cfg.image_size, self.device)
+        finally:
+            self.model.train()
+        record = {"step": self.step, "train_seconds": round(self.train_seconds, 2), **metrics}
+        self.history.append(record)
+        self.emit("eval", step=self.step, metrics=metrics, train_seconds=round(self.train_seconds, 2))
+        return metrics
+
+    # ------------------------------------------------------------------ loop
+    def progress_fraction(self) -> float:
+        if self.total_steps is not None:
+            return self.step / max(1, self.total_steps)
+        return self.train_seconds / max(1e-9, 60.0 * float(self.cfg.minutes or 0))
+
+    def finished(self) -> bool:
+        if self.total_steps is not None:
+            return self.step >= self.total_steps
+        return self.train_seconds >= 60.0 * float(self.cfg.minutes or 0)
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        self.stop.install()
+        sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, start_step=self.step,
+                               total_steps=None, rank=self.rank, world=self.world)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                                             collate_fn=collate, persistent_workers=cfg.workers > 0)
+        net = self.ddp or self.model
+        self.model.train()
+        bar = ProgressBar()
+        pending_minutes = sorted(m for m in cfg.save_minutes if m * 60 > self.train_seconds)
+        last_emit = 0.0
+        loss_avg: float | None = None
+        stopped = ""
+        self.emit("log", message=f"training on {self.device} ({torch.get_num_threads()} threads), "
+                  f"{len(self.dataset)} train / {len(self.val_src.records) if self.val_src else 0} val images, "
+                  f"{sum(p.numel() for p in self.model.parameters())} parameters, from step {self.step}")
+        it = iter(loader)
+        while not self.finished():
+            if self._should_stop():
+                stopped = self.stop.reason or "stop"
+                break
+            t0 = time.perf_counter()
+            images, targets = next(it)
+            images = images.to(self.device, non_blocking=True)
+            targets = [{k: v.to(self.device, non_blocking=True) for k, v in t.items()} for t in targets]
+            lr = lr_at(cfg, self.step, self.progress_fraction())
+            for g in self.optim.param_groups:
+                g["lr"] = lr
+            out = net(images)
+            losses = self.model.loss(out, targets)
+            loss = sum(losses.values())
+            self.optim.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optim.step()
+            self.step += 1
+            if self.device.type == "cuda":
+                torch.cuda.synchronize()
+            self.train_seconds += time.perf_counter() - t0
+            value = float(loss.detach())
+            loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
+            now = time.perf_counter()
+            if now - last_emit > 0.5 or self.step == 1 or self.finished():
+                last_emit = now
+                rate = self.step / max(self.train_seconds, 1e-9) if self.train_seconds else 0.0
+                if self.total_steps is not None:
+                    total = self.total_steps
+                    eta = (total - self.step) * self.train_seconds / max(self.step, 1)
+                else:
+                    budget = 60.0 * float(cfg.minutes or 0)
+                    eta = max(0.0, budget - self.train_seconds)
+                    total = max(self.step, int(round(self.step / max(self.train_seconds, 1e-9) * budget)))
+                self.emit("progress", step=self.step, total=total, loss=value, loss_avg=loss_avg, eta_s=eta, lr=lr,
+                          epoch=self.step / self.steps_per_epoch, images_per_s=rate * cfg.batch_size * self.world,
+                          **{f"loss_{k}": float(v.detach()) for k, v in losses.items()})
+                bar.update(self.step, total, loss_avg, eta)
+            while pending_minutes and self.train_seconds >= pending_minutes[0] * 60:
+                self.save(extra_name=f"minute-{pending_minutes.pop(0):06.2f}.pt")
+            if cfg.checkpoint_every > 0 and self.step % cfg.checkpoint_every == 0 and not self.finished():
+                self.save()
+            if cfg.eval_every > 0 and self.step % cfg.eval_every == 0 and not self.finished():
+                self.evaluate()
+        bar.close()
+        last = self.save()
+        metrics = None
+        if not stopped and self.val_src is not None:
+            metrics = self.evaluate()
+            self.save()  # keep the eval in the checkpoint's history
+        self.emit("done", checkpoint=str(self.run_dir / "last.pt") if last or self.main else None, step=self.step,
+                  train_seconds=round(self.train_seconds, 2), stopped=bool(stopped), reason=stopped or None,
+                  metrics=metrics)
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        return 0
+
+    def _should_stop(self) -> bool:
+        flag = self.stop.event.is_set()
+        if self.world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item() > 0)
+            if flag and not self.stop.reason:
+                self.stop.reason = "stop on another rank"
+        return flag
+
+
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    import json
+
+    out: dict[str, Any] = {}
+    for part in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--model expects K=V pairs, got {part!r}")
+        k, v = part.split("=", 1)
+        if k not in ModelConfig.__dataclass_fields__ or k in ("num_classes", "point_head"):
+            raise ValueError(f"unknown or fixed model setting in --model: {k}")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.epochs is None and args.minutes is None and args.steps is None:
+        args.epochs = 20.0
+    for name in ("epochs", "minutes", "steps", "batch_size", "image_size"):
+        v = getattr(args, name)
+        if v is not None and v <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    overrides = parse_overrides(args.model)
+    for k in ("grids", "backbone_widths", "backbone_blocks", "level_strides"):
+        if k in overrides:
+            overrides[k] = tuple(overrides[k])
+    if "scale_ranges" in overrides:
+        overrides["scale_ranges"] = tuple(tuple(r) for r in overrides["scale_ranges"])
+    cfg = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, steps=args.steps,
+                      batch_size=args.batch_size, image_size=args.image_size,
+                      val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
+                      seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
+                      save_minutes=list(args.save_minutes), workers=args.workers)
+    trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume)
+    return trainer.run()

@@ -1,0 +1,155 @@
+"""The ml CLI as a child process, parsed with core.protocol exactly as the Blender side parses it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools import mask as mask_utils
+from pycocotools.coco import COCO
+
+from blender_instseg.core import protocol
+from tests.ml.conftest import ROOT, events, run_cli
+
+pytestmark = pytest.mark.torch
+
+
+def test_train_streams_protocol_events_and_writes_a_safe_checkpoint(trained_run: Path) -> None:
+    lines = (trained_run / "events.jsonl").read_text().splitlines()
+    evs = [protocol.parse_line(line) for line in lines]
+    assert all(e.event != "log" or e.message.startswith("training on") for e in evs)  # nothing unparsed
+    progress = [e for e in evs if e.event == "progress"]
+    assert progress[0].get("step") == 1 and progress[-1].get("step") == 12
+    assert all(e.get("total") == 12 and isinstance(e.get("loss"), float) and e.get("eta_s") is not None for e in progress)
+    steps = [e.get("step") for e in progress]
+    assert steps == sorted(steps)
+    ckpts = [e for e in evs if e.event == "checkpoint"]
+    assert [e.get("step") for e in ckpts] == [5, 10, 12]
+    done = evs[-1]
+    assert done.event == "done" and done.get("step") == 12 and done.get("stopped") is False
+    assert Path(done.get("checkpoint")).is_file()
+    ckpt = torch.load(trained_run / "last.pt", weights_only=True)
+    assert ckpt["step"] == 12 and ckpt["categories"][0]["name"] == "disc"
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model_config"]["num_classes"] == 3 and config["train_config"]["image_size"] == 64
+    assert sorted(p.name for p in trained_run.glob("checkpoint-*.pt")) == [
+        "checkpoint-000005.pt", "checkpoint-000010.pt", "checkpoint-000012.pt"]
+
+
+def test_resume_continues_the_exact_step_sequence(shapes_root: Path, tmp_path: Path) -> None:
+    common = ["--data", str(shapes_root), "--batch-size", "2", "--image-size", "64", "--no-point-head",
+              "--checkpoint-every", "0"]
+    straight = run_cli("train", *common, "--out", str(tmp_path / "a"), "--steps", "6")
+    assert straight.returncode == 0, straight.stderr
+    first = run_cli("train", *common, "--out", str(tmp_path / "b"), "--steps", "3")
+    assert first.returncode == 0, first.stderr
+    again = run_cli("train", *common, "--out", str(tmp_path / "b"), "--steps", "6")
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = run_cli("train", *common, "--out", str(tmp_path / "b"), "--steps", "6", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    progress = [e for e in events(resumed.stdout) if e.event == "progress"]
+    assert progress[0].get("step") == 4 and progress[-1].get("step") == 6
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 6
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6, msg=f"weights differ after resume: {k}")
+
+
+def _start_long_training(shapes_root: Path, out: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "blender_instseg.ml", "train", "--data", str(shapes_root),
+                             "--out", str(out), "--steps", "100000", "--batch-size", "2", "--image-size", "64",
+                             "--checkpoint-every", "0"],
+                            cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def _wait_for_step(proc: subprocess.Popen[str], step: int) -> list[protocol.Event]:
+    seen = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        ev = protocol.parse_line(line)
+        seen.append(ev)
+        if ev.event == "progress" and ev.get("step", 0) >= step:
+            return seen
+        assert time.monotonic() < deadline, "no progress"
+    raise AssertionError("trainer exited early: " + (proc.stderr.read() if proc.stderr else ""))
+
+
+@pytest.mark.parametrize("how", ["stdin", "sigterm"])
+def test_stop_leaves_a_loadable_checkpoint(shapes_root: Path, tmp_path: Path, how: str) -> None:
+    proc = _start_long_training(shapes_root, tmp_path / "run")
+    try:
+        _wait_for_step(proc, 2)
+        if how == "stdin":
+            assert proc.stdin is not None
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+        else:
+            proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    done = [e for e in events(out) if e.event == "done"]
+    assert done and done[-1].get("stopped") is True
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert 2 <= ckpt["step"] == done[-1].get("step") < 100000
+
+
+def test_predict_on_a_dataset_gives_coco_results(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "preds.json"
+    proc = run_cli("predict", "--checkpoint", str(trained_run / "last.pt"), "--images", str(shapes_root / "annotations.json"),
+                   "--out", str(out), "--score-threshold", "0.0", "--overlays", str(tmp_path / "ov"))
+    assert proc.returncode == 0, proc.stderr
+    evs = events(proc.stdout)
+    assert evs[-1].event == "done" and evs[-1].get("images") == 8
+    preds = json.loads(out.read_text())
+    gt = COCO(str(shapes_root / "annotations.json"))
+    assert {p["image_id"] for p in preds} <= set(gt.getImgIds())
+    assert {p["category_id"] for p in preds} <= set(gt.getCatIds())
+    if preds:
+        dt = gt.loadRes(preds)
+        assert len(dt.getAnnIds()) == len(preds)
+        for p in preds[:20]:
+            m = mask_utils.decode(p["segmentation"])
+            assert m.shape == (64, 64) and m.any()
+            assert np.allclose(mask_utils.toBbox(p["segmentation"]), p["bbox"], atol=0.01)
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 8
+
+
+def test_predict_raw_images_assigns_ids_in_path_order(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("b.png", "a.png"):
+        (raw / name).write_bytes((shapes_root / "images" / "000001.png").read_bytes())
+    out = tmp_path / "p.json"
+    proc = run_cli("predict", "--checkpoint", str(trained_run), "--images", str(raw), "--out", str(out),
+                   "--score-threshold", "0.0", "--no-refine")
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((tmp_path / "p.images.json").read_text())
+    assert [(im["id"], Path(im["file_name"]).name) for im in index["images"]] == [(1, "a.png"), (2, "b.png")]
+    preds = json.loads(out.read_text())
+    by_image = {i: sorted((p["score"], p["segmentation"]["counts"]) for p in preds if p["image_id"] == i) for i in (1, 2)}
+    assert by_image[1] == by_image[2]  # same pixels -> same predictions
+
+
+def test_evaluate_writes_the_core_report(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
+    proc = run_cli("evaluate", "--checkpoint", str(trained_run / "last.pt"), "--data", str(shapes_root),
+                   "--out", str(tmp_path / "report"), "--no-plots")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert "AP" in metrics["segm"] and "AP" in metrics["boundary"]
+    assert (tmp_path / "report" / "predictions.json").is_file()
+    done = events(proc.stdout)[-1]
+    assert done.event == "done" and "mask_AP" in done.get("metrics")

@@ -1,0 +1,114 @@
+"""The network pieces, in process: target assignment, Matrix NMS, point head, learning, save -> load -> predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytestmark = pytest.mark.torch
+
+from blender_instseg.ml.checkpoint import load_checkpoint, load_model, save_checkpoint
+from blender_instseg.ml.data import TrainDataset, collate, load_coco
+from blender_instseg.ml.matrix_nms import matrix_nms
+from blender_instseg.ml.models import ModelConfig, build_model
+from blender_instseg.ml.models.point_head import PointHead
+from blender_instseg.ml.predict import predict_image, to_coco_results
+from blender_instseg.ml.data import read_image
+from blender_instseg.ml.targets import assign_cells
+
+
+def test_assign_cells_puts_an_object_in_its_centre_cell_on_the_right_level() -> None:
+    masks = np.zeros((2, 64, 64), np.uint8)
+    masks[0, 4:10, 40:46] = 1      # small (6 px of 64): finest grid only
+    masks[1, 10:60, 2:52] = 1      # large (50 px): coarse grids
+    grids, ranges = (8, 4, 2), ((0.0, 0.25), (0.125, 0.5), (0.25, 100.0))
+    cells, inst = assign_cells(masks, grids, ranges, 0.2)
+    small = cells[inst == 0]
+    assert len(small) >= 1 and (small < 64).all()
+    # centre of mass (y 7, x 43) -> row 0, column 5 of the 8x8 grid
+    assert 0 * 8 + 5 in small.tolist()
+    large = cells[inst == 1]
+    assert len(large) >= 1 and (large >= 64).all()
+
+
+def test_matrix_nms_decays_duplicates_of_the_same_class_only() -> None:
+    m = torch.zeros(3, 16, 16, dtype=torch.bool)
+    m[0, 2:10, 2:10] = True
+    m[1, 2:10, 2:10] = True        # duplicate of 0
+    m[2, 2:10, 2:10] = True        # same pixels, other class
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([0, 0, 1])
+    out = matrix_nms(m, labels, scores)
+    assert out[0] == pytest.approx(0.9)
+    assert out[1] < 0.8 * 0.2           # exp(-2) decay for IoU 1
+    assert out[2] == pytest.approx(0.7)
+
+
+def test_point_head_starts_as_bilinear_upsampling_and_refines_to_full_resolution() -> None:
+    torch.manual_seed(0)
+    head = PointHead(fine_channels=5)
+    coarse = torch.randn(3, 8, 8)
+    fine = [torch.randn(1, 5, 32, 32)]
+    refined = head.refine(fine, coarse, steps=2, num_points=20)
+    assert refined.shape == (3, 32, 32)
+    up = torch.nn.functional.interpolate(torch.nn.functional.interpolate(coarse[:, None], scale_factor=2, mode="bilinear",
+                                                                         align_corners=False), scale_factor=2, mode="bilinear",
+                                         align_corners=False)[:, 0]
+    assert torch.allclose(refined, up, atol=1e-5)  # zero-initialised residual
+
+
+def _batch(shapes_root: Path, cfg: ModelConfig, n: int = 4):
+    src = load_coco(shapes_root / "annotations.json")
+    ds = TrainDataset(src, src.category_ids, 64, cfg.grids, cfg.scale_ranges, cfg.sigma, seed=0)
+    return collate([ds[(i, 0)] for i in range(n)])
+
+
+@pytest.mark.parametrize("point_head", [True, False])
+def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=point_head)
+    model = build_model(cfg).train()
+    images, targets = _batch(shapes_root, cfg)
+    assert sum(len(t["cell_index"]) for t in targets) > 0
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(25):
+        loss = sum(model.loss(model(images), targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+
+
+def test_save_load_predict_gives_identical_outputs(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
+    model, ckpt = load_model(trained_run / "last.pt")
+    model.cfg.score_thr = 0.0   # a 12-step model is unsure: keep every candidate so there is much to compare
+    model.cfg.update_thr = 0.0
+    img = read_image(shapes_root / "images" / "000000.png")
+    before = predict_image(model, img, 64, torch.device("cpu"))
+    assert len(before["masks"]) > 0
+    path = tmp_path / "m.pt"
+    save_checkpoint(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(),
+                           "categories": ckpt["categories"]})
+    raw = torch.load(path, weights_only=True)  # plain tensors and containers only
+    assert raw["model_config"]["score_thr"] == 0.0
+    loaded, _ = load_model(path)
+    after = predict_image(loaded, img, 64, torch.device("cpu"))
+    for key in ("masks", "labels", "scores"):
+        np.testing.assert_array_equal(before[key], after[key])
+    assert to_coco_results(1, before, [1, 2, 3]) == to_coco_results(1, after, [1, 2, 3])
+
+
+def test_checkpoint_loader_rejects_foreign_files(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(ValueError, match="not a blender_instseg model checkpoint"):
+        load_checkpoint(other)
