@@ -244,8 +244,25 @@ def split_of(index: int, val_fraction: float) -> str:
     return "val" if math.floor((index + 1) * val_fraction) > math.floor(index * val_fraction) else "train"
 
 
-def render_index(job: Job, index: int) -> dict[str, Any]:
-    """Render image ``index`` and write its files, then its record; returns the record."""
+class _Timer:
+    """Accumulates wall time per phase into a dict when one is given (benchmarks); a no-op otherwise."""
+
+    def __init__(self, sink: dict[str, float] | None) -> None:
+        self.sink = sink
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        if self.sink is not None:
+            now = time.perf_counter()
+            self.sink[name] = self.sink.get(name, 0.0) + now - self.t
+            self.t = now
+
+
+def render_index(job: Job, index: int, timings: dict[str, float] | None = None) -> dict[str, Any]:
+    """Render image ``index`` and write its files, then its record; returns the record.
+
+    ``timings``, when given, accumulates seconds per phase (build, check, render, annotate, write).
+    """
     import numpy as np
 
     from .render import annotate, output
@@ -256,18 +273,22 @@ def render_index(job: Job, index: int) -> dict[str, Any]:
     seed = builder.image_seed(job.seed, index)
     w, h = cfg.render.resolution
     masks_only = cfg.render.masks_only
+    timer = _Timer(timings)
     built = builder.build_scene(cfg, seed, build_appearance=not masks_only)
+    timer.lap("build")
     settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
                                  device=job.device, threads=job.threads, seed=seed)
-    passes = _settle_and_render(built, cfg, settings)
+    passes = _settle_and_render(built, cfg, settings, timer)
     ids = cy.index_map(passes)
     annotations, hidden, fixups = annotate.build_annotations(built, ids)
+    timer.lap("annotate")
 
     stem = f"{index:06d}"
     file_name = f"images/{stem}.png"
     mask_file = f"masks/{stem}.png"
     depth_file = f"depth/{stem}.exr" if cfg.render.depth else None
     output.write_rgb(job.out / file_name, cy.rgb8(passes))
+    timer.lap("write_rgb")
     output.write_id_map(job.out / mask_file, ids)
     if depth_file is not None:
         depth = cy.depth_map(passes)
@@ -288,10 +309,11 @@ def render_index(job: Job, index: int) -> dict[str, Any]:
         "scene": built.params,
     }
     dataset.write_record(job.out, record)  # last: the record marks the image complete
+    timer.lap("write_labels")
     return record
 
 
-def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any) -> dict[str, Any]:
+def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _Timer) -> dict[str, Any]:
     """Move fully hidden objects into view (a few tries, deterministic), then do the final render.
 
     The checks are 1-sample index renders: at full size in masks-only mode (the last one is the
@@ -316,7 +338,7 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any) -> dict[
         for attempt in range(oc.max_resample + 1):
             cy.configure(check_settings, percentage=percentage)
             passes = cy.render()
-            present = set(np.unique(cy.index_map(passes)).tolist())
+            present = set(np.flatnonzero(np.bincount(cy.index_map(passes).ravel())).tolist())
             missing = [o for o in built.objects if o.instance_id not in present]
             if not missing or attempt == oc.max_resample:
                 last = passes
@@ -325,9 +347,13 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any) -> dict[
                 builder.move_object(so, built.objects, cfg, rng, built.camera)
             bpy.context.view_layer.update()
     if settings.masks_only and last is not None and percentage == 100:
+        timer.lap("render")
         return last
+    timer.lap("check")
     cy.configure(settings)
-    return cy.render()
+    passes = cy.render()
+    timer.lap("render")
+    return passes
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class CameraConfig:
     elevation: list[float] = field(default_factory=lambda: [25.0, 70.0])  # degrees above the ground
     focal_length: list[float] = field(default_factory=lambda: [35.0, 50.0])  # mm on a 36 mm sensor
     jitter: float = 0.3  # metres of random offset of the look-at point
+    fit_objects: bool = True  # move back (beyond distance) until every object's centre is inside the frame
 
 
 @dataclass

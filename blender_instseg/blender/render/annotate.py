@@ -47,7 +47,7 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray) -> tuple[list[dict[
     h, w = id_map.shape
     objects = built.objects
     known = {so.instance_id for so in objects}
-    present = set(int(v) for v in np.unique(id_map)) - {0}
+    present = set(np.flatnonzero(np.bincount(id_map.ravel())).tolist()) - {0}
     stray = present - known
     if stray:
         raise RuntimeError(f"id map holds ids that belong to no instance: {sorted(stray)[:5]}")

@@ -98,16 +98,23 @@ def _ground(size: float) -> bpy.types.Object:
 
 
 def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others: list[tuple[float, float, float]],
-              tries: int = 25) -> tuple[float, float]:
-    """Rejection-sample a point in a disc whose footprint circle avoids the others; falls back to the last try."""
-    x = y = 0.0
+              tries: int = 30) -> tuple[float, float]:
+    """Rejection-sample a point in a disc whose footprint circle avoids the others.
+
+    When no try is free, the try with the largest clearance wins, so crowded scenes overlap as
+    little as possible instead of swallowing small objects inside big ones.
+    """
+    best, best_clear = (0.0, 0.0), -math.inf
     for _ in range(tries):
         r = radius * math.sqrt(float(rng.uniform()))
         a = float(rng.uniform(0, 2 * math.pi))
         x, y = r * math.cos(a), r * math.sin(a)
-        if all((x - ox) ** 2 + (y - oy) ** 2 >= (footprint + of) ** 2 for ox, oy, of in others):
-            break
-    return x, y
+        clear = min((math.hypot(x - ox, y - oy) - footprint - of for ox, oy, of in others), default=math.inf)
+        if clear >= 0:
+            return x, y
+        if clear > best_clear:
+            best, best_clear = (x, y), clear
+    return best
 
 
 def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = True,
@@ -132,11 +139,11 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
 
     shapes = sorted(oc.shapes)
     count = int(layout.integers(oc.min_count, oc.max_count + 1))
-    placed: list[tuple[float, float, float]] = []
-    objects: list[SceneObject] = []
+    # shapes, sizes and rotations first: the disc grows with the objects' total footprint (packing
+    # density <= ~50 %), so crowded scenes spread out instead of nesting objects inside each other
+    drafts = []
     prev_shape: str | None = None
-    prev_mat: bpy.types.Material | None = None
-    for k in range(1, count + 1):
+    for _ in range(count):
         dup = prev_shape is not None and float(layout.uniform()) < oc.linked_duplicates
         shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
         sm = meshes.get_shape(shape, assets_dir)
@@ -144,7 +151,14 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         rot = _random_rotation(layout)
         rotated = (np.asarray(rot.to_matrix(), np.float64) @ sm.verts.T).T * scale
         footprint = float(np.linalg.norm(rotated[:, :2], axis=1).max())
-        x, y = _place_xy(layout, oc.scatter_radius, footprint, placed)
+        drafts.append((dup, shape, sm, scale, rot, rotated, footprint))
+        prev_shape = shape
+    radius = max(oc.scatter_radius, math.sqrt(2.0 * sum(d[6] ** 2 for d in drafts)))
+    placed: list[tuple[float, float, float]] = []
+    objects: list[SceneObject] = []
+    prev_mat: bpy.types.Material | None = None
+    for k, (dup, shape, sm, scale, rot, rotated, footprint) in enumerate(drafts, start=1):
+        x, y = _place_xy(layout, radius, footprint, placed)
         lift = float(layout.uniform(oc.float_height[0], oc.float_height[1]))
         if cfg.physics.enabled:
             lift += float(layout.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1]))
@@ -167,7 +181,6 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             obj.material_slots[0].link = "OBJECT"
             obj.material_slots[0].material = mat
             prev_mat = mat
-        prev_shape = shape
         objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint))
 
     if cfg.physics.enabled and objects:
@@ -199,7 +212,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
 def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object]) -> bpy.types.Object:
     cc = cfg.camera
     if objs:
-        centre = sum((Vector(o.matrix_world.translation) for o in objs), Vector()) / len(objs)
+        centre = sum((Vector(o.location) for o in objs), Vector()) / len(objs)  # matrix_world is stale until a depsgraph update
     else:
         centre = Vector((0.0, 0.0, 0.0))
     jitter = Vector(tuple(float(v) for v in rng.uniform(-cc.jitter, cc.jitter, size=3)))
@@ -209,6 +222,12 @@ def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types
     el = math.radians(float(rng.uniform(cc.elevation[0], cc.elevation[1])))
     dist = float(rng.uniform(cc.distance[0], cc.distance[1]))
     lens = float(rng.uniform(cc.focal_length[0], cc.focal_length[1]))
+    if cc.fit_objects and objs:
+        # the sensor width spans the longer image side (sensor_fit AUTO); fit centres on the shorter one
+        w, h = cfg.render.resolution
+        half_fov = math.atan(18.0 * min(w, h) / max(w, h) / lens)
+        reach = max((Vector(o.location) - target).length for o in objs)
+        dist = max(dist, reach / math.sin(half_fov))
     data = bpy.data.cameras.new("camera")
     data.lens = lens
     data.sensor_width = 36.0
@@ -225,12 +244,26 @@ def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types
 
 def move_object(so: SceneObject, scene_objects: list[SceneObject], cfg: GeneratorConfig, rng: np.random.Generator,
                 camera: bpy.types.Object) -> None:
-    """Re-place a hidden object: a new spot in the disc, biased toward the camera side so it is seen."""
+    """Re-place a hidden object where the camera sees the ground: a random point of the central frame area.
+
+    The point is where a camera ray through a random spot in the middle 60 % of the frame meets
+    the plane at the object's current height; being drawn from the resample stream, the move is
+    as deterministic as the rest of the scene.
+    """
+    scene = bpy.context.scene
+    frame = camera.data.view_frame(scene=scene)  # camera-space corners: top-right, bottom-right, bottom-left, top-left
+    u, v = (float(t) for t in rng.uniform(0.2, 0.8, size=2))
+    top = frame[3].lerp(frame[0], u)
+    bottom = frame[2].lerp(frame[1], u)
+    local = bottom.lerp(top, v)
+    mw = camera.matrix_world
+    origin = mw.translation
+    direction = (mw.to_3x3() @ local).normalized()
+    z = so.obj.location.z
+    if direction.z < -1e-6 and origin.z > z:
+        t = (z - origin.z) / direction.z
+        hit = origin + t * direction
+        so.obj.location.x, so.obj.location.y = hit.x, hit.y
+        return
     others = [(o.obj.location.x, o.obj.location.y, o.footprint) for o in scene_objects if o is not so]
-    x, y = _place_xy(rng, cfg.objects.scatter_radius, so.footprint, others)
-    # pull the spot toward the camera's ground projection so occluders are behind it
-    cam = camera.matrix_world.translation
-    t = float(rng.uniform(0.2, 0.6))
-    x = x + t * (cam.x - x) * 0.5
-    y = y + t * (cam.y - y) * 0.5
-    so.obj.location.x, so.obj.location.y = x, y
+    so.obj.location.x, so.obj.location.y = _place_xy(rng, cfg.objects.scatter_radius, so.footprint, others)
