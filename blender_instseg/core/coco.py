@@ -71,6 +71,34 @@ def _rle_to_json(rle: dict[str, Any]) -> dict[str, Any]:
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts}
 
 
+def rle_string_counts(counts: bytes) -> list[int]:
+    """Run lengths of a compressed COCO RLE string (pycocotools' ``rleFrString`` in Python).
+
+    pycocotools decodes an RLE whose runs do not cover the image without complaint and returns
+    uninitialised memory for the rest, so the validator needs the runs themselves to check them.
+    """
+    out: list[int] = []
+    p, n = 0, len(counts)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                raise ValueError("RLE counts string ends in the middle of a number")
+            c = counts[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"RLE counts string has an invalid character {chr(counts[p])!r}")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        out.append(x)
+    return out
+
+
 def _rle_for_pycocotools(segmentation: dict[str, Any], height: int, width: int) -> dict[str, Any]:
     """Normalise a COCO RLE dict (compressed str/bytes or uncompressed list) to pycocotools' form."""
     if "counts" not in segmentation or "size" not in segmentation:
@@ -82,13 +110,23 @@ def _rle_for_pycocotools(segmentation: dict[str, Any], height: int, width: int) 
         raise ValueError(f"RLE size {list(size)} does not match image size [{height}, {width}]")
     counts = segmentation["counts"]
     if isinstance(counts, list):
-        if sum(int(c) for c in counts) != height * width:
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            raise ValueError("uncompressed RLE counts must be non-negative integers")
+        if sum(counts) != height * width:
             raise ValueError("uncompressed RLE counts do not sum to height*width")
         return mask_utils.frPyObjects(segmentation, int(height), int(width))
     if isinstance(counts, str):
-        counts = counts.encode("ascii")
+        try:
+            counts = counts.encode("ascii")
+        except UnicodeEncodeError:
+            raise ValueError("RLE counts string is not ASCII") from None
     if not isinstance(counts, bytes):
         raise ValueError(f"RLE 'counts' must be a string or a list, got {type(counts).__name__}")
+    runs = rle_string_counts(counts)
+    if any(r < 0 for r in runs):
+        raise ValueError("RLE counts string holds negative runs")
+    if sum(runs) != height * width:
+        raise ValueError(f"RLE runs cover {sum(runs)} pixels, expected {height}x{width} = {height * width}")
     return {"size": [int(height), int(width)], "counts": counts}
 
 

@@ -115,7 +115,7 @@ class _FileChecker:
         for image_id, anns in by_image.items():
             self.check_image_masks(images[image_id], anns)
             for a in anns:
-                if a.get("category_id") in cats:
+                if _is_int(a.get("category_id")) and a["category_id"] in cats:
                     per_cat[cats[a["category_id"]]] += 1
         empty = sum(1 for i in images if not by_image.get(i))
         return {"images": len(data["images"]), "annotations": len(data["annotations"]),
@@ -150,8 +150,8 @@ class _FileChecker:
         out: dict[Any, dict] = {}
         for im in images:
             iid = im.get("id")
-            if not _is_int(iid):
-                self.err(f"image id {iid!r} is not an integer")
+            if not _is_int(iid) or iid <= 0:
+                self.err(f"image id {iid!r} is not a positive integer")
                 continue
             if iid in out:
                 self.err(f"image id {iid} is used twice")
@@ -168,8 +168,10 @@ class _FileChecker:
             else:
                 self.check_file(iid, "file_name", name, (w, h))
             for key in ("mask_file", "depth_file"):
-                if isinstance(im.get(key), str):
+                if isinstance(im.get(key), str) and im[key]:
                     self.check_file(iid, key, im[key], (w, h) if key == "mask_file" else None)
+                elif im.get(key) is not None:
+                    self.err(f"image {iid}: {key} {im[key]!r} is not a relative path")
         return out
 
     def check_file(self, image_id: Any, key: str, rel: str, size: tuple[int, int] | None) -> None:
@@ -195,20 +197,26 @@ class _FileChecker:
         by_image: dict[Any, list[dict]] = defaultdict(list)
         for a in annotations:
             aid = a.get("id")
-            if not _is_int(aid):
-                self.err(f"annotation id {aid!r} is not an integer")
+            if not _is_int(aid) or aid <= 0:
+                self.err(f"annotation id {aid!r} is not a positive integer")
                 continue
             if aid in seen:
                 self.err(f"annotation id {aid} is used twice")
                 continue
             seen.add(aid)
-            if a.get("image_id") not in images:
-                self.err(f"annotation {aid}: image_id {a.get('image_id')!r} does not exist")
+            image_id, cat_id, crowd = a.get("image_id"), a.get("category_id"), a.get("iscrowd")
+            if not _is_int(image_id) or image_id not in images:
+                self.err(f"annotation {aid}: image_id {image_id!r} does not exist")
                 continue
-            if a.get("category_id") not in cats:
-                self.err(f"annotation {aid}: category_id {a.get('category_id')!r} does not exist")
-            if a.get("iscrowd") not in (0, 1):
-                self.err(f"annotation {aid}: iscrowd must be 0 or 1, got {a.get('iscrowd')!r}")
+            if not _is_int(cat_id) or cat_id not in cats:
+                self.err(f"annotation {aid}: category_id {cat_id!r} does not exist")
+            if not _is_int(crowd) or crowd not in (0, 1):
+                self.err(f"annotation {aid}: iscrowd must be the integer 0 or 1, got {crowd!r}")
+            iid = a.get("instance_id")
+            if "instance_id" in a and not _is_int(iid):
+                self.err(f"annotation {aid}: instance_id {iid!r} is not an integer")
+            if "truncated" in a and not isinstance(a["truncated"], bool):
+                self.err(f"annotation {aid}: truncated {a['truncated']!r} is not true/false")
             if "segmentation" not in a:
                 self.err(f"annotation {aid}: no segmentation")
                 continue

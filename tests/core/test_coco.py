@@ -160,6 +160,11 @@ def test_decode_every_segmentation_form() -> None:
     ({"size": [10, 10], "counts": "PP0"}, "does not match"),
     ({"counts": "abc"}, "counts' and 'size"),
     ({"size": [64, 64], "counts": [5, 3]}, "sum"),
+    ({"size": [64, 64], "counts": [-5, 4101]}, "non-negative"),
+    ({"size": [64, 64], "counts": ""}, "cover 0 pixels"),  # pycocotools would return garbage memory
+    ({"size": [64, 64], "counts": "1"}, "cover 1 pixels"),
+    ({"size": [64, 64], "counts": "P"}, "middle of a number"),
+    ({"size": [64, 64], "counts": "\x7f"}, "invalid character"),
     ([[1.0, 2.0, 3.0, 4.0]], ">= 6"),
     ([["a", "b", "c", "d", "e", "f"]], "numbers"),
     ("nonsense", "RLE dict or a polygon list"),
@@ -167,6 +172,18 @@ def test_decode_every_segmentation_form() -> None:
 def test_decode_rejects_malformed(seg: object, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         coco.decode_segmentation(seg, 64, 64)  # type: ignore[arg-type]
+
+
+def test_rle_string_counts_matches_the_runs() -> None:
+    m = awkward_id_map()
+    for inst in (1, 3, 7, 10):
+        mask = m == inst
+        flat = mask.T.reshape(-1).astype(np.int8)
+        change = np.flatnonzero(np.diff(flat)) + 1
+        runs = np.diff(np.concatenate([[0], change, [flat.size]])).tolist()
+        if flat[0]:
+            runs = [0] + runs
+        assert coco.rle_string_counts(reference_rle(mask)["counts"].encode()) == runs
 
 
 def test_mask_to_polygons_and_bbox_of_empty_mask() -> None:

@@ -111,6 +111,28 @@ def test_each_corruption_is_reported(merged: Path, name: str, change: Callable[[
     assert any(expected in e for e in errors), errors
 
 
+BAD_VALUES = [None, [], {}, "x", -1, 1.5, True]
+
+
+@pytest.mark.parametrize("section, key", [
+    ("annotations", "id"), ("annotations", "image_id"), ("annotations", "category_id"), ("annotations", "iscrowd"),
+    ("annotations", "segmentation"), ("annotations", "area"), ("annotations", "bbox"),
+    ("annotations", "amodal_segmentation"), ("annotations", "visible_fraction"), ("annotations", "instance_id"),
+    ("images", "id"), ("images", "width"), ("images", "file_name"), ("images", "mask_file"),
+    ("categories", "id"), ("categories", "name"),
+])
+def test_malformed_values_are_reported_not_raised(merged: Path, section: str, key: str) -> None:
+    original = json.loads((merged / "annotations.json").read_text())
+    for value in BAD_VALUES:
+        data = json.loads(json.dumps(original))
+        data[section][0][key] = value
+        (merged / "annotations.json").write_text(json.dumps(data))
+        report = validate_dataset(merged)  # must not raise
+        allowed = {("amodal_segmentation", None), ("mask_file", None), ("name", "x")}  # legitimately valid
+        if not any(key == k and value == v and type(value) is type(v) for k, v in allowed):
+            assert not report.ok, (key, value)
+
+
 def test_id_map_disagreement(merged: Path) -> None:
     ann = dataset.load_coco(merged / "annotations.json")["annotations"][0]
     image = f"masks/{ann['image_id'] - 1:06d}.png"
