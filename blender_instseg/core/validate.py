@@ -149,7 +149,7 @@ class _FileChecker:
     def check_images(self, images: list[dict]) -> dict[Any, dict]:
         out: dict[Any, dict] = {}
         for im in images:
-            iid = im.get("id")
+            iid: Any = im.get("id")
             if not _is_int(iid) or iid <= 0:
                 self.err(f"image id {iid!r} is not a positive integer")
                 continue
@@ -196,7 +196,7 @@ class _FileChecker:
         seen: set[Any] = set()
         by_image: dict[Any, list[dict]] = defaultdict(list)
         for a in annotations:
-            aid = a.get("id")
+            aid: Any = a.get("id")
             if not _is_int(aid) or aid <= 0:
                 self.err(f"annotation id {aid!r} is not a positive integer")
                 continue
