@@ -32,20 +32,24 @@ def dilation_pixels(height: int, width: int, dilation_ratio: float = 0.02) -> in
     return max(1, int(round(dilation_ratio * math.sqrt(height * height + width * width))))
 
 
-def boundaries(masks: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
+def boundaries(masks: np.ndarray, dilation_ratio: float = 0.02, *,
+               image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Boundary bands of a stack of binary masks.
 
     ``masks`` is ``(H, W)`` or ``(H, W, N)`` (the layout ``pycocotools.mask.decode`` returns), any
-    dtype where non-zero means foreground. Returns uint8 0/1 of the same shape. Erosion by ``d``
-    iterations of a 3x3 square equals one erosion by a ``(2d+1)`` square; OpenCV handles the
-    whole channel stack at once.
+    dtype where non-zero means foreground. Returns uint8 0/1 of the same shape; OpenCV erodes the
+    whole channel stack in one call.
+
+    ``image_size`` (H, W) sets the band width when ``masks`` is a crop of a larger image. A crop
+    that contains every foreground pixel gives exactly the full-image result: the nearest pixel
+    outside the crop always lies in the one-pixel zero ring added around it.
     """
     m = np.asarray(masks)
     if m.ndim not in (2, 3):
         raise ValueError(f"masks must be (H, W) or (H, W, N), got shape {m.shape}")
     if m.size == 0:
         return np.zeros(m.shape, np.uint8)
-    h, w = m.shape[:2]
+    h, w = m.shape[:2] if image_size is None else image_size
     d = dilation_pixels(h, w, dilation_ratio)
     m = (m != 0).astype(np.uint8)
     n = 1 if m.ndim == 2 else m.shape[2]
@@ -90,11 +94,13 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
+def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_ratio: float = 0.02, *,
+                        image_size: tuple[int, int] | None = None) -> np.ndarray:
     """Boundary IoU of every (prediction, ground truth) pair: a ``(D, G)`` float64 matrix.
 
-    Both stacks are ``(H, W, N)`` masks of the same image. Two empty boundaries give 0 (an empty
-    mask matches nothing), not NaN.
+    Both stacks are ``(H, W, N)`` masks of the same image (or the same crop of it, with
+    ``image_size`` the full image's (H, W)). Two empty boundaries give 0 (an empty mask matches
+    nothing), not NaN.
     """
     dt = np.asarray(dt_masks)
     gt = np.asarray(gt_masks)
@@ -104,7 +110,8 @@ def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_rat
         gt = gt[:, :, None]
     if dt.shape[:2] != gt.shape[:2]:
         raise ValueError(f"prediction masks are {dt.shape[:2]} but ground-truth masks are {gt.shape[:2]}")
-    return _pairwise_iou(_flat(boundaries(dt, dilation_ratio)), _flat(boundaries(gt, dilation_ratio)))
+    return _pairwise_iou(_flat(boundaries(dt, dilation_ratio, image_size=image_size)),
+                         _flat(boundaries(gt, dilation_ratio, image_size=image_size)))
 
 
 def boundary_iou(mask_a: np.ndarray, mask_b: np.ndarray, dilation_ratio: float = 0.02) -> float:

@@ -77,7 +77,7 @@ def _plain_pycocotools(gt_path: Path, preds: list[dict], cat_ids: list[int] | No
     return ev.stats
 
 
-def _official_boundary_stats(gt_path: Path, preds: list[dict], dilation_ratio: float = 0.02) -> np.ndarray:
+def _official_boundary_stats(gt_path: Path | dict, preds: list[dict], dilation_ratio: float = 0.02) -> np.ndarray:
     """boundary-iou-api's Boundary AP: every mask's boundary as RLE, IoU = min(mask IoU, boundary IoU)."""
 
     def boundary_rle(seg: dict) -> dict:
@@ -101,10 +101,16 @@ def _official_boundary_stats(gt_path: Path, preds: list[dict], dilation_ratio: f
                                    [boundary_rle(g["segmentation"]) for g in gt], iscrowd)
             if len(mious) == 0:
                 return mious
-            return np.minimum(mious, bious)
+            crowd = np.array(iscrowd, bool)
+            return np.where(crowd[None, :], mious, np.minimum(mious, bious))  # crowd keeps mask IoU
 
     with M.quiet():
-        gt = COCO(str(gt_path))
+        if isinstance(gt_path, dict):
+            gt = COCO()
+            gt.dataset = copy.deepcopy(gt_path)
+            gt.createIndex()
+        else:
+            gt = COCO(str(gt_path))
         dt = gt.loadRes(copy.deepcopy(preds))
         ev = OfficialBoundaryEval(gt, dt, iouType="segm")
         ev.evaluate()
@@ -136,8 +142,10 @@ def test_segm_and_per_category_equal_plain_pycocotools(shapes, seed: int) -> Non
 def test_boundary_ap_equals_official_definition(shapes, seed: int) -> None:
     path, gt = shapes
     preds = perturbed_predictions(gt, seed)
-    m = _run(path, preds).metrics
-    want = _official_boundary_stats(path, preds)
+    if seed == 1:
+        gt["annotations"][2]["iscrowd"] = 1  # crowd pairs keep their mask IoU
+    m = _run(gt, preds).metrics
+    want = _official_boundary_stats(gt, preds)
     got = np.asarray([m["boundary"][k] for k in M.STAT_NAMES])
     np.testing.assert_allclose(got, want, atol=1e-12)
     assert m["boundary"]["AP"] <= m["segm"]["AP"]
@@ -306,3 +314,64 @@ def test_bad_ground_truth_raises(tmp_path: Path) -> None:
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         M.load_ground_truth(bad)
+
+
+def test_fast_evaluate_img_is_identical_to_stock_with_crowds_and_ignores(shapes) -> None:
+    path, gt = shapes
+    preds = perturbed_predictions(gt, seed=7)
+    # two ground truth become crowd regions, so the crowd and ignore branches of matching run too
+    gt["annotations"][0]["iscrowd"] = 1
+    gt["annotations"][5]["iscrowd"] = 1
+    coco, _ = M.load_ground_truth(gt)
+    dt = M.load_predictions(preds, coco)
+    stock = M.run_eval(COCOeval(coco, dt, iouType="segm"))
+    ignore = {a["id"] for a in gt["annotations"][1::3]}
+    for extra in (set(), ignore):
+        ref = COCOeval(coco, dt, iouType="segm")
+        ref._prepare_orig = ref._prepare
+
+        def prepare(ev=ref, ids=extra):
+            ev._prepare_orig()
+            for gts in ev._gts.values():
+                for g in gts:
+                    if g["id"] in ids:
+                        g["ignore"] = 1
+        ref._prepare = prepare
+        ref = M.run_eval(ref)
+        fast = M.run_eval(M.GivenIoUEval(coco, dt, stock.ious, extra))
+        assert len(ref.evalImgs) == len(fast.evalImgs)
+        for a, b in zip(ref.evalImgs, fast.evalImgs):
+            assert (a is None) == (b is None)
+            if a is None:
+                continue
+            for k in ("dtIds", "gtIds", "dtScores"):
+                assert a[k] == b[k]
+            for k in ("dtMatches", "gtMatches", "gtIgnore", "dtIgnore"):
+                np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
+        np.testing.assert_array_equal(ref.stats, fast.stats)
+        assert ref.stats[0] > 0
+
+
+def test_windowed_decode_equals_pycocotools_decode() -> None:
+    from blender_instseg.core.rle_counts import decode_crop, decode_windows
+
+    rng = np.random.default_rng(11)
+    for trial in range(60):
+        h, w = (int(v) for v in rng.integers(1, 50, 2))
+        n = int(rng.integers(1, 5))
+        stack = (rng.random((h, w, n)) < rng.random()).astype(np.uint8)
+        if trial % 3 == 0:
+            stack[:] = 0
+        if trial % 5 == 0:
+            stack[:, :, 0] = 1
+        rles = [rle(stack[:, :, i]) for i in range(n)]
+        full = mask_utils.decode(rles)
+        windows = []
+        for _ in range(n):
+            x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+            windows.append((x0, y0, int(rng.integers(x0 + 1, w + 1)), int(rng.integers(y0 + 1, h + 1))))
+        for i, crop in enumerate(decode_windows(rles, windows)):
+            x0, y0, x1, y1 = windows[i]
+            np.testing.assert_array_equal(crop, full[y0:y1, x0:x1, i])
+        x0, y0, x1, y1 = windows[0]
+        np.testing.assert_array_equal(decode_crop(rles, windows[0]), full[y0:y1, x0:x1])
