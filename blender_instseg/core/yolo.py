@@ -31,10 +31,15 @@ log = logging.getLogger(__name__)
 YAML_FILE = "dataset.yaml"
 
 
-def _closest_pair(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
-    d = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
-    i, j = np.unravel_index(int(np.argmin(d)), d.shape)
-    return int(i), int(j)
+def _closest_pair(a: np.ndarray, b: np.ndarray, chunk: int = 1024) -> tuple[int, int]:
+    """Indices of the closest vertices of a and b (exact, in row chunks to bound memory)."""
+    best, bi, bj = np.inf, 0, 0
+    for start in range(0, len(a), chunk):
+        d = ((a[start:start + chunk, None, :] - b[None, :, :]) ** 2).sum(-1)
+        i, j = np.unravel_index(int(np.argmin(d)), d.shape)
+        if d[i, j] < best:
+            best, bi, bj = float(d[i, j]), start + int(i), int(j)
+    return bi, bj
 
 
 def merge_multi_segment(segments: list[np.ndarray]) -> np.ndarray:
