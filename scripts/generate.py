@@ -15,11 +15,14 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
-def script_args(argv: list[str]) -> list[str]:
-    """Arguments meant for us: after "--" (Blender binary style, or module style with "--"), else all."""
+def script_args(argv: list[str], in_blender_binary: bool = False) -> list[str]:
+    """Arguments meant for us: after "--" (Blender binary style, or module style with "--"), else all.
+
+    Inside a Blender binary without "--" every argument is Blender's own, so none are ours.
+    """
     if "--" in argv:
         return argv[argv.index("--") + 1:]
-    return argv[1:]
+    return [] if in_blender_binary else argv[1:]
 
 
 def main() -> int:
@@ -45,8 +48,9 @@ def main() -> int:
         if sys.path and sys.path[0] == str(HERE):
             sys.path.pop(0)
     from blender_instseg.blender.generate import main as generate_main
+    from blender_instseg.blender.generate import running_in_blender_binary
 
-    return generate_main(script_args(sys.argv))
+    return generate_main(script_args(sys.argv, running_in_blender_binary()))
 
 
 if __name__ == "__main__":

@@ -436,19 +436,39 @@ def run_shard(job: Job, indices: list[int], progress: Progress, stop: StopWatche
 
 
 def child_command(args_list: list[str]) -> list[str]:
-    """How to start another generator process: the Blender binary in background, or this Python with bpy."""
+    """How to start another generator process: the Blender binary in background, or this Python with bpy.
+
+    The child imports this very package (from the folder it lives in) and gets the folders that
+    hold pycocotools and cv2 put on ``sys.path``, since a Blender binary ignores PYTHONPATH and
+    only this process knows where scripts/deps.py unpacked them.
+    """
     import bpy
+    import cv2
+    import pycocotools
 
     pkg_dir = Path(__file__).resolve().parents[1]
+    extra = [str(pkg_dir.parent)]
+    for mod in (pycocotools, cv2):
+        folder = str(Path(mod.__file__ or "").resolve().parents[1])
+        if folder not in extra:
+            extra.append(folder)
     boot = (
-        "import sys; sys.path.insert(0, {parent!r}); "
+        "import sys; sys.path[:0] = [p for p in {extra!r} if p not in sys.path]; "
         "a = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else sys.argv[1:]; "
         "from {leaf}.blender.generate import main; sys.exit(main(a))"
-    ).format(parent=str(pkg_dir.parent), leaf=pkg_dir.name)
-    if bpy.app.binary_path and not bpy.app.binary_path.endswith(("python", "python3", "python3.11")):
+    ).format(extra=extra, leaf=pkg_dir.name)
+    if running_in_blender_binary():
         return [bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", boot,
                 "--", *args_list]
     return [sys.executable, "-u", "-c", boot, "--", *args_list]
+
+
+def running_in_blender_binary() -> bool:
+    """True inside a Blender executable; False for the bpy module in a normal Python (binary_path is '')."""
+    import bpy
+
+    path = bpy.app.binary_path or ""
+    return bool(path) and not Path(path).name.startswith("python")
 
 
 def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int, progress: Progress,

@@ -62,8 +62,8 @@ class LightConfig:
     min_count: int = 1
     max_count: int = 3
     types: list[str] = field(default_factory=lambda: ["SUN", "POINT", "AREA", "SPOT"])
-    sun_strength: list[float] = field(default_factory=lambda: [2.0, 5.0])
-    energy: list[float] = field(default_factory=lambda: [300.0, 1500.0])  # watts for point/area/spot
+    sun_strength: list[float] = field(default_factory=lambda: [1.0, 4.0])
+    energy: list[float] = field(default_factory=lambda: [200.0, 1000.0])  # watts for point/area/spot
     saturation: list[float] = field(default_factory=lambda: [0.0, 0.3])  # light colour tint
 
 
@@ -79,7 +79,7 @@ class CameraConfig:
 @dataclass
 class WorldConfig:
     gradient_probability: float = 0.5
-    strength: list[float] = field(default_factory=lambda: [0.3, 1.0])
+    strength: list[float] = field(default_factory=lambda: [0.2, 0.8])
     ground: bool = True
     ground_size: float = 40.0
 

@@ -180,8 +180,18 @@ def depth_map(passes: dict[str, np.ndarray]) -> np.ndarray | None:
     return d
 
 
-def rgb8(passes: dict[str, np.ndarray]) -> np.ndarray:
-    """Combined pass (linear scene-referred) -> 8-bit sRGB HxWx3 with the standard sRGB transfer curve."""
-    lin = np.clip(passes["Combined"][..., :3], 0.0, 1.0)
+def rgb8(passes: dict[str, np.ndarray], auto_exposure: bool = True) -> np.ndarray:
+    """Combined pass (linear scene-referred) -> 8-bit sRGB HxWx3 with the standard sRGB transfer curve.
+
+    Random lights sometimes blow a scene out; ``auto_exposure`` scales the linear image down (never
+    up) so the 97th percentile of its brightest channel is at most 0.95: a deterministic function
+    of the pixels.
+    """
+    lin = passes["Combined"][..., :3].astype(np.float32)
+    if auto_exposure:
+        p97 = float(np.percentile(lin.max(axis=2), 97))
+        if p97 > 0.95:
+            lin = lin * np.float32(0.95 / p97)
+    lin = np.clip(lin, 0.0, 1.0)
     srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
     return np.rint(srgb * 255.0).astype(np.uint8)
