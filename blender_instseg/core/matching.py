@@ -37,7 +37,7 @@ class MatchResult:
         return {m.instance_id: m for m in self.matches}
 
 
-def _as_stack(masks: np.ndarray, shape: tuple[int, int] | None = None) -> np.ndarray:
+def _as_stack(masks: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:
     arr = np.asarray(masks)
     if arr.ndim == 2:
         arr = arr[None]

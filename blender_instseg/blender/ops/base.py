@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+from .. import OperatorReturn
 from bpy.props import BoolProperty, StringProperty
 
 from ..props import job_state
@@ -38,12 +39,12 @@ class JobOperatorMixin:
     def build_spec(self, context: Any) -> jobs.JobSpec:  # pragma: no cover - overridden
         raise NotImplementedError
 
-    def fail(self, context: Any, message: str) -> set[str]:
+    def fail(self, context: Any, message: str) -> set[OperatorReturn]:
         job_state(context).last_error = message
         self.report({"ERROR"}, message)  # type: ignore[attr-defined]
         return {"CANCELLED"}
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         try:
             spec = self.build_spec(context)
         except (ValueError, OSError) as exc:

@@ -12,6 +12,7 @@ from typing import Any
 
 import bpy
 
+from .. import OperatorReturn
 from ...core.fileio import read_json
 from .. import runner
 from ..props import job_state, resolve_paths, settings
@@ -94,7 +95,7 @@ class INSTSEG_OT_open_report(bpy.types.Operator):
     bl_idname = "instseg.open_report"
     bl_label = "Open Report Folder"
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         folder = job_state(context).report_dir or str(resolve_paths(context).report)
         if not Path(folder).is_dir():
             self.report({"ERROR"}, f"no report yet: {folder} does not exist")
@@ -102,7 +103,8 @@ class INSTSEG_OT_open_report(bpy.types.Operator):
         if bpy.app.background:  # no desktop to open it on
             self.report({"INFO"}, f"report folder: {folder}")
             return {"FINISHED"}
-        return bpy.ops.wm.path_open(filepath=folder)
+        bpy.ops.wm.path_open(filepath=folder)
+        return {"FINISHED"}
 
 
 classes = (INSTSEG_OT_evaluate, INSTSEG_OT_open_report)

@@ -6,6 +6,7 @@ from typing import Any
 
 import bpy
 
+from .. import OperatorReturn
 from . import jobs
 
 
@@ -19,7 +20,7 @@ class INSTSEG_OT_cancel_job(bpy.types.Operator):
     def poll(cls, context: Any) -> bool:
         return jobs.is_running()
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         if not jobs.request_cancel(context):
             self.report({"WARNING"}, "nothing is running")
             return {"CANCELLED"}

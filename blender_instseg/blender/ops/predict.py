@@ -15,6 +15,7 @@ from typing import Any
 
 import bpy
 import numpy as np
+from .. import OperatorReturn
 from bpy.props import StringProperty
 from pycocotools import mask as mask_utils
 
@@ -214,7 +215,7 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
         atomic_write_bytes(view_png, ov.encode_png(view.rgb))
         return view, view_png
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         if not self.predictions_path:
             return super().execute(context)
         # Given predictions (tests, or results from elsewhere): no model process to run.
@@ -263,7 +264,7 @@ class INSTSEG_OT_clear_overlay(bpy.types.Operator):
     bl_idname = "instseg.clear_overlay"
     bl_label = "Clear Overlay"
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         names = (ov.COMPOSITE_NAME, ov.LAYER_NAME)
         ov.remove_camera_backgrounds(names)
         for name in names:
@@ -289,7 +290,7 @@ class INSTSEG_OT_restore_selection(bpy.types.Operator):
     def poll(cls, context: Any) -> bool:
         return bool(job_state(context).has_saved_selection)
 
-    def execute(self, context: Any) -> set[str]:
+    def execute(self, context: Any) -> set[OperatorReturn]:
         state = job_state(context)
         keep = {row.object_name for row in state.saved_selection}
         for ob in context.view_layer.objects:

@@ -119,7 +119,7 @@ def to_blender_image(name: str, img: np.ndarray) -> Any:
     rgba[..., :3] = img[..., :3]
     rgba[..., 3] = img[..., 3] if img.shape[2] == 4 else 255
     rgba = np.flipud(rgba) / 255.0  # Blender stores rows bottom-up
-    image.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())
+    image.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())  # type: ignore[attr-defined]
     image.update()
     return image
 

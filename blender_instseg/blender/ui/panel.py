@@ -66,13 +66,15 @@ def _wrap(text: str, width: int) -> list[str]:
     return lines[:6]
 
 
-class _Base:
+class _Base(bpy.types.Panel):
+    """Shared placement; never registered itself."""
+
     bl_space_type = "VIEW_3D"
     bl_region_type = "UI"
     bl_category = CATEGORY
 
 
-class INSTSEG_PT_main(_Base, bpy.types.Panel):
+class INSTSEG_PT_main(_Base):
     bl_idname = "INSTSEG_PT_main"
     bl_label = "Instance Segmentation"
 
@@ -85,7 +87,7 @@ class INSTSEG_PT_main(_Base, bpy.types.Panel):
             row.operator("instseg.cancel_job", text="", icon="CANCEL")
 
 
-class INSTSEG_PT_dataset(_Base, bpy.types.Panel):
+class INSTSEG_PT_dataset(_Base):
     bl_idname = "INSTSEG_PT_dataset"
     bl_label = "Dataset"
     bl_parent_id = "INSTSEG_PT_main"
@@ -112,7 +114,7 @@ class INSTSEG_PT_dataset(_Base, bpy.types.Panel):
         draw_job(layout, context, {"generate"})
 
 
-class INSTSEG_PT_training(_Base, bpy.types.Panel):
+class INSTSEG_PT_training(_Base):
     bl_idname = "INSTSEG_PT_training"
     bl_label = "Training"
     bl_parent_id = "INSTSEG_PT_main"
@@ -133,7 +135,7 @@ class INSTSEG_PT_training(_Base, bpy.types.Panel):
         draw_job(layout, context, {"train"})
 
 
-class INSTSEG_PT_evaluation(_Base, bpy.types.Panel):
+class INSTSEG_PT_evaluation(_Base):
     bl_idname = "INSTSEG_PT_evaluation"
     bl_label = "Evaluation"
     bl_parent_id = "INSTSEG_PT_main"
@@ -164,7 +166,7 @@ class INSTSEG_PT_evaluation(_Base, bpy.types.Panel):
             box.operator("instseg.open_report", icon="FILE_FOLDER")
 
 
-class INSTSEG_PT_prediction(_Base, bpy.types.Panel):
+class INSTSEG_PT_prediction(_Base):
     bl_idname = "INSTSEG_PT_prediction"
     bl_label = "Prediction"
     bl_parent_id = "INSTSEG_PT_main"
