@@ -33,7 +33,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .boundary import boundary_iou_matrix
+from .boundary import boundaries, mask_iou_matrix
 from .rle_counts import check_rle_counts, decode_windows
 from .fileio import read_json
 
@@ -375,13 +375,17 @@ def boundary_ious(segm: COCOeval, dilation_ratio: float) -> BoundaryResult:
 
     Boundary IoU is computed for pairs with mask IoU >= the lowest IoU threshold only (others
     keep their mask IoU: below every threshold either way). Candidate pairs fall into small
-    connected groups (an object and the predictions near it); each group is cropped to the
-    bounding box of its masks, its boundaries come from one erosion of the stack and its pair
-    intersections from one matrix product. Every mask is in one group, so its boundary is
-    computed once; the crop gives the full-image result (see ``boundary.boundaries``).
+    connected groups (an object and the predictions near it); each group's masks are decoded
+    only inside the group's bounding box, all windows of a (image, category) cell are laid on one
+    canvas, and the cell's boundaries come from one erosion of that stack and its intersections
+    from one matrix product. Every mask is in one group, so its boundary is computed once; a
+    window holding all of a mask's pixels gives the full-image result (``boundary.boundaries``).
     """
     t_min = float(np.min(segm.params.iouThrs))
     out = BoundaryResult(ious={})
+    jobs = []  # (key, dts, gts, cand, combined, image size, d slots, g slots, first rle)
+    rles: list[dict] = []
+    windows: list[tuple[int, int, int, int]] = []
     for key, m in segm.ious.items():
         if len(m) == 0:
             out.ious[key] = m
@@ -390,32 +394,50 @@ def boundary_ious(segm: COCOeval, dilation_ratio: float) -> BoundaryResult:
         dts, gts = _ordered(segm, *key)
         crowd = np.array([bool(g["iscrowd"]) for g in gts])
         cand = (m >= t_min) & ~crowd[None, :]
-        combined = m.copy()
-        if cand.any():
-            img = segm.cocoGt.imgs[key[0]]
-            size = (int(img["height"]), int(img["width"]))
-            comps = _components(cand)
-            rles, windows = [], []
-            for di, gi in comps:
-                segs = [dts[i]["segmentation"] for i in di] + [gts[j]["segmentation"] for j in gi]
-                boxes = mask_utils.toBbox(segs).reshape(-1, 4)
-                window = (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
-                          int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max()))
-                rles += segs
-                windows += [window] * len(segs)
-            crops = decode_windows(rles, windows)
-            at = 0
-            for di, gi in comps:
-                dstack = np.stack(crops[at:at + len(di)], axis=2)
-                gstack = np.stack(crops[at + len(di):at + len(di) + len(gi)], axis=2)
-                at += len(di) + len(gi)
-                b = boundary_iou_matrix(dstack, gstack, dilation_ratio, image_size=size)
-                sub = cand[np.ix_(di, gi)]
-                for r, c in zip(*np.nonzero(sub)):
-                    out.pair_biou[dts[di[r]]["id"], gts[gi[c]]["id"]] = float(b[r, c])
-                block = combined[np.ix_(di, gi)]
-                combined[np.ix_(di, gi)] = np.where(sub, np.minimum(block, b), block)
-        out.ious[key] = combined
+        out.ious[key] = combined = m.copy()
+        if not cand.any():
+            continue
+        img = segm.cocoGt.imgs[key[0]]
+        first = len(rles)
+        d_slot: dict[int, int] = {}
+        g_slot: dict[int, int] = {}
+        for di, gi in _components(cand):
+            segs = [dts[i]["segmentation"] for i in di] + [gts[j]["segmentation"] for j in gi]
+            boxes = mask_utils.toBbox(segs).reshape(-1, 4)
+            window = (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
+                      int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max()))
+            d_slot.update({int(i): len(rles) - first + k for k, i in enumerate(di)})
+            g_slot.update({int(j): len(rles) - first + len(di) + k for k, j in enumerate(gi)})
+            rles += segs
+            windows += [window] * len(segs)
+        jobs.append((dts, gts, cand, combined, (int(img["height"]), int(img["width"])), d_slot, g_slot, first,
+                     len(rles)))
+
+    # decode every window in a few large batches (one RLE parse per batch, bounded memory)
+    crops: list[np.ndarray] = []
+    start, budget = 0, 0
+    for k, (x0, y0, x1, y1) in enumerate(windows):
+        budget += (x1 - x0) * (y1 - y0 + 1)
+        if budget > 4_000_000 or k == len(windows) - 1:
+            crops += decode_windows(rles[start:k + 1], windows[start:k + 1])
+            start, budget = k + 1, 0
+
+    for dts, gts, cand, combined, size, d_slot, g_slot, lo, hi in jobs:
+        cell = crops[lo:hi]
+        # all windows of the cell on one canvas (top-left aligned): one erosion and one matrix
+        # product; only entries within a group are read
+        canvas = np.zeros((max(c.shape[0] for c in cell), max(c.shape[1] for c in cell), len(cell)), np.uint8)
+        for k, crop in enumerate(cell):
+            canvas[:crop.shape[0], :crop.shape[1], k] = crop
+        band = boundaries(canvas, dilation_ratio, image_size=size)
+        d_order, g_order = sorted(d_slot), sorted(g_slot)
+        b = mask_iou_matrix(band[:, :, [d_slot[i] for i in d_order]], band[:, :, [g_slot[j] for j in g_order]])
+        d_row = {i: r for r, i in enumerate(d_order)}
+        g_col = {j: c for c, j in enumerate(g_order)}
+        for r, c in zip(*np.nonzero(cand)):
+            v = float(b[d_row[int(r)], g_col[int(c)]])
+            out.pair_biou[dts[r]["id"], gts[c]["id"]] = v
+            combined[r, c] = min(combined[r, c], v)
     return out
 
 
