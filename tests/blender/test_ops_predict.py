@@ -223,3 +223,53 @@ def test_missing_torch_reports_the_error_in_the_panel(scene, tmp_path: Path) -> 
     state = bpy.context.window_manager.instseg_job
     assert "torch" in state.last_error and not state.running
     assert state.status == "predict failed"
+
+
+FAKE_PREDICTOR = """
+import json, shutil, sys
+args = sys.argv[1:]
+out = args[args.index("--out") + 1]
+assert args[:4] == ["-u", "-m", "blender_instseg.ml", "predict"], args
+assert args[args.index("--images") + 1].endswith("view.png")
+shutil.copyfile(sys.argv[0].replace("predictor.py", "answer.json"), out)
+print(json.dumps({"event": "progress", "step": 1, "total": 1}), flush=True)
+print(json.dumps({"event": "done", "out": out}), flush=True)
+"""
+
+
+def test_ui_path_predicts_through_a_child_and_a_timer(scene, tmp_path: Path) -> None:
+    """The path a click takes: render, child process, timer ticks, then overlay and selection."""
+    import time
+
+    from blender_instseg.blender.ops import jobs
+    from blender_instseg.blender.ops.view_render import render_view
+
+    view = render_view(bpy.context, samples=1)
+    ids = {name: idx for idx, name in view.index_to_object.items()}
+    answer = [{"image_id": 1, "category_id": 2, "score": 0.75, "segmentation": _rle(view.id_map == ids["Right"])}]
+    (tmp_path / "answer.json").write_text(json.dumps(answer))
+    (tmp_path / "predictor.py").write_text(FAKE_PREDICTOR)
+    wrapper = tmp_path / "python-predictor"
+    wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{tmp_path / "predictor.py"}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    _touch_checkpoint(scene)
+    _write_categories(scene)
+    jobs.ASYNC_IN_BACKGROUND = True
+    try:
+        assert bpy.ops.instseg.predict_view(python=str(wrapper)) == {"FINISHED"}
+        state = bpy.context.window_manager.instseg_job
+        assert state.running and jobs.is_running() and bpy.app.timers.is_registered(jobs.tick)
+        deadline = time.monotonic() + 30
+        while jobs.tick() is not None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        jobs.ASYNC_IN_BACKGROUND = False
+        if bpy.app.timers.is_registered(jobs.tick):
+            bpy.app.timers.unregister(jobs.tick)
+    assert not state.running and state.last_error == "", state.last_error
+    assert state.status == "predict finished"
+    assert {ob.name for ob in scene.objects if ob.select_get()} == {"Right"}
+    assert scene.objects["Right"]["instseg_class"] == "box"
+    assert sorted(r.object_name for r in state.missed) == ["Left", "Middle"]
+    assert (Path(state.overlay_path).parent / "view.png").is_file()

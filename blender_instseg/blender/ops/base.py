@@ -49,7 +49,7 @@ class JobOperatorMixin:
             spec = self.build_spec(context)
         except (ValueError, OSError) as exc:
             return self.fail(context, str(exc))
-        if bpy.app.background or self.blocking:
+        if self.blocking or (bpy.app.background and not jobs.ASYNC_IN_BACKGROUND):
             ok, message = jobs.run_now(context, spec)
         else:
             ok, message = jobs.start(context, spec)

@@ -9,6 +9,7 @@ ticks, so the UI never freezes waiting for a stubborn child.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -51,6 +52,10 @@ class _Active:
 
 
 _active: _Active | None = None
+
+# Background mode has no event loop, so operators block there. Tests set this to take the UI path
+# anyway and then call ``tick()`` by hand, standing in for bpy.app.timers.
+ASYNC_IN_BACKGROUND = False
 
 
 def is_running() -> bool:
@@ -174,11 +179,21 @@ def tick() -> float | None:
     if active.job.finished:
         active.job.close()
         _active = None
-        finish(context, active.spec, active.job.result())
+        with _window_context(context):
+            finish(bpy.context, active.spec, active.job.result())
         tag_redraw(context)
         return None
     tag_redraw(context)
     return TICK_S
+
+
+def _window_context(context: Any) -> Any:
+    """Timers run with a bare context (no window); results that select objects need a full one."""
+    wm = getattr(context, "window_manager", None)
+    window = wm.windows[0] if wm is not None and len(wm.windows) else None
+    if window is None or getattr(context, "window", None) is not None:
+        return contextlib.nullcontext()
+    return context.temp_override(window=window, screen=window.screen)
 
 
 def request_cancel(context: Any) -> bool:
