@@ -44,10 +44,15 @@ def loop(out: Path, n: int, *, masks_only: bool, res: int, samples: int) -> tupl
     generate.render_index(job, n, {})  # warm-up (first Cycles sync, shape meshes), not counted
     dataset.record_path(out, n).unlink()
     timings: dict[str, float] = {}
+    fixups = hidden = objects = 0
     t0 = time.perf_counter()
     for i in range(n):
-        generate.render_index(job, i, timings)
+        rec = generate.render_index(job, i, timings)
+        fixups += rec["amodal_fixups"]
+        hidden += len(rec["hidden"])
+        objects += rec["num_objects"]
     elapsed = time.perf_counter() - t0
+    print(f"    {objects} objects, {hidden} hidden after the visibility check, amodal_fixups {fixups}")
     t1 = time.perf_counter()
     dataset.merge_dataset([out], mask_format="rle")
     return elapsed, timings, time.perf_counter() - t1

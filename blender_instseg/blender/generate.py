@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,17 +57,17 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("dataset")
-    g.add_argument("--out", type=Path, help="dataset folder (created; an existing one is resumed)")
-    g.add_argument("--num-images", type=int, default=None, help="images in the dataset (default 10)")
-    g.add_argument("--seed", type=int, default=0, help="global seed; image i uses a seed derived from (seed, i)")
-    g.add_argument("--config", type=Path, help="generator config (.json or .toml); flags below override it")
+    g.add_argument("--out", type=Path, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
+    g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
+    g.add_argument("--config", type=Path, metavar="FILE", help="generator config (.json or .toml); flags below override it")
     s = p.add_argument_group("scene and render (override the config)")
-    s.add_argument("--resolution", type=str, help="R (square) or WxH, e.g. 256 or 640x480")
-    s.add_argument("--samples", type=int, help="Cycles samples per pixel for RGB")
+    s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
+    s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
     s.add_argument("--masks-only", action="store_true", default=None,
                    help="fast labels: 1 sample, no bounces, no materials; images/ holds a 1-sample clay render")
-    s.add_argument("--min-objects", type=int, help="fewest objects per scene")
-    s.add_argument("--max-objects", type=int, help="most objects per scene")
+    s.add_argument("--min-objects", type=int, metavar="A", help="fewest objects per scene")
+    s.add_argument("--max-objects", type=int, metavar="B", help="most objects per scene")
     s.add_argument("--physics", action="store_true", default=None, help="drop objects onto the ground (rigid body)")
     s.add_argument("--allow-hidden", action="store_true", default=None,
                    help="do not move fully hidden objects into view (they are still listed in hidden[])")
@@ -76,17 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     o = p.add_argument_group("output")
     o.add_argument("--mask-format", choices=("rle", "polygon"), help="segmentation format of the merged COCO")
     o.add_argument("--export", choices=("yolo",), action="append", default=[], help="also write ultralytics YOLO-seg")
-    o.add_argument("--val-fraction", type=float, help="fraction of images in the 'val' split (by index)")
+    o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
     o.add_argument("--no-preview", action="store_true", help="skip preview.png")
     o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
     o.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                    help="merge these dataset/shard folders into --out instead of rendering")
     r = p.add_argument_group("scale and control")
-    r.add_argument("--workers", type=int, default=1, help="parallel child processes on this machine")
-    r.add_argument("--shard", type=int, default=None, help="render only indices i with i %% num_shards == shard")
-    r.add_argument("--num-shards", type=int, default=None, help="number of shards (job arrays)")
-    r.add_argument("--only-index", type=int, default=None, help="re-render just this image index from its seed")
-    r.add_argument("--threads", type=int, default=0, help="Cycles threads (0 = all cores; workers split them)")
+    r.add_argument("--workers", type=int, default=1, metavar="K", help="parallel child processes on this machine")
+    r.add_argument("--shard", type=int, default=None, metavar="I", help="render only indices i with i %% num_shards == shard")
+    r.add_argument("--num-shards", type=int, default=None, metavar="N", help="number of shards (job arrays)")
+    r.add_argument("--only-index", type=int, default=None, metavar="I", help="re-render just this image index from its seed")
+    r.add_argument("--threads", type=int, default=0, metavar="T", help="Cycles threads (0 = all cores; workers split them)")
     r.add_argument("--progress", choices=("auto", "bar", "jsonl", "none"), default="auto",
                    help="progress output: bar on a terminal, jsonl protocol events for a parent process")
     r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -591,9 +591,9 @@ def run(args: argparse.Namespace) -> int:
         if args.no_preview:
             cfg.output.preview = False
         prepare_out_dir(out)
-        paths = finish_dataset(out, cfg, roots=list(args.merge))
+        merged = finish_dataset(out, cfg, roots=list(args.merge))
         if mode == "jsonl":
-            protocol.emit("done", out=str(out), files={k: str(v) for k, v in paths.items()})
+            protocol.emit("done", out=str(out), files={k: str(v) for k, v in merged.items()})
         return 0
 
     cfg = resolve_config(args)

@@ -130,11 +130,16 @@ def rasterize(tris2d: np.ndarray, width: int, height: int) -> np.ndarray:
     if not ok.any():
         return mask
     rows, c0, c1 = rows[ok], c0[ok].astype(np.int64), c1[ok].astype(np.int64)
-    stride = width + 1
-    size = height * stride
-    diff = np.bincount(rows * stride + c0, minlength=size) - np.bincount(rows * stride + c1 + 1, minlength=size)
-    cover = np.cumsum(diff.reshape(height, stride)[:, :width], axis=1)
-    return cover > 0
+    # fill spans inside the covered rows/columns only: one difference array + cumulative sum
+    ra, rb, ca, cb = int(rows.min()), int(rows.max()), int(c0.min()), int(c1.max())
+    ch, cw = rb - ra + 1, cb - ca + 1
+    stride = cw + 1
+    size = ch * stride
+    r = rows - ra
+    diff = np.bincount(r * stride + (c0 - ca), minlength=size) - np.bincount(r * stride + (c1 - ca) + 1, minlength=size)
+    cover = np.cumsum(diff.reshape(ch, stride)[:, :cw], axis=1)
+    mask[ra:rb + 1, ca:cb + 1] = cover > 0
+    return mask
 
 
 def amodal_mask(world_tris: np.ndarray, cam: Camera) -> AmodalResult:

@@ -15,10 +15,11 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import bpy
 import numpy as np
-from mathutils import Euler, Matrix, Quaternion, Vector
+from mathutils import Quaternion, Vector
 
 from ...core.genconfig import GeneratorConfig
 from . import meshes
@@ -70,7 +71,8 @@ def clear_scene() -> None:
     """Remove everything the previous image made, keeping the shared shape meshes (fake users)."""
     for obj in list(bpy.data.objects):
         bpy.data.objects.remove(obj, do_unlink=True)
-    for coll in (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds):
+    collections: tuple[Any, ...] = (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds)
+    for coll in collections:
         for item in list(coll):
             coll.remove(item)
     for mesh in list(bpy.data.meshes):
@@ -186,6 +188,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     if cfg.physics.enabled and objects:
         from .physics import settle
 
+        assert scene is not None
         settle(scene, [o.obj for o in objects], ground if cfg.world.ground else None, cfg.physics.frames)
 
     if build_appearance:
@@ -212,7 +215,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
 def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object]) -> bpy.types.Object:
     cc = cfg.camera
     if objs:
-        centre = sum((Vector(o.location) for o in objs), Vector()) / len(objs)  # matrix_world is stale until a depsgraph update
+        # matrix_world is stale until a depsgraph update; location is current (no parents)
+        centre = sum((o.location.copy() for o in objs), Vector()) / len(objs)
     else:
         centre = Vector((0.0, 0.0, 0.0))
     jitter = Vector(tuple(float(v) for v in rng.uniform(-cc.jitter, cc.jitter, size=3)))
@@ -226,7 +230,7 @@ def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types
         # the sensor width spans the longer image side (sensor_fit AUTO); fit centres on the shorter one
         w, h = cfg.render.resolution
         half_fov = math.atan(18.0 * min(w, h) / max(w, h) / lens)
-        reach = max((Vector(o.location) - target).length for o in objs)
+        reach = max((o.location - target).length for o in objs)
         dist = max(dist, reach / math.sin(half_fov))
     data = bpy.data.cameras.new("camera")
     data.lens = lens
@@ -238,7 +242,7 @@ def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types
     cam.location = target + Vector((dist * math.cos(el) * math.cos(az), dist * math.cos(el) * math.sin(az), dist * math.sin(el)))
     cam.rotation_euler = (target - cam.location).to_track_quat("-Z", "Y").to_euler()
     cam["instseg_params"] = {"azimuth_deg": math.degrees(az), "elevation_deg": math.degrees(el), "distance": dist,
-                             "focal_length": lens, "target": [round(float(v), 6) for v in target]}
+                             "focal_length": lens, "target": [round(float(target[i]), 6) for i in range(3)]}
     return cam
 
 

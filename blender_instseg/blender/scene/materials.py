@@ -79,7 +79,7 @@ class LightSpec:
     size: float
 
     def build(self, name: str, target: Vector) -> bpy.types.Object:
-        data = bpy.data.lights.new(name, self.kind)
+        data: Any = bpy.data.lights.new(name, self.kind)  # type: ignore[arg-type]
         data.energy = self.energy
         data.color = self.colour
         if self.kind == "AREA":

@@ -8,10 +8,12 @@ the same input, so the same seed still gives the same bytes.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import bpy
 
 
-def _add_body(obj: bpy.types.Object, kind: str, shape: str) -> None:
+def _add_body(obj: bpy.types.Object, kind: Literal["ACTIVE", "PASSIVE"], shape: str) -> None:
     with bpy.context.temp_override(object=obj, active_object=obj, selected_objects=[obj]):
         bpy.ops.rigidbody.object_add(type=kind)
     rb = obj.rigid_body
