@@ -83,13 +83,11 @@ def test_kill_9_then_rerun_resumes_to_identical_dataset(tmp_path: Path) -> None:
         if len(list((out / "records").glob("*.json"))) >= 3:
             break
         time.sleep(0.01)
-    killed = proc.poll() is None
-    if killed:
-        os.kill(proc.pid, signal.SIGKILL)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     partial = dataset.completed_indices(out)
-    if killed:
-        assert 3 <= len(partial) < 30
+    assert 3 <= len(partial) < 30
     rerun = run(["--out", str(out), *args])
     assert rerun.returncode == 0, rerun.stderr
     got = tree(out)
