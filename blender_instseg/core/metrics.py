@@ -268,6 +268,30 @@ class GivenIoUEval(COCOeval):
                     if g["id"] in self._extra_ignore:
                         g["ignore"] = 1
 
+    def set_ignore(self, ignore_gt_ids: Iterable[int]) -> None:
+        """Ignore flags as stock ``_prepare`` sets them (crowd), plus ``ignore_gt_ids``."""
+        self._extra_ignore = set(ignore_gt_ids)
+        for gts in self._gts.values():
+            for g in gts:
+                g["ignore"] = int(bool(g.get("iscrowd")) or g["id"] in self._extra_ignore)
+
+    def rerun(self, ious: dict, ignore_gt_ids: Iterable[int]) -> "GivenIoUEval":
+        """evaluate() + accumulate() again with other IoU matrices / ignored ground truth.
+
+        Skips ``_prepare`` (the same annotations, already grouped per image and category), which
+        is most of the cost of a run when the IoU matrices are given.
+        """
+        self.set_ignore(ignore_gt_ids)
+        self.ious = ious
+        p = self.params
+        cat_ids = p.catIds if p.useCats else [-1]
+        with quiet():
+            self.evalImgs = [self.evaluateImg(img, cat, a_rng, p.maxDets[-1])
+                             for cat in cat_ids for a_rng in p.areaRng for img in p.imgIds]
+            self._paramsEval = copy.deepcopy(p)
+            self.accumulate()
+        return self
+
     def evaluateImg(self, imgId: int, catId: int, aRng: list, maxDet: int):  # noqa: N802
         """Stock evaluateImg, but each detection visits only the ground truth it could match.
 
@@ -285,10 +309,10 @@ class GivenIoUEval(COCOeval):
             return None
         for g in gt:
             g["_ignore"] = 1 if (g["ignore"] or g["area"] < aRng[0] or g["area"] > aRng[1]) else 0
-        gtind = np.argsort([g["_ignore"] for g in gt], kind="mergesort")
+        # Python's sort is stable, like the mergesort stock uses
+        gtind = sorted(range(len(gt)), key=lambda i: gt[i]["_ignore"])
         gt = [gt[i] for i in gtind]
-        dtind = np.argsort([-d["score"] for d in dt], kind="mergesort")
-        dt = [dt[i] for i in dtind[0:maxDet]]
+        dt = sorted(dt, key=lambda d: -d["score"])[:maxDet]
         iscrowd = [int(o["iscrowd"]) for o in gt]
         raw = self.ious[imgId, catId]
         T, G, D = len(p.iouThrs), len(gt), len(dt)
@@ -298,15 +322,15 @@ class GivenIoUEval(COCOeval):
         dt_ig = np.zeros((T, D))
         if len(raw) != 0:
             ious = np.asarray(raw)[:, gtind]
-            floor = min(float(np.min(p.iouThrs)), 1 - 1e-10)
+            thrs = [min(float(t), 1 - 1e-10) for t in p.iouThrs]
+            floor = min(thrs)
             cand: list[list[int]] = [[] for _ in range(D)]
             rows, cols = np.nonzero(ious[:D] >= floor)
             for r, c in zip(rows.tolist(), cols.tolist()):
                 cand[r].append(c)
             active = [(dind, cs, ious[dind].tolist()) for dind, cs in enumerate(cand) if cs]
             gt_ids = [g["id"] for g in gt]
-            for tind, t in enumerate(p.iouThrs):
-                thr = min(float(t), 1 - 1e-10)
+            for tind, thr in enumerate(thrs):
                 gtm_t = [0] * G
                 for dind, cs, row in active:
                     iou, m = thr, -1
@@ -588,6 +612,8 @@ def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilatio
     per_category = {}
     for k, cid in enumerate(segm.params.catIds):
         name = str(cats[cid].get("name", cid))
+        if name in per_category:  # two categories with one name: keep both
+            name = f"{name} (id {cid})"
         per_category[name] = {
             "id": int(cid),
             "AP": ap_from(segm, cat_index=k), "AP50": ap_from(segm, 0.5, cat_index=k),
@@ -664,20 +690,28 @@ def _by_occlusion(gt: COCO, dt: COCO, segm: COCOeval, bres: BoundaryResult, real
     result: dict[str, Any] = {"buckets": [], "n_unknown": len(real) - len(known)}
     if not known:
         return result
-    crowd_ids = {a["id"] for a in gt.dataset["annotations"] if a["iscrowd"]}
-    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-        last = i == len(edges) - 2
-        inside = {a["id"] for a in known
-                  if lo <= a["visible_fraction"] < hi or (last and a["visible_fraction"] == hi)}
-        ignore = {a["id"] for a in real if a["id"] not in inside} | crowd_ids
-        entry: dict[str, Any] = {"range": [lo, hi], "label": f"{lo:.2f}-{hi:.2f}", "n_gt": len(inside)}
-        if inside:
-            ev = run_eval(GivenIoUEval(gt, dt, segm.ious, ignore, all_areas=False))
-            evb = run_eval(GivenIoUEval(gt, dt, bres.ious, ignore, all_areas=False))
-            entry.update(AP=ap_from(ev), AP50=ap_from(ev, 0.5), boundary_AP=ap_from(evb))
-        else:
-            entry.update(AP=-1.0, AP50=-1.0, boundary_AP=-1.0)
-        result["buckets"].append(entry)
+    ev: GivenIoUEval | None = None
+    try:
+        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            last = i == len(edges) - 2
+            inside = {a["id"] for a in known
+                      if lo <= a["visible_fraction"] < hi or (last and a["visible_fraction"] == hi)}
+            ignore = {a["id"] for a in real if a["id"] not in inside}
+            entry: dict[str, Any] = {"range": [lo, hi], "label": f"{lo:.2f}-{hi:.2f}", "n_gt": len(inside)}
+            if inside:
+                if ev is None:  # prepared once; later runs only change ignore flags and IoU matrices
+                    ev = run_eval(GivenIoUEval(gt, dt, segm.ious, ignore, all_areas=False))
+                else:
+                    ev.rerun(segm.ious, ignore)
+                entry.update(AP=ap_from(ev), AP50=ap_from(ev, 0.5))
+                ev.rerun(bres.ious, ignore)
+                entry.update(boundary_AP=ap_from(ev))
+            else:
+                entry.update(AP=-1.0, AP50=-1.0, boundary_AP=-1.0)
+            result["buckets"].append(entry)
+    finally:
+        if ev is not None:  # the ground-truth dicts are shared with the other runs: put flags back
+            ev.set_ignore(())
     return result
 
 

@@ -350,6 +350,11 @@ def test_fast_evaluate_img_is_identical_to_stock_with_crowds_and_ignores(shapes)
                 np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
         np.testing.assert_array_equal(ref.stats, fast.stats)
         assert ref.stats[0] > 0
+    # a rerun with other ignore flags (no second _prepare) equals a fresh run with those flags
+    fresh = M.run_eval(M.GivenIoUEval(coco, dt, stock.ious, ignore, all_areas=False))
+    reused = M.run_eval(M.GivenIoUEval(coco, dt, stock.ious, (), all_areas=False)).rerun(stock.ious, ignore)
+    np.testing.assert_array_equal(fresh.eval["precision"], reused.eval["precision"])
+    np.testing.assert_array_equal(fresh.eval["recall"], reused.eval["recall"])
 
 
 def test_windowed_decode_equals_pycocotools_decode() -> None:
