@@ -640,9 +640,12 @@ def run(args: argparse.Namespace) -> int:
     paths: dict[str, Path] = {}
     if not args.no_merge and not is_child:
         missing = set(range(num_images)) - dataset.completed_indices(out)
-        if missing:
+        if missing and args.only_index is not None:
+            log.info("not merging: %d image(s) of %s have no record yet", len(missing), out)
+        elif missing:
             raise RuntimeError(f"{len(missing)} image(s) have no record (e.g. index {min(missing)}); rerun to resume")
-        paths = finish_dataset(out, cfg)
+        else:
+            paths = finish_dataset(out, cfg)
     if mode == "jsonl":
         protocol.emit("done", out=str(out), images=progress.done, seconds=round(elapsed, 3),
                       files={k: str(v) for k, v in paths.items()})
@@ -673,8 +676,10 @@ def main(argv: list[str] | None = None) -> int:
             protocol.emit("error", message=msg)
         print(f"error: {msg}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except Exception as exc:  # a failed render or worker, or a bug: one line (the traceback with -v)
+        log.debug("generator failed", exc_info=True)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        msg = text if isinstance(exc, RuntimeError) and text else f"{type(exc).__name__}: {text}"
         if jsonl:
             protocol.emit("error", message=msg)
         print(f"error: {msg}", file=sys.stderr)

@@ -236,6 +236,11 @@ def test_only_index_rerenders_one_image(tmp_path: Path) -> None:
     (out / "records" / "000001.json").unlink()
     assert generate(["--out", str(out), *args, "--only-index", "1"]) == 0
     assert tree(out) == before
+    # in a fresh folder it renders just that image (same bytes) and leaves the merge for later
+    fresh = tmp_path / "fresh"
+    assert generate(["--out", str(fresh), *args, "--only-index", "2"]) == 0
+    assert dataset.completed_indices(fresh) == {2} and not (fresh / "annotations.json").exists()
+    assert (fresh / "masks" / "000002.png").read_bytes() == before["masks/000002.png"]
 
 
 @pytest.mark.parametrize(

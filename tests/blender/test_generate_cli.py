@@ -119,3 +119,14 @@ def test_stop_line_on_stdin_stops_cleanly(tmp_path: Path) -> None:
     assert 2 <= n < 200
     assert not (out / "annotations.json").exists()
     assert json.loads((out / "config.json").read_text())["num_images"] == 200
+
+
+def test_worker_failure_is_one_line_exit_1(tmp_path: Path) -> None:
+    out = tmp_path / "w"
+    (out / "images" / "000003.png").mkdir(parents=True)  # image 3 cannot be written: its worker fails
+    res = run(["--out", str(out), "--num-images", "4", "--seed", "2", *SMALL, "--workers", "2", "--progress", "none"])
+    assert res.returncode == 1
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "worker 1" in errors[0] and "000003.png" in errors[0]
+    assert dataset.completed_indices(out) >= {0, 2}  # the healthy worker finished its share
+    assert 3 not in dataset.completed_indices(out) and not (out / "annotations.json").exists()
