@@ -10,12 +10,17 @@ from .backbone import conv_gn
 
 
 class FPN(nn.Module):
-    """Lateral 1x1 + nearest top-down sum + 3x3 smoothing; outputs P2..P5 with ``channels`` each."""
+    """Lateral 1x1 + nearest top-down sum + 3x3 smoothing; outputs P2..P5 with ``channels`` each.
+
+    The finest level (P2, stride 4) is not smoothed: only the mask-feature branch reads it, and that
+    branch starts with its own 3x3 conv, so a second one there would cost a quarter of the forward
+    pass for nothing.
+    """
 
     def __init__(self, in_channels: tuple[int, ...], channels: int) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(nn.Conv2d(c, channels, 1) for c in in_channels)
-        self.smooth = nn.ModuleList(conv_gn(channels, channels) for _ in in_channels)
+        self.smooth = nn.ModuleList(conv_gn(channels, channels) if i else nn.Identity() for i in range(len(in_channels)))
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         lat = [conv(f) for conv, f in zip(self.lateral, feats)]

@@ -182,14 +182,16 @@ class SOLOv2Lite(nn.Module):
             feat = out["mask_feat"][b]
             e, h, w = feat.shape
             logits = (out["kernel"][b, cells] @ feat.reshape(e, -1)).reshape(-1, h, w)
-            gt = t["masks"][inst].float()
-            gt_s4 = F.avg_pool2d(gt[None], kernel_size=4)[0] if gt.shape[-1] != w else gt
-            dice_terms.append(dice_loss(logits, gt_s4))
+            # pool each instance once (not each positive cell: 20 objects can own hundreds of cells)
+            masks = t["masks"].float()
+            masks_s4 = F.avg_pool2d(masks[None], kernel_size=4)[0] if masks.shape[-1] != w else masks
+            dice_terms.append(dice_loss(logits, masks_s4[inst]))
             if self.point_head is not None:
                 n = len(cells)
                 if n > cfg.point_max_instances:
                     pick = torch.randperm(n, generator=generator, device=cells.device)[: cfg.point_max_instances]
-                    logits, gt = logits[pick], gt[pick]
+                    logits, inst = logits[pick], inst[pick]
+                gt = masks[inst]
                 coarse_maps = logits.detach().unsqueeze(1)
                 coords = uncertain_points_with_randomness(coarse_maps, cfg.point_train_points, cfg.point_oversample,
                                                           cfg.point_importance, generator)

@@ -1,0 +1,231 @@
+"""Benchmarks of the bundled model: size, CPU inference latency, peak memory, and AP-vs-training-minutes.
+
+Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Model"):
+
+  latency  params and median per-image latency (forward + post-processing, with and without the point
+           head's subdivision) at 256^2 and 512^2, plus peak RSS, each size in a fresh child process.
+           Post-processing cost depends on how many masks survive, so it is measured twice: at predict's
+           default --score-threshold 0.3 ("typical") and at 0 ("worst": 100 masks kept and refined).
+  curve    train on --data for --minutes (one run, checkpoints saved at each --eval-at minute), then
+           evaluate every saved checkpoint with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50,
+           Boundary AP) and write curve.json + learning_curve.png to --out. ``--variants point nopoint``
+           trains one run per variant to measure the point head.
+
+  python benchmarks/bench_model.py latency [--checkpoint last.pt] [--images DIR_OR_JSON]
+  python benchmarks/bench_model.py curve --data DATASET --minutes 15 --eval-at 5 10 15 --out out/bench_model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def latency_child(size: int, checkpoint: str | None, images: str | None, repeats: int, worst: bool) -> dict:
+    """Runs in its own process so ru_maxrss is this size's peak only."""
+    import numpy as np
+    import torch
+
+    from blender_instseg.ml.data import list_images, load_coco, read_image
+    from blender_instseg.ml.device import set_threads
+    from blender_instseg.ml.models import ModelConfig, build_model
+    from blender_instseg.ml.predict import apply_score_threshold, predict_image
+    from blender_instseg.ml.checkpoint import load_model
+
+    threads = set_threads()
+    if checkpoint:
+        model, _ = load_model(checkpoint)
+    else:
+        torch.manual_seed(0)
+        model = build_model(ModelConfig(num_classes=8)).eval()
+    apply_score_threshold(model, 0.0 if worst else 0.3)  # 0.3 = predict's default
+    if images:
+        paths = ([r.path for r in load_coco(images).records] if images.endswith(".json") else list_images([images]))[:repeats]
+        imgs = [read_image(p) for p in paths]
+    else:
+        rng = np.random.default_rng(0)
+        imgs = [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(repeats)]
+    import cv2
+
+    imgs = [cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in imgs]
+    dev = torch.device("cpu")
+    res = {"size": size, "threads": threads, "worst_case": worst,
+           "params": sum(p.numel() for p in model.parameters())}
+    for refine in (False, True):
+        if refine and model.point_head is None:
+            continue
+        predict_image(model, imgs[0], size, dev, refine=refine)  # warm-up
+        times, kept = [], []
+        for i in range(repeats):
+            t0 = time.perf_counter()
+            pred = predict_image(model, imgs[i % len(imgs)], size, dev, refine=refine)
+            times.append(time.perf_counter() - t0)
+            kept.append(len(pred["masks"]))
+        key = "point_head" if refine else "bilinear"
+        res[f"ms_{key}"] = round(1000 * statistics.median(times), 1)
+        res[f"ms_{key}_min"] = round(1000 * min(times), 1)
+        res[f"masks_{key}"] = round(float(np.mean(kept)), 1)
+    with torch.no_grad():
+        x = torch.rand(1, 3, size, size)
+        model(x)
+        t = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            t.append(time.perf_counter() - t0)
+    res["ms_forward_only"] = round(1000 * statistics.median(t), 1)
+    res["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    return res
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    rows = []
+    for worst in (False, True):
+        for size in args.sizes:
+            cmd = [sys.executable, __file__, "_latency_child", "--size", str(size), "--repeats", str(args.repeats)]
+            if args.checkpoint:
+                cmd += ["--checkpoint", args.checkpoint]
+            if args.images:
+                cmd += ["--images", args.images]
+            if worst:
+                cmd.append("--worst")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+            rows.append(json.loads(out))
+            print(json.dumps(rows[-1]))
+    print()
+    print("| size | case | masks | forward ms | + post (bilinear) ms | + post (point head) ms | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']}^2 | {'worst (threshold 0)' if r['worst_case'] else 'typical (threshold 0.3)'} | {r.get('masks_point_head', r.get('masks_bilinear'))} "
+              f"| {r['ms_forward_only']} | {r['ms_bilinear']} | {r.get('ms_point_head', '-')} | {r['peak_rss_mb']} |")
+    print(f"params: {rows[0]['params']}, threads: {rows[0]['threads']}")
+    return 0
+
+
+def _run_json(cmd: list[str], log_path: Path) -> int:
+    with open(log_path, "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
+
+
+def cmd_curve(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve: dict[str, list[dict]] = {}
+    for variant in args.variants:
+        run_dir = out / f"run-{variant}"
+        cmd = [sys.executable, "-m", "blender_instseg.ml", "train", "--data", args.data, "--out", str(run_dir),
+               "--minutes", str(args.minutes), "--save-minutes", *[str(m) for m in args.eval_at],
+               "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--checkpoint-every", "500",
+               "--no-point-head" if variant == "nopoint" else "--point-head", "--device", args.device]
+        if args.val_fraction:
+            cmd += ["--val-fraction", str(args.val_fraction)]
+        if (run_dir / "last.pt").exists():
+            cmd.append("--resume")
+        t0 = time.perf_counter()
+        rc = _run_json(cmd, out / f"train-{variant}.log")
+        print(f"[{variant}] trained {args.minutes} min (wall {time.perf_counter() - t0:.0f} s), rc={rc}", flush=True)
+        if rc:
+            return rc
+        points = []
+        for minute in args.eval_at:
+            ckpt = run_dir / f"minute-{minute:06.2f}.pt"
+            if not ckpt.exists():
+                print(f"[{variant}] no checkpoint at {minute} min (run shorter than that?)")
+                continue
+            rep = out / f"eval-{variant}-{minute:g}min"
+            ecmd = [sys.executable, "-m", "blender_instseg.ml", "evaluate", "--checkpoint", str(ckpt), "--data",
+                    args.eval_data or args.data, "--out", str(rep), "--device", args.device]
+            if _run_json(ecmd, out / f"eval-{variant}-{minute:g}.log"):
+                print(f"[{variant}] evaluation at {minute} min failed; see {out / f'eval-{variant}-{minute:g}.log'}")
+                continue
+            m = json.loads((rep / "metrics.json").read_text())
+            row = {"minutes": minute, "mask_AP": m["segm"]["AP"], "mask_AP50": m["segm"]["AP50"],
+                   "boundary_AP": m["boundary"]["AP"], "mean_boundary_iou": m["boundary"].get("mean_boundary_iou")}
+            points.append(row)
+            print(f"[{variant}] {minute:>5g} min: mask AP {row['mask_AP']:.3f}  AP50 {row['mask_AP50']:.3f}  "
+                  f"Boundary AP {row['boundary_AP']:.3f}", flush=True)
+        curve[variant] = points
+    from blender_instseg.core.fileio import atomic_write_json
+
+    atomic_write_json(out / "curve.json", curve, indent=2)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for variant, pts in curve.items():
+            xs = [p["minutes"] for p in pts]
+            ax.plot(xs, [p["mask_AP"] for p in pts], "o-", label=f"mask AP ({variant})")
+            ax.plot(xs, [p["mask_AP50"] for p in pts], "s--", label=f"AP50 ({variant})")
+            ax.plot(xs, [p["boundary_AP"] for p in pts], "^:", label=f"Boundary AP ({variant})")
+        ax.set_xlabel("training minutes")
+        ax.set_ylabel("AP")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title(f"SOLOv2-lite on {Path(args.data).name}")
+        fig.tight_layout()
+        fig.savefig(out / "learning_curve.png", dpi=120)
+        print(f"wrote {out / 'learning_curve.png'}")
+    except ImportError:
+        print("matplotlib missing: no PNG")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="mode")
+    lat = sub.add_parser("latency", help="params, CPU latency and peak memory at 256^2 and 512^2")
+    lat.add_argument("--checkpoint", help="a trained checkpoint (default: an untrained model with 8 classes)")
+    lat.add_argument("--images", help="images (folder or annotations JSON) to time on (default: random noise)")
+    lat.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    lat.add_argument("--repeats", type=int, default=20)
+    child = sub.add_parser("_latency_child")
+    child.add_argument("--size", type=int, required=True)
+    child.add_argument("--checkpoint")
+    child.add_argument("--images")
+    child.add_argument("--repeats", type=int, default=20)
+    child.add_argument("--worst", action="store_true")
+    cur = sub.add_parser("curve", help="AP vs training minutes on a dataset, plus learning_curve.png")
+    cur.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
+    cur.add_argument("--eval-data", help="dataset/JSON to evaluate on (default: --data; uses its annotations_val.json)")
+    cur.add_argument("--minutes", type=float, default=15)
+    cur.add_argument("--eval-at", type=float, nargs="+", default=[5, 10, 15])
+    cur.add_argument("--variants", nargs="+", choices=["point", "nopoint"], default=["point"])
+    cur.add_argument("--batch-size", type=int, default=4)
+    cur.add_argument("--image-size", type=int, default=256)
+    cur.add_argument("--val-fraction", type=float, default=0.0)
+    cur.add_argument("--device", default="auto")
+    cur.add_argument("--out", default="out/bench_model")
+    args = p.parse_args(argv)
+    if args.mode == "_latency_child":
+        print(json.dumps(latency_child(args.size, args.checkpoint, args.images, args.repeats, args.worst)))
+        return 0
+    if args.mode == "curve":
+        return cmd_curve(args)
+    if args.mode in (None, "latency"):
+        if args.mode is None:
+            args = p.parse_args(["latency"])
+        return cmd_latency(args)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
