@@ -55,6 +55,22 @@ def quiet() -> Iterator[None]:
 # Input checks
 # --------------------------------------------------------------------------------------------
 
+def _copy_items(items: list) -> list:
+    """Copy a list of annotation dicts two levels deep (the dicts and their segmentation dict).
+
+    pycocotools and our checks write into annotations; the caller's data must stay untouched.
+    That is all that is written, so this is enough, and much cheaper than ``copy.deepcopy``.
+    """
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            item = dict(item)
+            if isinstance(item.get("segmentation"), dict):
+                item["segmentation"] = dict(item["segmentation"])
+        out.append(item)
+    return out
+
+
 class InputError(ValueError):
     """Bad ground truth or predictions; the message is one line meant for a person."""
 
@@ -136,7 +152,8 @@ def load_ground_truth(source: str | Path | dict) -> tuple[COCO, Path | None]:
     """
     root: Path | None = None
     if isinstance(source, dict):
-        data = copy.deepcopy(source)
+        data = {**source, **{k: _copy_items(source[k]) for k in ("images", "annotations", "categories")
+                             if isinstance(source.get(k), list)}}
     else:
         path = Path(source)
         data = read_json(path, "ground truth")
@@ -189,7 +206,7 @@ def load_predictions(source: str | Path | list, gt: COCO) -> COCO:
     use the box's; detectron2 drops it for the same reason).
     """
     if isinstance(source, list):
-        preds = copy.deepcopy(source)
+        preds = _copy_items(source)
     else:
         preds = read_json(Path(source), "predictions")
         if isinstance(preds, dict) and isinstance(preds.get("annotations"), list):
@@ -603,7 +620,7 @@ def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilatio
         for d_id, g_id, miou in rec["pairs"]:
             pair_mask.append(miou)
             pair_b.append(bres.pair_biou.get((d_id, g_id), 0.0))
-    boundary = stats_dict(bnd)
+    boundary: dict[str, Any] = dict(stats_dict(bnd))
     boundary["mean_boundary_iou"] = float(np.mean(pair_b)) if pair_b else None
     boundary["mean_mask_iou"] = float(np.mean(pair_mask)) if pair_mask else None
     boundary["n_matched_pairs"] = len(pair_b)

@@ -153,7 +153,10 @@ def test_boundary_ap_equals_official_definition(shapes, seed: int) -> None:
 
 def test_perfect_predictions_score_one(shapes) -> None:
     path, gt = shapes
-    m = _run(path, perfect_predictions(gt)).metrics
+    preds = perfect_predictions(gt)
+    before, gt_before = json.dumps(preds), json.dumps(gt)
+    m = _run(gt, preds).metrics
+    assert json.dumps(preds) == before and json.dumps(gt) == gt_before  # the caller's data is untouched
     assert m["segm"]["AP"] == 1.0 and m["boundary"]["AP"] == 1.0
     assert m["boundary"]["mean_boundary_iou"] == 1.0 and m["boundary"]["mean_mask_iou"] == 1.0
     assert m["at_threshold"]["precision"] == m["at_threshold"]["recall"] == m["at_threshold"]["f1"] == 1.0
