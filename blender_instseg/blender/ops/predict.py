@@ -206,9 +206,15 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
     predictions_path: StringProperty(  # type: ignore[valid-type]
         name="Predictions", subtype="FILE_PATH", default="", options={"SKIP_SAVE"},
         description="Use this COCO results file for the rendered view instead of running the model")
+    output_dir: StringProperty(  # type: ignore[valid-type]
+        name="Output Folder", subtype="DIR_PATH", default="", options={"HIDDEN", "SKIP_SAVE"},
+        description="Folder for view.png, predictions.json and overlay.png; empty = 'predict' under the output folder")
+
+    def _out_dir(self, context: Any) -> Path:
+        return Path(bpy.path.abspath(self.output_dir)) if self.output_dir else resolve_paths(context).predict
 
     def _render(self, context: Any) -> tuple[ViewRender, Path]:
-        out_dir = resolve_paths(context).predict
+        out_dir = self._out_dir(context)
         view = render_view(context, samples=settings(context).predict_samples)
         out_dir.mkdir(parents=True, exist_ok=True)
         view_png = out_dir / VIEW_PNG
@@ -227,7 +233,7 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
             if not given.is_file():
                 raise ValueError(f"predictions file not found: {given}")
             view, _ = self._render(context)
-            summary = apply_predictions(context, view, given, paths.predict,
+            summary = apply_predictions(context, view, given, self._out_dir(context),
                                         find_categories(paths.checkpoint, paths.dataset))
         except (ValueError, OSError) as exc:
             return self.fail(context, str(exc))
@@ -243,7 +249,7 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
             raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
         python = python_for(self, context)
         view, view_png = self._render(context)
-        out_dir = paths.predict
+        out_dir = self._out_dir(context)
         preds_path = out_dir / PRED_JSON
         categories = find_categories(paths.checkpoint, paths.dataset)
 

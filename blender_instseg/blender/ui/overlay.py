@@ -71,25 +71,58 @@ def draw_overlay(rgb: np.ndarray, masks: np.ndarray, labels: Sequence[str], *, a
         colour = tuple(int(c) for c in cols[i])
         cv2.drawContours(composite, contours, -1, colour, thick, lineType=cv2.LINE_AA)
         cv2.drawContours(layer, contours, -1, (*colour, 255), thick, lineType=cv2.LINE_AA)
-    for i in range(n):  # labels last so outlines never cross them
+    # Labels last so outlines never cross them; the top-most (best) instance chooses its spot first.
+    placed: list[tuple[int, int, int, int]] = []
+    for i in reversed(range(n)):
         ys, xs = np.nonzero(masks[i])
         if ys.size == 0 or not labels[i]:
             continue
-        _label(composite, labels[i], int(xs.min()), int(ys.min()), cols[i], font_scale, thick)
-        _label(layer, labels[i], int(xs.min()), int(ys.min()), cols[i], font_scale, thick)
+        (tw, th), base = cv2.getTextSize(labels[i], cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        box = _place_label(tw + 2, th + base + 1, xs, ys, w, h, placed)
+        placed.append(box)
+        _label(composite, labels[i], box, base, cols[i], font_scale)
+        _label(layer, labels[i], box, base, cols[i], font_scale)
     return Overlay(composite, layer)
 
 
-def _label(img: np.ndarray, text: str, x: int, y: int, colour: np.ndarray, scale: float, thick: int) -> None:
-    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
-    h, w = img.shape[:2]
-    x0 = max(0, min(x, w - tw - 2))
-    y0 = max(th + base + 1, y)  # box sits above the mask's top edge when there is room
-    y0 = min(y0, h - 1)
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    return max(0, w) * max(0, h)
+
+
+def _place_label(bw: int, bh: int, xs: np.ndarray, ys: np.ndarray, w: int, h: int,
+                 placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    """A label box (x0, y0, x1, y1) near the mask that overlaps earlier labels least.
+
+    Tries above the mask's top edge, inside its top, below its bottom edge and at its centre, in
+    that order; the first spot with no overlap wins, else the least overlapping one.
+    """
+    x_left, x_right, y_top, y_bottom = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
+    cx, cy = int(xs.mean()), int(ys.mean())
+    candidates = [(x_left, y_top - bh), (x_left, y_top), (x_left, y_bottom + 1), (cx - bw // 2, cy - bh // 2),
+                  (x_right - bw, y_top - bh), (x_right - bw, y_bottom + 1)]
+    best: tuple[int, tuple[int, int, int, int]] | None = None
+    for x0, y0 in candidates:
+        x0 = max(0, min(x0, w - bw))
+        y0 = max(0, min(y0, h - bh))
+        box = (x0, y0, x0 + bw, y0 + bh)
+        cost = sum(_overlap(box, other) for other in placed)
+        if cost == 0:
+            return box
+        if best is None or cost < best[0]:
+            best = (cost, box)
+    assert best is not None
+    return best[1]
+
+
+def _label(img: np.ndarray, text: str, box: tuple[int, int, int, int], base: int, colour: np.ndarray,
+           scale: float) -> None:
+    x0, y0, x1, y1 = box
     bg = (0, 0, 0, 200) if img.shape[2] == 4 else (0, 0, 0)
-    cv2.rectangle(img, (x0, y0 - th - base - 1), (x0 + tw + 2, y0), bg, thickness=-1)
+    cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), bg, thickness=-1)
     fg = (*(int(c) for c in colour), 255) if img.shape[2] == 4 else tuple(int(c) for c in colour)
-    cv2.putText(img, text, (x0 + 1, y0 - base), cv2.FONT_HERSHEY_SIMPLEX, scale, fg, 1, cv2.LINE_AA)
+    cv2.putText(img, text, (x0 + 1, y1 - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, fg, 1, cv2.LINE_AA)
 
 
 def encode_png(img: np.ndarray) -> bytes:
