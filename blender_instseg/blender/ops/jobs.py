@@ -153,7 +153,7 @@ def start(context: Any, spec: JobSpec) -> tuple[bool, str]:
     _active = _Active(spec, job)
     from .. import add_timer
 
-    add_timer(tick, first_interval=TICK_S)
+    add_timer(tick, first_interval=TICK_S, persistent=True)  # survive File > Open while a job runs
     tag_redraw(context)
     return True, spec.label or f"{spec.kind} started"
 
@@ -166,6 +166,7 @@ def tick() -> float | None:
         return None
     context = bpy.context
     state = job_state(context)
+    state.running, state.kind = True, active.spec.kind  # a File > Open replaces the WindowManager
     for ev in active.job.poll():
         apply_event(state, ev, active.spec.kind)
     now = time.monotonic()
