@@ -295,8 +295,7 @@ class Trainer:
             lr = lr_at(cfg, self.step, self.progress_fraction())
             for g in self.optim.param_groups:
                 g["lr"] = lr
-            out = net(images)
-            losses = self.model.loss(out, targets)
+            losses = net(images, targets)
             loss = sum(losses.values())
             self.optim.zero_grad(set_to_none=True)
             loss.backward()

@@ -150,7 +150,16 @@ class SOLOv2Lite(nn.Module):
                            if cfg.point_head else None)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, images: torch.Tensor) -> dict[str, Any]:
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+        """Raw outputs for ``postprocess``, or with ``targets`` the loss dict.
+
+        The loss is computed inside forward so DistributedDataParallel sees every parameter it
+        touches (the point head is used only by the loss during training).
+        """
+        out = self.features(images)
+        return out if targets is None else self.loss(out, targets)
+
+    def features(self, images: torch.Tensor) -> dict[str, Any]:
         """images: (B, 3, H, W) float in [0, 1], H and W multiples of 32."""
         x = (images - PIXEL_MEAN) / PIXEL_STD
         c = self.backbone(x)
