@@ -277,9 +277,10 @@ def render_index(job: Job, index: int, timings: dict[str, float] | None = None) 
     built = builder.build_scene(cfg, seed, build_appearance=not masks_only)
     timer.lap("build")
     settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
-                                 device=job.device, threads=job.threads, seed=seed)
-    passes = _settle_and_render(built, cfg, settings, timer)
-    ids = cy.index_map(passes)
+                                 device=job.device, threads=job.threads, seed=seed,
+                                 filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01)
+    labels, passes = _settle_and_render(built, cfg, settings, timer)
+    ids = cy.index_map(labels)
     annotations, hidden, fixups = annotate.build_annotations(built, ids)
     timer.lap("annotate")
 
@@ -291,7 +292,7 @@ def render_index(job: Job, index: int, timings: dict[str, float] | None = None) 
     timer.lap("write_rgb")
     output.write_id_map(job.out / mask_file, ids)
     if depth_file is not None:
-        depth = cy.depth_map(passes)
+        depth = cy.depth_map(labels)
         output.write_depth(job.out / depth_file, depth if depth is not None else np.zeros((h, w), np.float32))
     record = {
         "index": index,
@@ -313,12 +314,14 @@ def render_index(job: Job, index: int, timings: dict[str, float] | None = None) 
     return record
 
 
-def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _Timer) -> dict[str, Any]:
-    """Move fully hidden objects into view (a few tries, deterministic), then do the final render.
+def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
+                       timer: _Timer) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Move fully hidden objects into view (a few tries, deterministic), then render; returns (labels, image).
 
-    The checks are 1-sample index renders: at full size in masks-only mode (the last one is the
-    final render when nothing moved after it) and at reduced size before an RGB render, where they
-    cost ~1-2 % of the render. Objects still hidden in the final render are recorded in hidden[].
+    Label passes (Object Index, Depth) always come from a render with pixel-centre rays. Checks are
+    1-sample index renders: at full size when they also give the labels (masks-only mode, or RGB
+    with anti-aliasing, where the anti-aliased RGB render cannot), else at reduced size before one
+    RGB render that gives both. Objects still hidden in the label render are recorded in hidden[].
     """
     import bpy
     import numpy as np
@@ -328,10 +331,12 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _
 
     oc = cfg.objects
     check = dict(vars(settings))
-    check.update(masks_only=True)
+    # in masks-only mode the check render also gives the (clay) image, so it keeps its shading
+    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only)
     check_settings = cy.RenderSettings(**check)
     w, h = settings.width, settings.height
-    percentage = 100 if settings.masks_only else (50 if max(w, h) <= 256 else 25)
+    labels_from_check = settings.masks_only or settings.filter_width != 0.01
+    percentage = 100 if labels_from_check else (50 if max(w, h) <= 256 else 25)
     last: dict[str, Any] | None = None
     if not oc.allow_hidden and oc.max_resample > 0 and built.objects:
         rng = built.rngs["resample"]
@@ -346,14 +351,21 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _
             for so in missing:
                 builder.move_object(so, built.objects, cfg, rng, built.camera)
             bpy.context.view_layer.update()
-    if settings.masks_only and last is not None and percentage == 100:
+    if labels_from_check and last is None:
+        cy.configure(check_settings)
+        last = cy.render()
+    if settings.masks_only:
+        assert last is not None
         timer.lap("render")
-        return last
+        return last, last
     timer.lap("check")
     cy.configure(settings)
     passes = cy.render()
     timer.lap("render")
-    return passes
+    if labels_from_check:
+        assert last is not None
+        return last, passes
+    return passes, passes
 
 
 # ----------------------------------------------------------------------------------------------------------------

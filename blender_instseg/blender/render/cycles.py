@@ -96,6 +96,8 @@ class RenderSettings:
     device: str = "CPU"
     threads: int = 0  # 0 = Cycles' automatic thread count
     seed: int = 0
+    filter_width: float = 0.01  # px; 0.01 = pixel-centre rays (exact labels), 1.5 = Cycles' anti-aliasing default
+    label_only: bool = False  # only the Object Index / Depth passes matter: shade everything with a black emission
 
 
 def configure(s: RenderSettings, *, percentage: int = 100) -> None:
@@ -120,7 +122,7 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     c.device = s.device
     c.seed = s.seed & 0x7FFFFFFF
     c.use_animated_seed = False
-    c.filter_width = 0.01  # pixel-centre rays: exact masks that match the amodal rasteriser
+    c.filter_width = s.filter_width  # 0.01 for label renders: pixel-centre rays, as the amodal rasteriser assumes
     c.use_adaptive_sampling = False
     c.use_denoising = False
     c.sample_clamp_indirect = 10.0
@@ -136,6 +138,8 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     c.transparent_max_bounces = min(bounces, 8)
     c.caustics_reflective = c.caustics_refractive = False
     vl = bpy.context.view_layer
+    # a black emission override skips textures and light sampling: ~4x faster label renders, same ids
+    vl.material_override = _label_material() if s.label_only else None
     vl.use_pass_object_index = True
     vl.use_pass_z = s.depth
     vl.use_pass_combined = True
@@ -143,6 +147,35 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     scene.view_settings.look = "None"
     scene.view_settings.exposure = 0.0
     scene.view_settings.gamma = 1.0
+
+
+_LABEL_MATERIAL: list[bpy.types.Material] = []
+
+
+def _label_material() -> bpy.types.Material:
+    """A zero-strength emission material (fake user, kept across scenes, rebuilt after a factory reset)."""
+    if _LABEL_MATERIAL:
+        try:
+            mat = _LABEL_MATERIAL[0]
+            if mat.name in bpy.data.materials:
+                return mat
+        except ReferenceError:
+            pass
+        _LABEL_MATERIAL.clear()
+    mat = bpy.data.materials.new("instseg_label_override")
+    if mat.node_tree is None:  # Blender < 5.0
+        mat.use_nodes = True
+    nt = mat.node_tree
+    for node in list(nt.nodes):
+        if node.type != "OUTPUT_MATERIAL":
+            nt.nodes.remove(node)
+    out = next(n for n in nt.nodes if n.type == "OUTPUT_MATERIAL")
+    emission = nt.nodes.new("ShaderNodeEmission")
+    emission.inputs["Strength"].default_value = 0.0
+    nt.links.new(emission.outputs[0], out.inputs["Surface"])
+    mat.use_fake_user = True
+    _LABEL_MATERIAL.append(mat)
+    return mat
 
 
 def render() -> dict[str, np.ndarray]:

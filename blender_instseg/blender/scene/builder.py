@@ -74,7 +74,8 @@ def clear_scene() -> None:
     collections: tuple[Any, ...] = (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds)
     for coll in collections:
         for item in list(coll):
-            coll.remove(item)
+            if not item.use_fake_user:  # kept: e.g. the label-render override material
+                coll.remove(item)
     for mesh in list(bpy.data.meshes):
         if not mesh.use_fake_user and mesh.users == 0:
             bpy.data.meshes.remove(mesh)
