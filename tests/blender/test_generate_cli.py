@@ -66,9 +66,15 @@ def test_workers_equal_single_process(tmp_path: Path) -> None:
     args = ["--num-images", "6", "--seed", "3", *SMALL, "--progress", "none"]
     single = run(["--out", str(tmp_path / "single"), *args])
     assert single.returncode == 0, single.stderr
-    multi = run(["--out", str(tmp_path / "multi"), *args, "--workers", "2"])
+    multi = run(["--out", str(tmp_path / "multi"), *args[:-2], "--workers", "2", "--progress", "jsonl"])
     assert multi.returncode == 0, multi.stderr
     assert tree(tmp_path / "multi") == tree(tmp_path / "single")
+    # the parent relays its children's progress as its own events: one step per image, then done
+    events = [protocol.parse_line(line) for line in multi.stdout.splitlines()]
+    steps = [e.get("step") for e in events if e.event == "progress"]
+    assert steps == list(range(7))
+    assert sorted(e.get("index") for e in events if e.event == "progress" and e.get("step")) == list(range(6))
+    assert [e.event for e in events if e.event in ("done", "error")] == ["done"]
 
 
 def test_kill_9_then_rerun_resumes_to_identical_dataset(tmp_path: Path) -> None:
