@@ -47,6 +47,7 @@ def test_both_styles_same_dataset_and_jsonl_events(tmp_path: Path) -> None:
     assert b.returncode == 0, b.stderr
     assert tree(tmp_path / "a") == tree(tmp_path / "b")
     events = [protocol.parse_line(line) for line in a.stdout.splitlines()]
+    assert [e for e in events if e.event == "log"] == []  # stdout carries protocol lines only
     progress = [e for e in events if e.event == "progress"]
     assert [e.get("step") for e in progress] == [0, 1, 2] and progress[-1].get("total") == 2
     done = [e for e in events if e.event == "done"]

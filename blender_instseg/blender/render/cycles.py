@@ -10,7 +10,11 @@ rasteriser assumes too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import bpy
@@ -60,10 +64,34 @@ def _ensure_cycles_enabled() -> None:
         addon_utils.enable("cycles", default_set=True)
 
 
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send C-level stdout to stderr for a moment: Cycles' GPU probing prints warnings on stdout,
+    which must stay clean for the JSON-lines protocol."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded): nothing to protect
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def choose_device(requested: str) -> str:
     """'CPU' or 'GPU': 'auto' takes a GPU when Cycles sees one (CUDA/OptiX/HIP/oneAPI/Metal)."""
     if requested == "cpu":
         return "CPU"
+    with _stdout_to_stderr():
+        return _probe_device(requested)
+
+
+def _probe_device(requested: str) -> str:
     try:
         prefs = bpy.context.preferences.addons["cycles"].preferences
     except KeyError:
