@@ -33,6 +33,12 @@ FAKE_TRAINER = """
     if mode == "crash":
         print(json.dumps({{"event": "progress", "step": 1, "total": 10, "loss": 2.0}}), flush=True)
         raise SystemExit("RuntimeError: out of memory while training (fake)")
+    if mode == "stubborn":  # ignores "stop" and SIGTERM: only SIGKILL ends it
+        import signal
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print(json.dumps({{"event": "progress", "step": 1, "total": 100, "loss": 1.0}}), flush=True)
+        while True:
+            time.sleep(0.05)
     stop = threading.Event()
     def watch():
         for line in sys.stdin:
@@ -164,6 +170,24 @@ def test_cancel_through_the_timer_keeps_the_checkpoint(settings, tmp_path: Path)
     _tick_until_done(jobs)
     assert state.status == "train cancelled (kept results)" and state.last_error == ""
     assert (tmp_path / "run" / "last.pt").is_file()
+
+
+def test_cancel_escalates_to_kill_for_a_stubborn_child(settings, tmp_path: Path, monkeypatch) -> None:
+    from blender_instseg.blender.ops import jobs as jobs_module
+
+    monkeypatch.setattr(jobs_module, "STOP_GRACE_S", 0.3)
+    monkeypatch.setattr(jobs_module, "TERM_GRACE_S", 0.3)
+    jobs = _start_train(tmp_path, "stubborn")
+    state = bpy.context.window_manager.instseg_job
+    deadline = time.monotonic() + 20
+    while not state.has_loss:
+        assert jobs.tick() is not None and time.monotonic() < deadline
+        time.sleep(0.05)
+    proc = jobs._active.job.proc
+    assert bpy.ops.instseg.cancel_job() == {"FINISHED"}
+    _tick_until_done(jobs, limit_s=20)
+    assert proc.returncode == -9
+    assert state.status == "train cancelled" and not state.running and state.last_error == ""
 
 
 def test_unregister_stops_a_running_child(settings, tmp_path: Path) -> None:
