@@ -21,7 +21,17 @@ import numpy as np
 
 from ...core.genconfig import ASSET_PREFIX, PRIMITIVES
 
-ASSETS_DIR = Path(__file__).resolve().parents[3] / "assets"
+def _find_assets_dir() -> Path:
+    """``assets/`` sits inside the package in the installed extension (the zip's root is the
+    package) and next to the package in a source checkout."""
+    here = Path(__file__).resolve()
+    for candidate in (here.parents[2] / "assets", here.parents[3] / "assets"):
+        if candidate.is_dir():
+            return candidate
+    return here.parents[3] / "assets"
+
+
+ASSETS_DIR = _find_assets_dir()
 
 
 @dataclass
