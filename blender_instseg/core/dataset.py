@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
-from .fileio import atomic_write_bytes, atomic_write_json, read_json
+from .fileio import atomic_link_or_copy, atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 
@@ -180,17 +179,7 @@ def _bring_file(src: Path, dst: Path) -> None:
         if _same_file(src, dst):
             return
         raise ValueError(f"merge would overwrite a different file: {dst} (from {src})")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_link_or_copy(src, dst)
 
 
 def _relative_file(record: dict, key: str, where: str) -> Path | None:

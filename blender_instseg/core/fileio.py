@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,23 @@ def read_json(path: str | os.PathLike[str], what: str = "JSON file") -> Any:
         raise ValueError(f"{what} is not valid JSON: {p} (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{what} is not UTF-8 text: {p}") from None
+
+
+def atomic_link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
+    """Put ``src`` at ``dst`` as a hardlink (a copy across filesystems), atomically replacing ``dst``.
+
+    Hardlinks keep merged shards and YOLO exports free of duplicate image bytes.
+    """
+    source, target = Path(src), Path(dst)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.link.tmp")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copy2(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return target

@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import numpy as np
 
 from .coco import decode_segmentation, mask_to_polygons
 from .dataset import ANNOTATIONS_FILE, load_coco
-from .fileio import atomic_write_text
+from .fileio import atomic_link_or_copy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -111,17 +110,7 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         except OSError:
             pass
         dst.unlink()
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-    try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copy2(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_link_or_copy(src, dst)
 
 
 def _split_files(root: Path) -> dict[str, Path]:
