@@ -68,13 +68,6 @@ def _fake_python(tmp_path: Path, mode: str) -> str:
     return str(wrapper)
 
 
-@pytest.fixture(scope="module")
-def addon():
-    assert addon_utils.enable("blender_instseg", default_set=True) is not None
-    yield
-    addon_utils.disable("blender_instseg", default_set=True)
-
-
 @pytest.fixture()
 def settings(addon, tmp_path: Path):
     s = bpy.context.scene.instseg

@@ -17,14 +17,6 @@ pytestmark = [pytest.mark.bpy, pytest.mark.torch, pytest.mark.slow]
 
 bpy = pytest.importorskip("bpy")
 pytest.importorskip("torch")
-import addon_utils  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def addon():
-    assert addon_utils.enable("blender_instseg", default_set=True) is not None
-    yield
-    addon_utils.disable("blender_instseg", default_set=True)
 
 
 def test_train_evaluate_predict_with_the_real_model(addon, tmp_path: Path) -> None:

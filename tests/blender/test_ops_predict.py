@@ -13,17 +13,9 @@ import pytest
 pytestmark = pytest.mark.bpy
 
 bpy = pytest.importorskip("bpy")
-import addon_utils  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 RES = 64
-
-
-@pytest.fixture(scope="module")
-def addon():
-    assert addon_utils.enable("blender_instseg", default_set=True) is not None
-    yield
-    addon_utils.disable("blender_instseg", default_set=True)
 
 
 @pytest.fixture()

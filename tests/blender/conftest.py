@@ -1,0 +1,16 @@
+"""Fixtures for tests that drive the add-on inside the real bpy module."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def addon():
+    """The add-on enabled from the checkout (the repo root is on sys.path), disabled afterwards."""
+    pytest.importorskip("bpy")
+    import addon_utils
+
+    assert addon_utils.enable("blender_instseg", default_set=True) is not None
+    yield
+    addon_utils.disable("blender_instseg", default_set=True)
