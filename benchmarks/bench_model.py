@@ -6,13 +6,14 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            head's subdivision) at 256^2 and 512^2, plus peak RSS, each size in a fresh child process.
            Post-processing cost depends on how many masks survive, so it is measured twice: at predict's
            default --score-threshold 0.3 ("typical") and at 0 ("worst": 100 masks kept and refined).
-  curve    train on --data for --minutes (one run, checkpoints saved at each --eval-at minute), then
-           evaluate every saved checkpoint with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50,
-           Boundary AP) and write curve.json + learning_curve.png to --out. ``--variants point nopoint``
-           trains one run per variant to measure the point head.
+  curve    for each --eval-at budget M, train on --data for M minutes (``--schedule separate``, default:
+           one fresh run per budget, as ``train --minutes M`` would; or ``single``: snapshots of one run),
+           evaluate with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50, Boundary AP) and
+           write curve.json + learning_curve.png to --out. ``--variants point nopoint`` measures the
+           point head.
 
   python benchmarks/bench_model.py latency [--checkpoint last.pt] [--images DIR_OR_JSON]
-  python benchmarks/bench_model.py curve --data DATASET --minutes 15 --eval-at 5 10 15 --out out/bench_model
+  python benchmarks/bench_model.py curve --data DATASET --eval-at 5 10 15 --out out/bench_model
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
             rows.append(json.loads(out))
             print(json.dumps(rows[-1]))
     print()
-    print("| size | case | masks | forward ms | + post (bilinear) ms | + post (point head) ms | peak RSS MB |")
+    print("| size | case | masks kept | forward only ms | whole predict_image, bilinear ms | whole predict_image, point head ms | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['size']}^2 | {'worst (threshold 0)' if r['worst_case'] else 'typical (threshold 0.3)'} | {r.get('masks_point_head', r.get('masks_bilinear'))} "
@@ -122,40 +123,64 @@ def _run_json(cmd: list[str], log_path: Path) -> int:
         return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT).returncode
 
 
+def _evaluate(args: argparse.Namespace, ckpt: Path, rep: Path, log: Path) -> dict | None:
+    ecmd = [sys.executable, "-m", "blender_instseg.ml", "evaluate", "--checkpoint", str(ckpt), "--data",
+            args.eval_data or args.data, "--out", str(rep), "--device", args.device]
+    if _run_json(ecmd, log):
+        print(f"evaluation of {ckpt} failed; see {log}")
+        return None
+    m = json.loads((rep / "metrics.json").read_text())
+    return {"mask_AP": m["segm"]["AP"], "mask_AP50": m["segm"]["AP50"], "boundary_AP": m["boundary"]["AP"],
+            "mean_boundary_iou": m["boundary"].get("mean_boundary_iou")}
+
+
+def _train(args: argparse.Namespace, variant: str, run_dir: Path, minutes: float, save_at: list[float], log: Path) -> int:
+    cmd = [sys.executable, "-m", "blender_instseg.ml", "train", "--data", args.data, "--out", str(run_dir),
+           "--minutes", str(minutes), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
+           "--checkpoint-every", "500", "--no-point-head" if variant == "nopoint" else "--point-head",
+           "--device", args.device, "--seed", str(args.seed)]
+    if save_at:
+        cmd += ["--save-minutes", *[str(m) for m in save_at]]
+    if args.val_fraction:
+        cmd += ["--val-fraction", str(args.val_fraction)]
+    if (run_dir / "last.pt").exists():
+        cmd.append("--resume")
+    t0 = time.perf_counter()
+    rc = _run_json(cmd, log)
+    print(f"[{variant}] trained {minutes:g} min (wall {time.perf_counter() - t0:.0f} s), rc={rc}", flush=True)
+    return rc
+
+
 def cmd_curve(args: argparse.Namespace) -> int:
+    """One point per (variant, minutes). ``separate``: a fresh run per budget, each with its own full
+    LR schedule (what a user gets from ``train --minutes M``; costs the sum of the budgets).
+    ``single``: one run of the largest budget, evaluated at snapshots (cheaper, but early snapshots
+    are mid-schedule and underestimate what a run of that length would reach)."""
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     curve: dict[str, list[dict]] = {}
     for variant in args.variants:
-        run_dir = out / f"run-{variant}"
-        cmd = [sys.executable, "-m", "blender_instseg.ml", "train", "--data", args.data, "--out", str(run_dir),
-               "--minutes", str(args.minutes), "--save-minutes", *[str(m) for m in args.eval_at],
-               "--batch-size", str(args.batch_size), "--image-size", str(args.image_size), "--checkpoint-every", "500",
-               "--no-point-head" if variant == "nopoint" else "--point-head", "--device", args.device]
-        if args.val_fraction:
-            cmd += ["--val-fraction", str(args.val_fraction)]
-        if (run_dir / "last.pt").exists():
-            cmd.append("--resume")
-        t0 = time.perf_counter()
-        rc = _run_json(cmd, out / f"train-{variant}.log")
-        print(f"[{variant}] trained {args.minutes} min (wall {time.perf_counter() - t0:.0f} s), rc={rc}", flush=True)
-        if rc:
-            return rc
         points = []
-        for minute in args.eval_at:
-            ckpt = run_dir / f"minute-{minute:06.2f}.pt"
+        if args.schedule == "single":
+            run_dir = out / f"run-{variant}"
+            if _train(args, variant, run_dir, max(args.eval_at), list(args.eval_at), out / f"train-{variant}.log"):
+                return 1
+            ckpts = [(m, run_dir / f"minute-{m:06.2f}.pt") for m in args.eval_at]
+        else:
+            ckpts = []
+            for m in args.eval_at:
+                run_dir = out / f"run-{variant}-{m:g}min"
+                if _train(args, variant, run_dir, m, [], out / f"train-{variant}-{m:g}min.log"):
+                    return 1
+                ckpts.append((m, run_dir / "last.pt"))
+        for minute, ckpt in ckpts:
             if not ckpt.exists():
-                print(f"[{variant}] no checkpoint at {minute} min (run shorter than that?)")
+                print(f"[{variant}] no checkpoint at {minute} min")
                 continue
-            rep = out / f"eval-{variant}-{minute:g}min"
-            ecmd = [sys.executable, "-m", "blender_instseg.ml", "evaluate", "--checkpoint", str(ckpt), "--data",
-                    args.eval_data or args.data, "--out", str(rep), "--device", args.device]
-            if _run_json(ecmd, out / f"eval-{variant}-{minute:g}.log"):
-                print(f"[{variant}] evaluation at {minute} min failed; see {out / f'eval-{variant}-{minute:g}.log'}")
+            row = _evaluate(args, ckpt, out / f"eval-{variant}-{minute:g}min", out / f"eval-{variant}-{minute:g}.log")
+            if row is None:
                 continue
-            m = json.loads((rep / "metrics.json").read_text())
-            row = {"minutes": minute, "mask_AP": m["segm"]["AP"], "mask_AP50": m["segm"]["AP50"],
-                   "boundary_AP": m["boundary"]["AP"], "mean_boundary_iou": m["boundary"].get("mean_boundary_iou")}
+            row = {"minutes": minute, **row}
             points.append(row)
             print(f"[{variant}] {minute:>5g} min: mask AP {row['mask_AP']:.3f}  AP50 {row['mask_AP50']:.3f}  "
                   f"Boundary AP {row['boundary_AP']:.3f}", flush=True)
@@ -180,7 +205,8 @@ def cmd_curve(args: argparse.Namespace) -> int:
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        ax.set_title(f"SOLOv2-lite on {Path(args.data).name}")
+        data = Path(args.data)
+        ax.set_title(f"SOLOv2-lite on {data.parent.name if data.suffix == '.json' else data.name}")
         fig.tight_layout()
         fig.savefig(out / "learning_curve.png", dpi=120)
         print(f"wrote {out / 'learning_curve.png'}")
@@ -206,13 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     cur = sub.add_parser("curve", help="AP vs training minutes on a dataset, plus learning_curve.png")
     cur.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
     cur.add_argument("--eval-data", help="dataset/JSON to evaluate on (default: --data; uses its annotations_val.json)")
-    cur.add_argument("--minutes", type=float, default=15)
     cur.add_argument("--eval-at", type=float, nargs="+", default=[5, 10, 15])
     cur.add_argument("--variants", nargs="+", choices=["point", "nopoint"], default=["point"])
     cur.add_argument("--batch-size", type=int, default=4)
     cur.add_argument("--image-size", type=int, default=256)
     cur.add_argument("--val-fraction", type=float, default=0.0)
     cur.add_argument("--device", default="auto")
+    cur.add_argument("--seed", type=int, default=0)
+    cur.add_argument("--schedule", choices=["separate", "single"], default="separate",
+                     help="separate: one full run per --eval-at budget (default); single: snapshots of one run")
     cur.add_argument("--out", default="out/bench_model")
     args = p.parse_args(argv)
     if args.mode == "_latency_child":
