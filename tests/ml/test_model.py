@@ -112,3 +112,20 @@ def test_checkpoint_loader_rejects_foreign_files(tmp_path: Path) -> None:
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
     with pytest.raises(ValueError, match="not a blender_instseg model checkpoint"):
         load_checkpoint(other)
+
+
+def test_training_points_are_drawn_around_each_instance() -> None:
+    from blender_instseg.ml.models.point_head import mask_boxes, uncertain_points_with_randomness
+
+    masks = torch.zeros(2, 64, 64)
+    masks[0, 10:20, 30:50] = 1
+    masks[1, 60:64, 0:2] = 1   # small, at the border
+    boxes = mask_boxes(masks)
+    torch.testing.assert_close(boxes[0] * 64, torch.tensor([25.0, 7.0, 55.0, 23.0]))
+    assert (boxes >= 0).all() and (boxes <= 1).all()
+    coarse = torch.randn(2, 1, 16, 16)
+    pts = uncertain_points_with_randomness(coarse, 50, 3.0, 0.75, boxes=boxes)
+    assert pts.shape == (2, 50, 2)
+    assert (pts >= boxes[:, None, :2]).all() and (pts <= boxes[:, None, 2:]).all()
+    inside = (pts[1, :, 0] < 2 / 64 + 1e-6) & (pts[1, :, 1] > 60 / 64)
+    assert inside.any()  # the small object is actually sampled

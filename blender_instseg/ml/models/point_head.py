@@ -22,20 +22,48 @@ def point_sample(feat: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
 
 
 def uncertain_points_with_randomness(coarse_logits: torch.Tensor, num_points: int, oversample: float,
-                                     importance: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Training points (N, P, 2): ``importance``*P most uncertain out of ``oversample``*P random, rest uniform."""
+                                     importance: float, generator: torch.Generator | None = None,
+                                     boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Training points (N, P, 2): ``importance``*P most uncertain out of ``oversample``*P random, rest uniform.
+
+    ``boxes`` (N, 4) = (x0, y0, x1, y1) in [0, 1] restricts the random draws to a region per instance.
+    PointRend samples inside each RoI; our masks are image-sized, and uniform draws over the whole
+    image would almost never land on a small object, teaching the head that small objects vanish.
+    """
     n = coarse_logits.shape[0]
     device = coarse_logits.device
+
+    def draw(k: int) -> torch.Tensor:
+        u = torch.rand(n, k, 2, device=device, generator=generator)
+        if boxes is None:
+            return u
+        return boxes[:, None, :2] + u * (boxes[:, None, 2:] - boxes[:, None, :2])
+
     n_sampled = int(num_points * oversample)
-    coords = torch.rand(n, n_sampled, 2, device=device, generator=generator)
+    coords = draw(n_sampled)
     logits = point_sample(coarse_logits, coords)[:, 0]  # (N, n_sampled)
     n_uncertain = int(importance * num_points)
     n_random = num_points - n_uncertain
     idx = torch.topk(-logits.abs(), n_uncertain, dim=1).indices
     chosen = torch.gather(coords, 1, idx[..., None].expand(-1, -1, 2))
     if n_random > 0:
-        chosen = torch.cat([chosen, torch.rand(n, n_random, 2, device=device, generator=generator)], dim=1)
+        chosen = torch.cat([chosen, draw(n_random)], dim=1)
     return chosen
+
+
+def mask_boxes(masks: torch.Tensor, margin: float = 0.5, min_size: float = 16.0) -> torch.Tensor:
+    """(N, H, W) binary -> (N, 4) boxes in [0, 1], grown by ``margin`` of their size and to >= ``min_size`` px."""
+    n, h, w = masks.shape
+    rows, cols = masks.amax(2) > 0, masks.amax(1) > 0
+    y0 = rows.float().argmax(1).float()
+    y1 = h - rows.flip(1).float().argmax(1).float()
+    x0 = cols.float().argmax(1).float()
+    x1 = w - cols.flip(1).float().argmax(1).float()
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bw = ((x1 - x0) * (1 + margin)).clamp(min=min_size)
+    bh = ((y1 - y0) * (1 + margin)).clamp(min=min_size)
+    box = torch.stack([(cx - bw / 2) / w, (cy - bh / 2) / h, (cx + bw / 2) / w, (cy + bh / 2) / h], dim=1)
+    return box.clamp(0.0, 1.0)
 
 
 class PointHead(nn.Module):

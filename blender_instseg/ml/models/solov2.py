@@ -20,7 +20,7 @@ from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
 from ..matrix_nms import matrix_nms
 from .backbone import Backbone, conv_gn
 from .fpn import FPN
-from .point_head import PointHead, point_sample, uncertain_points_with_randomness
+from .point_head import PointHead, mask_boxes, point_sample, uncertain_points_with_randomness
 
 PIXEL_MEAN = 0.45
 PIXEL_STD = 0.25
@@ -53,6 +53,7 @@ class ModelConfig:
     point_importance: float = 0.75
     point_max_instances: int = 24
     point_weight: float = 1.0
+    point_box_sampling: bool = True  # draw training points around each instance, not over the whole image
     subdivision_steps: int = 2
     subdivision_points: int = 784
     # inference (SOLOv2 test cfg)
@@ -202,8 +203,9 @@ class SOLOv2Lite(nn.Module):
                     logits, inst = logits[pick], inst[pick]
                 gt = masks[inst]
                 coarse_maps = logits.detach().unsqueeze(1)
+                boxes = mask_boxes(gt) if cfg.point_box_sampling else None
                 coords = uncertain_points_with_randomness(coarse_maps, cfg.point_train_points, cfg.point_oversample,
-                                                          cfg.point_importance, generator)
+                                                          cfg.point_importance, generator, boxes)
                 coarse = point_sample(logits.unsqueeze(1), coords)[:, 0]
                 fine = PointHead.sample_fine([m[b:b + 1] for m in out["fine"]], coords)
                 point_logits.append(self.point_head(fine, coarse))
