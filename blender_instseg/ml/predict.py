@@ -115,8 +115,8 @@ def apply_score_threshold(model: torch.nn.Module, threshold: float) -> None:
 
 def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], category_ids: Sequence[int], image_size: int,
                   device: torch.device, *, refine: bool | None = None, overlays: Path | None = None,
-                  names: Sequence[str] = (), overlay_threshold: float = 0.3, events: bool = False,
-                  keep_images: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                  names: Sequence[str] = (), overlay_threshold: float = 0.3,
+                  events: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Predict a list of (image_id, path); returns (COCO results, image entries)."""
     results: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
