@@ -58,6 +58,10 @@ class InstSegSettings(bpy.types.PropertyGroup):
                                  description="Training time budget (used when Epochs is 0)")
     epochs: IntProperty(name="Epochs", default=0, min=0, soft_max=1000,  # type: ignore[valid-type]
                         description="Train for this many epochs; 0 = use the time budget")
+    resume_training: BoolProperty(  # type: ignore[valid-type]
+        name="Resume", default=True,
+        description="Continue the run folder's last checkpoint (Minutes/Epochs count the whole run); "
+                    "off = the run folder must be new")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
     # Evaluation / prediction
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="",  # type: ignore[valid-type]

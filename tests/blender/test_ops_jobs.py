@@ -100,7 +100,22 @@ def test_train_blocking_reports_progress_loss_and_checkpoint(settings, tmp_path:
                     "--minutes", "0.5"]
     settings.epochs = 4
     assert bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok")) == {"FINISHED"}
-    assert json.loads((tmp_path / "run" / "argv.json").read_text())[-2:] == ["--epochs", "4"]
+    argv = json.loads((tmp_path / "run" / "argv.json").read_text())
+    assert argv[-2:] == ["--epochs", "4"]
+    assert "--resume" in argv, "a run folder holding last.pt is continued, never overwritten"
+
+
+def test_train_refuses_an_existing_run_when_resume_is_off(settings, tmp_path: Path) -> None:
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"earlier run")
+    settings.resume_training = False
+    try:
+        with pytest.raises(RuntimeError, match="already holds a run: tick Resume"):
+            bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok"))
+    finally:
+        settings.resume_training = True
+    assert (tmp_path / "run" / "last.pt").read_bytes() == b"earlier run"
+    assert not (tmp_path / "run" / "argv.json").exists(), "the trainer must not have been started"
 
 
 def test_trainer_crash_shows_its_message(settings, tmp_path: Path) -> None:

@@ -18,6 +18,11 @@ def train_args(context: Any) -> list[str]:
     if not paths.dataset.exists():
         raise ValueError(f"dataset folder not found: {paths.dataset} (generate a dataset first)")
     args = ["--data", str(paths.dataset), "--out", str(paths.run), "--device", s.device]
+    if (paths.run / "last.pt").exists():
+        if not s.resume_training:
+            raise ValueError(f"run folder {paths.run} already holds a run: tick Resume to continue it, "
+                             "or choose another Run Folder")
+        args.append("--resume")
     if s.epochs > 0:
         args += ["--epochs", str(s.epochs)]
     else:

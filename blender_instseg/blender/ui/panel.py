@@ -130,6 +130,7 @@ class INSTSEG_PT_training(_Base):
         sub = col.column(align=True)
         sub.enabled = s.epochs == 0
         sub.prop(s, "train_minutes")
+        layout.prop(s, "resume_training")
         layout.prop(s, "device")
         layout.operator("instseg.train", icon="PLAY")
         draw_job(layout, context, {"train"})
