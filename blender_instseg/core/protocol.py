@@ -11,7 +11,9 @@ Events:
   log       message, [level]
   checkpoint path, step
   done      [result fields, e.g. checkpoint, metrics, out]
-  error     message (one line, meant for a person)
+  error     message (one line, meant for a person), [id: the request it answers, for a serving child]
+  result    id, out, [count, ms, ...]: a serving child's answer to one stdin request
+            (``python -m blender_instseg.ml predict --serve``; requests are described in ml/predict.py)
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-EVENTS = ("progress", "eval", "log", "checkpoint", "done", "error")
+EVENTS = ("progress", "eval", "log", "checkpoint", "done", "error", "result")
 
 
 @dataclass

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module_name=module_name)
+        p.set_defaults(_module_name=module_name, _parser=p)
         _configure(name, p)
     return parser
 
@@ -53,9 +53,25 @@ def _configure(name: str, p: argparse.ArgumentParser) -> None:
     getattr(cli_args, name)(p)
 
 
+def _check_predict_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``predict`` needs --images and --out, except in --serve mode where each request names its own."""
+    if args.command != "predict":
+        return
+    if args.serve:
+        given = [flag for flag, value in (("--images", args.images), ("--out", args.out), ("--overlays", args.overlays),
+                                          ("--gt", args.gt)) if value]
+        if given:
+            parser.error(f"predict --serve takes images and outputs per request on stdin, not {', '.join(given)}")
+        return
+    missing = [flag for flag, value in (("--images", args.images), ("--out", args.out)) if not value]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _check_predict_args(args._parser, args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     try:

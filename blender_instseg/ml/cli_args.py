@@ -37,9 +37,12 @@ def train(p: argparse.ArgumentParser) -> None:
 
 def predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="a .pt file written by train (or a run folder with last.pt)")
-    p.add_argument("--images", required=True, nargs="+", metavar="PATH",
-                   help="a dataset's annotations JSON, or image files and/or folders of images")
-    p.add_argument("--out", required=True, help="predictions JSON to write (COCO results format)")
+    p.add_argument("--images", nargs="+", metavar="PATH",
+                   help="a dataset's annotations JSON, or image files and/or folders of images (required without --serve)")
+    p.add_argument("--out", help="predictions JSON to write (COCO results format; required without --serve)")
+    p.add_argument("--serve", action="store_true",
+                   help="keep the model loaded and answer JSON-line requests on stdin (see ml/predict.py) "
+                        "until 'stop' or end of input; for Blender's Predict View")
     p.add_argument("--score-threshold", type=float, default=0.3,
                    help="drop detections below this score (default 0.3; use 0.05 or lower for AP evaluation)")
     p.add_argument("--overlays", metavar="DIR", help="also write one overlay PNG per image here")

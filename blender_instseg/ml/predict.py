@@ -3,16 +3,31 @@
 Images are either a dataset's annotations JSON (its image ids are used, so the output can be scored
 against it) or raw image files/folders (ids 1.. in sorted path order, listed in ``<out>.images.json``
 so the Blender side can map results back to files).
+
+``--serve`` keeps the model loaded for Blender's Predict View, so a click pays only for inference,
+not for the interpreter, ``import torch`` and the checkpoint load. Protocol (JSON lines):
+
+- after loading, stdout gets ``{"event":"log","message":"ready",...}``; requests sent before that
+  wait in the stdin pipe, so a client may write its first request right after starting the process;
+- stdin ``{"cmd":"predict","id":K,"image":PATH,"out":PREDS_JSON,"score_threshold":T}`` (threshold
+  optional, default ``--score-threshold``) -> PREDS_JSON written atomically (COCO results, image_id
+  1, the same entries the one-shot command writes for that image), then
+  ``{"event":"result","id":K,"out":PREDS_JSON,"count":N,"ms":M,"width":W,"height":H}``;
+- a request that cannot be served (unreadable image, bad JSON, bad threshold) gets
+  ``{"event":"error","message":...,"id":K}`` (id null when the line had none) and the server goes on;
+- ``stop`` / ``{"cmd":"stop"}`` or end of input -> ``{"event":"done","served":N}``, exit 0. Because
+  end of input stops it, the server never outlives a parent that dies without saying goodbye.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 import cv2
 import numpy as np
@@ -142,7 +157,102 @@ def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], categor
 
 
 
+class RequestError(ValueError):
+    """A serve request that cannot be answered; the server reports it and keeps serving."""
+
+
+def _parse_request(line: str) -> dict[str, Any]:
+    try:
+        req = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RequestError(f"request is not valid JSON ({exc.msg})") from None
+    if not isinstance(req, dict):
+        raise RequestError("request must be a JSON object")
+    return req
+
+
+def _request_id(req: dict[str, Any]) -> Any:
+    rid = req.get("id")
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+
+
+class _Server:
+    """The loaded model plus what every request shares (categories, input size, thresholds)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.device = resolve_device(args.device)
+        self.model, ckpt = load_model(args.checkpoint, self.device)
+        self.default_threshold = float(args.score_threshold)
+        # Per-request thresholds start from the checkpoint's own values, exactly like a fresh one-shot run.
+        self.base_score_thr = float(self.model.cfg.score_thr)
+        self.base_update_thr = float(self.model.cfg.update_thr)
+        self._set_threshold(self.default_threshold)  # bad --score-threshold fails at start, not per request
+        self.image_size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
+        self.category_ids = [int(c["id"]) for c in ckpt["categories"]]
+        self.refine = False if args.no_refine else None
+
+    def _set_threshold(self, threshold: float) -> None:
+        self.model.cfg.score_thr = self.base_score_thr
+        self.model.cfg.update_thr = self.base_update_thr
+        apply_score_threshold(self.model, threshold)
+
+    def answer(self, req: dict[str, Any]) -> dict[str, Any]:
+        """Run one predict request; returns the result event's fields."""
+        if req.get("cmd", "predict") != "predict":
+            raise RequestError(f"unknown cmd {req.get('cmd')!r}; expected 'predict' or 'stop'")
+        image, out = req.get("image"), req.get("out")
+        if not isinstance(image, str) or not image or not isinstance(out, str) or not out:
+            raise RequestError("a predict request needs 'image' and 'out' paths")
+        threshold = req.get("score_threshold", self.default_threshold)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
+            raise RequestError(f"score_threshold must be a number, got {threshold!r}")
+        t0 = time.perf_counter()
+        self._set_threshold(float(threshold))
+        img = read_image(Path(image))
+        pred = predict_image(self.model, img, self.image_size, self.device, refine=self.refine)
+        results = [r for r in to_coco_results(1, pred, self.category_ids) if r["score"] >= float(threshold)]
+        atomic_write_json(Path(out), results)
+        return {"out": out, "count": len(results), "width": int(img.shape[1]), "height": int(img.shape[0]),
+                "ms": round((time.perf_counter() - t0) * 1000.0, 1)}
+
+
+def serve(args: argparse.Namespace, stdin: IO[str] | None = None) -> int:
+    """Load once, then answer requests from ``stdin`` until stop/EOF (protocol in the module docstring)."""
+    source = sys.stdin if stdin is None else stdin
+    t0 = time.perf_counter()
+    server = _Server(args)
+    protocol.emit("log", message="ready", device=str(server.device), image_size=server.image_size,
+                  load_s=round(time.perf_counter() - t0, 3))
+    served = 0
+    while True:
+        line = source.readline()
+        if not line:  # EOF: the parent closed the pipe (or died)
+            break
+        if not line.strip():
+            continue
+        if protocol.is_stop_command(line):
+            break
+        rid = None
+        try:
+            req = _parse_request(line)
+            rid = _request_id(req)
+            fields = server.answer(req)
+        except Exception as exc:  # noqa: BLE001 - one bad request must not take the warm model down
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not isinstance(exc, (ValueError, OSError)):
+                text = f"{type(exc).__name__}: {text}"
+            log.debug("request %s failed", rid, exc_info=True)
+            protocol.emit("error", message=text, id=rid)
+            continue
+        served += 1
+        protocol.emit("result", id=rid, **fields)
+    protocol.emit("done", served=served)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "serve", False):
+        return serve(args)
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     apply_score_threshold(model, args.score_threshold)
