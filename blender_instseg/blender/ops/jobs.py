@@ -4,7 +4,8 @@ Both paths feed the same ``apply_event`` and ``finish`` functions, so what the t
 background mode (``run_blocking``) is the code the timer runs in the UI. The timer callback
 (``tick``) never touches bpy from the reader thread: it drains the queue on the main thread.
 Cancel is non-blocking: the timer sends "stop", then escalates to SIGTERM and SIGKILL on later
-ticks, so the UI never freezes waiting for a stubborn child.
+ticks, so the UI never freezes waiting for a stubborn child. A job may be a request to a warm
+server (``JobSpec.make_job``, Predict View) instead of a fresh process; Cancel then stops that server.
 """
 
 from __future__ import annotations
@@ -41,12 +42,15 @@ class JobSpec:
     label: str = ""  # shown while running
     require_done: bool = True  # False for plain CLIs without protocol events
     extra: dict[str, Any] = field(default_factory=dict)
+    # Builds the child to drive instead of ``runner.Job(argv)``: e.g. a request to a warm server
+    # (``runner.ServerCall``), which answers without a process start per click.
+    make_job: Callable[[], runner.Drivable] | None = None
 
 
 @dataclass
 class _Active:
     spec: JobSpec
-    job: runner.Job
+    job: runner.Drivable
     stop_requested_at: float | None = None
     terminated_at: float | None = None
 
@@ -133,8 +137,12 @@ def run_now(context: Any, spec: JobSpec, timeout: float | None = None) -> tuple[
         return False, f"another job is running ({_active.spec.kind}); cancel it first"
     state = job_state(context)
     reset_state(state, spec)
-    result = runner.run_blocking(spec.argv, lambda ev: apply_event(state, ev, spec.kind), env=spec.env,
-                                 cwd=spec.cwd, name=spec.kind, timeout=timeout, require_done=spec.require_done)
+    on_event = lambda ev: apply_event(state, ev, spec.kind)  # noqa: E731
+    if spec.make_job is not None:
+        result = runner.drive(spec.make_job(), on_event, name=spec.kind, timeout=timeout)
+    else:
+        result = runner.run_blocking(spec.argv, on_event, env=spec.env, cwd=spec.cwd, name=spec.kind,
+                                     timeout=timeout, require_done=spec.require_done)
     return finish(context, spec, result)
 
 
@@ -145,7 +153,11 @@ def start(context: Any, spec: JobSpec) -> tuple[bool, str]:
         return False, f"another job is running ({_active.spec.kind}); cancel it first"
     state = job_state(context)
     reset_state(state, spec)
-    job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind, require_done=spec.require_done)
+    job: runner.Drivable
+    if spec.make_job is not None:
+        job = spec.make_job()
+    else:
+        job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind, require_done=spec.require_done)
     try:
         job.start()
     except runner.RunnerError as exc:
@@ -210,13 +222,14 @@ def request_cancel(context: Any) -> bool:
 
 
 def shutdown() -> None:
-    """Stop any child (add-on unregister / Blender quitting): never leave orphans behind."""
+    """Stop any child and the warm predict server (add-on unregister / Blender quitting): no orphans."""
     global _active
     active = _active
     _active = None
     if active is not None:
         active.job.stop(grace_s=2.0, term_s=2.0)
         active.job.close()
+    runner.SERVERS.stop_all()
 
 
 def tag_redraw(context: Any) -> None:

@@ -5,6 +5,11 @@ prediction is matched (``core.matching``, one-to-one, by IoU with the object's r
 the object it most likely is; matched objects get selected (Blender outlines them), the best one
 becomes active, and class/score are stored as custom properties. The previous selection is kept
 so "Restore Selection" can undo it.
+
+The model runs in a warm server (``ml predict --serve`` in ``runner.SERVERS``), started by the
+first click and reused by later ones while the Python, checkpoint (path and mtime) and device stay
+the same, so only the first click pays for starting Python, importing torch and loading weights.
+Cancel, a changed checkpoint/Python/device and add-on unregister stop it.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ PROP_IOU = "instseg_iou"
 VIEW_PNG = "view.png"
 PRED_JSON = "predictions.json"
 OVERLAY_PNG = "overlay.png"
+REQUEST_TIMEOUT_S = 120.0  # one click, cold start included; a stuck server is stopped after this
 
 
 def find_categories(checkpoint: Path | None, dataset: Path | None) -> dict[int, str]:
@@ -197,6 +203,13 @@ def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir:
             f"{len(result.unmatched_predictions)} unmatched, {len(state.missed)} objects missed")
 
 
+def server_key(python: str, checkpoint: Path, device: str) -> tuple[str, str, int, str]:
+    """What a warm predict server is valid for: a retrained checkpoint (new mtime) or another Python/device
+    gets a fresh server (``runner.ServerPool`` stops the old one)."""
+    ckpt = checkpoint.resolve()
+    return (python, str(ckpt), ckpt.stat().st_mtime_ns, device)
+
+
 class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
     """Render the camera view, predict instances, show them as an overlay and select the matched objects"""
 
@@ -260,8 +273,20 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
                                                   "--out", str(preds_path),
                                                   "--score-threshold", f"{s.score_threshold:g}",
                                                   "--device", s.device])
-        return jobs.JobSpec("predict", argv, on_done, env=runner.child_env(), cwd=str(out_dir),
-                            label="predicting")
+        key = server_key(python, paths.checkpoint, s.device)
+        serve_argv = runner.ml_argv(python, "predict", ["--serve", "--checkpoint", str(paths.checkpoint),
+                                                        "--score-threshold", f"{s.score_threshold:g}",
+                                                        "--device", s.device])
+        request = {"image": str(view_png), "out": str(preds_path), "score_threshold": float(s.score_threshold)}
+        env, cwd = runner.child_env(), str(out_dir)
+
+        def make_call() -> runner.ServerCall:
+            return runner.ServerCall(runner.SERVERS, key, serve_argv, request, env=env, cwd=cwd, fallback_argv=argv,
+                                     name="predict", timeout=REQUEST_TIMEOUT_S)
+
+        warm = runner.SERVERS.current
+        label = "predicting" if warm is not None and warm.key == key and warm.alive else "predicting (starting the model)"
+        return jobs.JobSpec("predict", argv, on_done, env=env, cwd=cwd, label=label, make_job=make_call)
 
 
 class INSTSEG_OT_clear_overlay(bpy.types.Operator):
