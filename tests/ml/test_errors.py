@@ -80,6 +80,11 @@ def test_corrupt_and_foreign_checkpoints(shapes_root: Path, tmp_path: Path, caps
     code, err, out = _call(capsys, "predict", "--checkpoint", str(junk), "--images", str(shapes_root / "images"),
                            "--out", str(tmp_path / "p.json"))
     _one_line_error(code, 2, err, out, "not a readable checkpoint")
+    tiny = tmp_path / "tiny.pt"
+    tiny.write_bytes(b"junk")  # too short for torch's header: struct.error inside torch.load
+    code, err, out = _call(capsys, "predict", "--checkpoint", str(tiny), "--images", str(shapes_root / "images"),
+                           "--out", str(tmp_path / "p.json"))
+    _one_line_error(code, 2, err, out, "not a readable checkpoint")
     other = tmp_path / "other.pt"
     torch.save({"model": {}, "epoch": 3}, other)
     code, err, out = _call(capsys, "predict", "--checkpoint", str(other), "--images", str(shapes_root / "images"),
