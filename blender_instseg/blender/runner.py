@@ -44,6 +44,21 @@ _EOF = object()
 STDERR_TAIL_LINES = 40
 
 
+
+def _drain(job: "Drivable", timeout: float | None, interval: float,
+           on_event: Callable[[Event], None] | None) -> bool:
+    """Poll ``job`` (a Job or ServerCall) until it has finished or ``timeout`` passed; True when finished."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        for ev in job.poll():
+            if on_event is not None:
+                on_event(ev)
+        if job.finished:
+            return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
 class RunnerError(RuntimeError):
     """A child could not be started (missing interpreter, bad working directory, ...)."""
 
@@ -215,16 +230,7 @@ class Job:
     def wait(self, timeout: float | None = None, interval: float = 0.05,
              on_event: Callable[[Event], None] | None = None) -> bool:
         """Drain events until the child has finished or ``timeout`` passed; True when finished."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            for ev in self.poll():
-                if on_event is not None:
-                    on_event(ev)
-            if self.finished:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        return _drain(self, timeout, interval, on_event)
 
     def close(self) -> None:
         """Release pipes and join reader threads (after the child has exited)."""
@@ -586,16 +592,7 @@ class ServerCall:
 
     def wait(self, timeout: float | None = None, interval: float = 0.02,
              on_event: Callable[[Event], None] | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            for ev in self.poll():
-                if on_event is not None:
-                    on_event(ev)
-            if self.finished:
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            time.sleep(interval)
+        return _drain(self, timeout, interval, on_event)
 
     def close(self) -> None:
         """Release a fallback's pipes; a warm server stays open for the next call."""
