@@ -94,14 +94,8 @@ def _pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return iou
 
 
-def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_ratio: float = 0.02, *,
-                        image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Boundary IoU of every (prediction, ground truth) pair: a ``(D, G)`` float64 matrix.
-
-    Both stacks are ``(H, W, N)`` masks of the same image (or the same crop of it, with
-    ``image_size`` the full image's (H, W)). Two empty boundaries give 0 (an empty mask matches
-    nothing), not NaN.
-    """
+def _as_stacks(dt_masks: np.ndarray, gt_masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both inputs as ``(H, W, N)`` stacks of the same image size (a single ``(H, W)`` mask is N = 1)."""
     dt = np.asarray(dt_masks)
     gt = np.asarray(gt_masks)
     if dt.ndim == 2:
@@ -110,6 +104,18 @@ def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_rat
         gt = gt[:, :, None]
     if dt.shape[:2] != gt.shape[:2]:
         raise ValueError(f"prediction masks are {dt.shape[:2]} but ground-truth masks are {gt.shape[:2]}")
+    return dt, gt
+
+
+def boundary_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray, dilation_ratio: float = 0.02, *,
+                        image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Boundary IoU of every (prediction, ground truth) pair: a ``(D, G)`` float64 matrix.
+
+    Both stacks are ``(H, W, N)`` masks of the same image (or the same crop of it, with
+    ``image_size`` the full image's (H, W)). Two empty boundaries give 0 (an empty mask matches
+    nothing), not NaN.
+    """
+    dt, gt = _as_stacks(dt_masks, gt_masks)
     return _pairwise_iou(_flat(boundaries(dt, dilation_ratio, image_size=image_size)),
                          _flat(boundaries(gt, dilation_ratio, image_size=image_size)))
 
@@ -121,10 +127,5 @@ def boundary_iou(mask_a: np.ndarray, mask_b: np.ndarray, dilation_ratio: float =
 
 def mask_iou_matrix(dt_masks: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
     """Plain mask IoU of every (prediction, ground truth) pair, same conventions as above."""
-    dt = np.asarray(dt_masks)
-    gt = np.asarray(gt_masks)
-    if dt.ndim == 2:
-        dt = dt[:, :, None]
-    if gt.ndim == 2:
-        gt = gt[:, :, None]
+    dt, gt = _as_stacks(dt_masks, gt_masks)
     return _pairwise_iou(_flat(dt != 0), _flat(gt != 0))
