@@ -14,7 +14,10 @@ def train(p: argparse.ArgumentParser) -> None:
     stop.add_argument("--minutes", type=float, help="train for this much training time (total, including resumed time)")
     stop.add_argument("--steps", type=int, help="optimizer steps (total, including resumed steps)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
-    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exact step count)")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exact step count)")
+    start.add_argument("--init", metavar="CKPT", help="start a new run from this checkpoint's weights and network "
+                       "(fine-tuning, e.g. on more data): fresh optimizer, schedule and step 0")
     p.add_argument("--batch-size", type=int, default=4, help="images per step per process (default 4)")
     p.add_argument("--image-size", type=int, default=256, help="training input size, a multiple of 32 (default 256)")
     val = p.add_mutually_exclusive_group()

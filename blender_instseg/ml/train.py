@@ -57,6 +57,7 @@ class TrainConfig:
     eval_every: int = 0
     save_minutes: list[float] = field(default_factory=list)
     workers: int = 0
+    init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh optimizer and step 0)
     augment: dict[str, Any] = field(default_factory=lambda: asdict(AugmentConfig()))
 
 
@@ -162,10 +163,19 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
         self.train_src, self.val_src = resolve_dataset(cfg.data, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
                                                        seed=cfg.seed)
-        if ckpt is not None:
-            if not categories_match(ckpt["categories"], self.train_src.categories):
-                raise DataError("dataset categories differ from the checkpoint's; cannot resume on this dataset")
-            self.model_cfg = ModelConfig.from_dict(ckpt["model_config"])
+        init = None
+        if ckpt is None and cfg.init:
+            init = load_checkpoint(cfg.init, map_location="cpu")
+            if model_overrides:
+                raise ValueError("--model cannot change the network of an --init checkpoint")
+        if ckpt is not None or init is not None:
+            src = ckpt if ckpt is not None else init
+            assert src is not None
+            if not categories_match(src["categories"], self.train_src.categories):
+                what = "resume" if ckpt is not None else "start from --init"
+                raise DataError(f"dataset categories differ from the checkpoint's; cannot {what} on this dataset")
+            self.model_cfg = ModelConfig.from_dict(src["model_config"])
+            cfg.point_head = self.model_cfg.point_head
         else:
             self.model_cfg = ModelConfig(num_classes=len(self.train_src.categories), point_head=cfg.point_head,
                                          **(model_overrides or {}))
@@ -176,6 +186,11 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
+        if init is not None:
+            try:
+                self.model.load_state_dict(init["model"])
+            except RuntimeError as exc:
+                raise CheckpointError(f"--init checkpoint does not match the model code: {str(exc).splitlines()[0][:160]}") from None
         if ckpt is not None:
             self.model.load_state_dict(ckpt["model"])
             self.optim.load_state_dict(ckpt["optimizer"])
@@ -392,6 +407,6 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, image_size=args.image_size,
                       val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                      save_minutes=list(args.save_minutes), workers=args.workers)
+                      save_minutes=list(args.save_minutes), workers=args.workers, init=args.init)
     trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume)
     return trainer.run()

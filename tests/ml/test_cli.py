@@ -64,6 +64,28 @@ def test_resume_continues_the_exact_step_sequence(shapes_root: Path, tmp_path: P
         torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6, msg=f"weights differ after resume: {k}")
 
 
+def test_init_starts_a_new_run_from_a_checkpoints_weights(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
+    """--init: the network and weights of CKPT, but step 0 and a fresh optimizer (fine-tuning on more data)."""
+    src = torch.load(trained_run / "last.pt", weights_only=True)
+    common = ["--data", str(shapes_root), "--batch-size", "2", "--image-size", "64", "--checkpoint-every", "0",
+              "--lr", "0"]
+    frozen = run_cli("train", *common, "--out", str(tmp_path / "ft"), "--steps", "2", "--init", str(trained_run / "last.pt"))
+    assert frozen.returncode == 0, frozen.stderr
+    progress = [e for e in events(frozen.stdout) if e.event == "progress"]
+    assert progress[0].get("step") == 1 and progress[-1].get("step") == 2
+    ft = torch.load(tmp_path / "ft" / "last.pt", weights_only=True)
+    assert ft["step"] == 2 and ft["model_config"] == src["model_config"]
+    assert ft["train_config"]["init"] == str(trained_run / "last.pt")
+    for k, v in src["model"].items():  # lr 0: the weights are exactly the --init ones
+        torch.testing.assert_close(ft["model"][k], v, msg=f"--init did not load {k}")
+    both = run_cli("train", *common, "--out", str(tmp_path / "x"), "--steps", "1", "--init", str(trained_run / "last.pt"),
+                   "--resume")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+    bad = run_cli("train", *common, "--out", str(tmp_path / "y"), "--steps", "1", "--init", str(trained_run / "last.pt"),
+                  "--model", "fpn_channels=32")
+    assert bad.returncode == 2 and "cannot change the network" in bad.stderr and not (tmp_path / "y" / "last.pt").exists()
+
+
 def _start_long_training(shapes_root: Path, out: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "blender_instseg.ml", "train", "--data", str(shapes_root),
                              "--out", str(out), "--steps", "100000", "--batch-size", "2", "--image-size", "64",
