@@ -39,10 +39,15 @@ examples:
   python scripts/generate.py --out out/ds --num-images 100 --seed 1 --masks-only
   blender -b -P scripts/generate.py -- --out out/ds --num-images 100 --seed 1 --samples 32
   python scripts/generate.py --out out/ds --num-images 1000 --workers 2 --export yolo --val-fraction 0.2
+  python scripts/generate.py --out out/ds --num-images 100 --export semantic panoptic
   python scripts/generate.py --out out/shard3 --num-images 1000 --shard 3 --num-shards 8 --no-merge
   python scripts/generate.py --out out/all --merge out/shard0 out/shard1 ...
 Rerunning the same command resumes: finished images (those with records/NNNNNN.json) are skipped.
 """
+
+
+#: --export formats -> the OutputConfig switch each one turns on
+EXPORTS = ("yolo", "semantic", "panoptic")
 
 
 class UsageError(ValueError):
@@ -75,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-depth", action="store_true", help="skip depth/*.exr")
     o = p.add_argument_group("output")
     o.add_argument("--mask-format", choices=("rle", "polygon"), help="segmentation format of the merged COCO")
-    o.add_argument("--export", choices=("yolo",), action="append", default=[], help="also write ultralytics YOLO-seg")
+    o.add_argument("--export", choices=EXPORTS, nargs="+", action="extend", default=[], metavar="FORMAT",
+                   help="also write: yolo (ultralytics YOLO-seg labels/), semantic (semantic/ category maps), "
+                        "panoptic (COCO panoptic/ + panoptic*.json); any of them")
     o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
     o.add_argument("--no-preview", action="store_true", help="skip preview.png")
     o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
@@ -125,13 +132,18 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.render.depth = False
     if args.mask_format is not None:
         cfg.output.mask_format = args.mask_format
-    if "yolo" in args.export:
-        cfg.output.export_yolo = True
+    apply_exports(cfg, args.export)
     if args.val_fraction is not None:
         cfg.output.val_fraction = args.val_fraction
     if args.no_preview:
         cfg.output.preview = False
     return cfg.validate()
+
+
+def apply_exports(cfg: GeneratorConfig, exports: list[str]) -> None:
+    """Turn on ``output.export_<format>`` for each --export format (never off: the config may ask too)."""
+    for name in exports:
+        setattr(cfg.output, f"export_{name}", True)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -188,7 +200,7 @@ def _identity(conf: dict[str, Any]) -> dict[str, Any]:
     """The parts of a dataset config that must match for a resume: everything that changes pixels or labels."""
     gen = json.loads(json.dumps(conf.get("generator", {})))
     out = gen.get("output", {})
-    for key in ("mask_format", "export_yolo", "preview"):
+    for key in ("mask_format", *(f"export_{name}" for name in EXPORTS), "preview"):
         out.pop(key, None)
     gen.get("render", {}).pop("device", None)
     return {"generator": gen, "seed": conf.get("seed")}
@@ -553,12 +565,17 @@ def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int,
 
 
 def finish_dataset(out: Path, cfg: GeneratorConfig, roots: list[Path] | None = None) -> dict[str, Path]:
-    """Merge records into COCO files, then the optional YOLO export and the preview sheet."""
+    """Merge records into COCO files, then the optional YOLO / semantic / panoptic exports and the preview sheet."""
     paths = dataset.merge_dataset(roots or [out], out_root=out, mask_format=cfg.output.mask_format)
     if cfg.output.export_yolo:
         from ..core import yolo
 
         paths["yolo"] = yolo.export_yolo(out)
+    if cfg.output.export_semantic or cfg.output.export_panoptic:
+        from ..core import panoptic
+
+        paths.update(panoptic.export_panoptic(out, semantic=cfg.output.export_semantic,
+                                              panoptic=cfg.output.export_panoptic))
     if cfg.output.preview:
         paths["preview"] = write_preview(out)
     return paths
@@ -598,8 +615,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = GeneratorConfig.from_dict(conf.get("generator", {})).validate()
         if args.mask_format:
             cfg.output.mask_format = args.mask_format
-        if "yolo" in args.export:
-            cfg.output.export_yolo = True
+        apply_exports(cfg, args.export)
         if args.no_preview:
             cfg.output.preview = False
         prepare_out_dir(out)

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("blender_instseg.core.validate", "check a dataset the way a strict consumer would"),
     "merge": ("blender_instseg.core.merge", "join per-image records (one or more dataset folders) into COCO files"),
     "export-yolo": ("blender_instseg.core.yolo", "write ultralytics YOLO-seg labels/ and dataset.yaml"),
+    "export-panoptic": ("blender_instseg.core.panoptic",
+                        "write semantic/ maps and COCO panoptic/ + panoptic*.json from the instance-id maps"),
     "evaluate": ("blender_instseg.core.evaluate", "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
 }
 

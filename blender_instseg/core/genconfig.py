@@ -110,6 +110,8 @@ class OutputConfig:
     mask_format: str = "rle"  # rle | polygon (merged COCO; records always hold RLE)
     val_fraction: float = 0.0
     export_yolo: bool = False
+    export_semantic: bool = False  # semantic/<stem>.png (core.panoptic)
+    export_panoptic: bool = False  # panoptic/<stem>.png + panoptic*.json (core.panoptic)
     preview: bool = True
 
 
