@@ -1,0 +1,1 @@
+"""Detection ops in pure torch (torchvision is not available): boxes, NMS, anchors, RoIAlign."""
