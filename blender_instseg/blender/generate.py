@@ -13,6 +13,7 @@ or unusable paths (one line on stderr, nothing written).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .. import __version__
-from ..core import dataset, protocol
+from ..core import dataset, plan, protocol
 from ..core.fileio import atomic_write_json
 from ..core.genconfig import GeneratorConfig, load_config
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
     g.add_argument("--config", type=Path, metavar="FILE", help="generator config (.json or .toml); flags below override it")
+    g.add_argument("--variants-of", type=Path, metavar="PLAN.json",
+                   help='render variants of given scenes instead: a JSON list of {"seed": S, "count": C[, "first": K]}; '
+                        "image i is the i-th variant in plan order (--num-images defaults to the plan's total)")
     s = p.add_argument_group("scene and render (override the config)")
     s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
     s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
@@ -181,8 +185,9 @@ def prepare_out_dir(out: Path) -> None:
         raise UsageError(f"--out is not writable: {out} ({exc.strerror or exc})") from None
 
 
-def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int) -> dict[str, Any]:
-    return {
+def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
+                   variants_of: list[plan.PlanEntry] | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
         "generator": cfg.to_dict(),
         "seed": seed,
         "num_images": num_images,
@@ -194,6 +199,12 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int) -> dict[str
             "depth": "float32 EXR, metres along the camera axis (z-depth), 0 = no surface" if cfg.render.depth else None,
         },
     }
+    if variants_of is not None:
+        from .scene.builder import PERTURBATION
+
+        conf["variants_of"] = [e.to_dict() for e in variants_of]
+        conf["perturbation"] = dataclasses.asdict(PERTURBATION)
+    return conf
 
 
 def _identity(conf: dict[str, Any]) -> dict[str, Any]:
@@ -203,7 +214,7 @@ def _identity(conf: dict[str, Any]) -> dict[str, Any]:
     for key in ("mask_format", *(f"export_{name}" for name in EXPORTS), "preview"):
         out.pop(key, None)
     gen.get("render", {}).pop("device", None)
-    return {"generator": gen, "seed": conf.get("seed")}
+    return {"generator": gen, "seed": conf.get("seed"), "variants_of": conf.get("variants_of")}
 
 
 def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True) -> None:
@@ -245,6 +256,7 @@ class Job:
     num_images: int
     threads: int = 0
     device: str = "CPU"
+    variants: list[tuple[int, int]] | None = None  # image index -> (parent seed, variant number)
 
 
 def split_of(index: int, val_fraction: float) -> str:
@@ -282,11 +294,16 @@ def render_index(job: Job, index: int, timings: dict[str, float] | None = None) 
     from .scene import builder
 
     cfg = job.cfg
-    seed = builder.image_seed(job.seed, index)
+    parent: int | None = None
+    if job.variants is not None:
+        parent, variant = job.variants[index]
+        seed = plan.variant_seed(parent, variant)
+    else:
+        seed = builder.image_seed(job.seed, index)
     w, h = cfg.render.resolution
     masks_only = cfg.render.masks_only
     timer = _Timer(timings)
-    built = builder.build_scene(cfg, seed, build_appearance=not masks_only)
+    built = builder.build_scene(cfg, seed, build_appearance=not masks_only, parent_seed=parent)
     timer.lap("build")
     settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
                                  device=job.device, threads=job.threads, seed=seed,
@@ -321,6 +338,8 @@ def render_index(job: Job, index: int, timings: dict[str, float] | None = None) 
         "amodal_fixups": fixups,
         "scene": built.params,
     }
+    if parent is not None:
+        record.update(parent_seed=parent, variant=variant)
     dataset.write_record(job.out, record)  # last: the record marks the image complete
     timer.lap("write_labels")
     return record
@@ -510,6 +529,8 @@ def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int,
             "--config", str(config_path), "--shard", str(i), "--num-shards", str(k), "--no-merge",
             "--progress", "jsonl", "--threads", str(threads),
         ]
+        if args.variants_of is not None:
+            child_args += ["--variants-of", str(args.variants_of.resolve())]
         if args.verbose:
             child_args.append("--verbose")
         proc = subprocess.Popen(child_command(child_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -608,6 +629,8 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
 
     if args.merge:
+        if args.variants_of is not None:
+            raise UsageError("--variants-of renders images; it cannot be combined with --merge")
         for d in args.merge:
             if not d.is_dir():
                 raise UsageError(f"--merge folder not found: {d}")
@@ -628,19 +651,23 @@ def run(args: argparse.Namespace) -> int:
     from .scene import meshes
 
     meshes.check_assets(cfg.asset_names())
-    num_images = args.num_images if args.num_images is not None else 10
+    entries = plan.read_plan(args.variants_of) if args.variants_of is not None else None
+    pairs = plan.expand_plan(entries) if entries is not None else None
+    if pairs is not None and args.num_images is not None and args.num_images != len(pairs):
+        raise UsageError(f"--num-images {args.num_images} differs from the {len(pairs)} variants of the plan")
+    num_images = len(pairs) if pairs is not None else args.num_images if args.num_images is not None else 10
     args.num_images = num_images
     if args.only_index is not None and args.only_index >= num_images:
         raise UsageError(f"--only-index {args.only_index} is outside --num-images {num_images}")
     prepare_out_dir(out)
     is_child = args.num_shards is not None
-    conf = dataset_config(cfg, args.seed, num_images)
+    conf = dataset_config(cfg, args.seed, num_images, entries)
     write_or_check_config(out, conf, write=True)
 
     from .render import cycles as cy
 
     device = cy.choose_device(cfg.render.device)
-    job = Job(cfg, out, args.seed, num_images, threads=args.threads, device=device)
+    job = Job(cfg, out, args.seed, num_images, threads=args.threads, device=device, variants=pairs)
     stop = StopWatcher(mode == "jsonl")
 
     if args.only_index is not None:

@@ -4,6 +4,12 @@ Randomness comes from independent numpy streams spawned from the image seed (lay
 lights, camera, world, resample), so switching a feature off (e.g. materials in masks-only mode)
 never changes the draws of another, and the same seed always gives the same scene.
 
+A *variant* of a scene (hard-scene mining, docs/loop.md) is built with ``parent_seed``: every
+draw of the parent (object count, shapes, scales, rotations, positions, materials, lights, camera,
+world) is replayed from the parent's streams, then nudged by draws from the variant's own streams
+(``seed``), by the amounts in ``Perturbation``. So a variant keeps the parent's recipe and is as
+deterministic as any scene.
+
 Instance ids are ``pass_index`` 1..N on the objects, in creation order; the ground and the world
 are background (0). Categories come from the config's label map, stored on the object as the
 custom properties ``instseg_category_id`` / ``instseg_shape``, never derived from names.
@@ -28,6 +34,32 @@ from .materials import MaterialSpec, WorldSpec, clay_world, sample_lights
 log = logging.getLogger(__name__)
 
 STREAMS = ("layout", "materials", "lights", "camera", "world", "resample")
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How far a variant strays from its parent scene: small enough to keep what made it hard.
+
+    Positions move within a disc around the parent's (still non-overlapping); rotations turn about
+    the vertical axis only, which keeps each object's footprint and resting height; angles are
+    +- the value, relative amounts scale by 1 +- the value; results stay inside the config's ranges.
+    """
+
+    position: float = 0.3  # metres: radius of the disc around the parent position
+    yaw_deg: float = 30.0
+    camera_azimuth_deg: float = 25.0
+    camera_elevation_deg: float = 8.0
+    camera_distance: float = 0.1  # relative
+    camera_target: float = 0.15  # metres of extra look-at offset per axis
+    light_azimuth_deg: float = 40.0
+    light_energy: float = 0.3  # relative
+    world_strength: float = 0.2  # relative
+    hue: float = 0.04  # of the colour wheel
+    saturation_value: float = 0.15  # relative
+    roughness: float = 0.1
+
+
+PERTURBATION = Perturbation()
 
 
 @dataclass
@@ -101,8 +133,8 @@ def _ground(size: float) -> bpy.types.Object:
 
 
 def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others: list[tuple[float, float, float]],
-              tries: int = 30) -> tuple[float, float]:
-    """Rejection-sample a point in a disc whose footprint circle avoids the others.
+              tries: int = 30, centre: tuple[float, float] = (0.0, 0.0)) -> tuple[float, float]:
+    """Rejection-sample a point in a disc (around ``centre``) whose footprint circle avoids the others.
 
     When no try is free, the try with the largest clearance wins, so crowded scenes overlap as
     little as possible instead of swallowing small objects inside big ones.
@@ -111,7 +143,7 @@ def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others:
     for _ in range(tries):
         r = radius * math.sqrt(float(rng.uniform()))
         a = float(rng.uniform(0, 2 * math.pi))
-        x, y = r * math.cos(a), r * math.sin(a)
+        x, y = centre[0] + r * math.cos(a), centre[1] + r * math.sin(a)
         clear = min((math.hypot(x - ox, y - oy) - footprint - of for ox, oy, of in others), default=math.inf)
         if clear >= 0:
             return x, y
@@ -121,16 +153,27 @@ def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others:
 
 
 def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = True,
-                assets_dir: Path | None = None) -> BuiltScene:
-    """Clear the current scene and build a new one; ``build_appearance=False`` skips materials/lights/world nodes."""
+                assets_dir: Path | None = None, parent_seed: int | None = None,
+                perturb: Perturbation = PERTURBATION) -> BuiltScene:
+    """Clear the current scene and build a new one; ``build_appearance=False`` skips materials/lights/world nodes.
+
+    With ``parent_seed`` the scene is a variant of that seed's scene, nudged by draws from ``seed``.
+    """
     clear_scene()
     scene = bpy.context.scene
     rngs = make_rngs(seed)
-    layout, mats, cam_rng = rngs["layout"], rngs["materials"], rngs["camera"]
+    variant = rngs if parent_seed is not None else None
+    base = make_rngs(parent_seed) if parent_seed is not None else rngs
+    layout, mats, cam_rng = base["layout"], base["materials"], base["camera"]
     oc = cfg.objects
+    p = perturb
 
-    world_spec = WorldSpec.sample(rngs["world"], cfg.world, cfg.materials)
-    light_specs = sample_lights(rngs["lights"], cfg.lights)
+    world_spec = WorldSpec.sample(base["world"], cfg.world, cfg.materials)
+    light_specs = sample_lights(base["lights"], cfg.lights)
+    if variant is not None:
+        world_spec = world_spec.perturbed(variant["world"], cfg.world, cfg.materials, p.world_strength, p.hue,
+                                          p.saturation_value, p.roughness)
+        light_specs = [spec.perturbed(variant["lights"], p.light_azimuth_deg, p.light_energy) for spec in light_specs]
 
     collection = scene.collection
     if cfg.world.ground:
@@ -158,16 +201,24 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         prev_shape = shape
     radius = max(oc.scatter_radius, math.sqrt(2.0 * sum(d[6] ** 2 for d in drafts)))
     placed: list[tuple[float, float, float]] = []
+    parent_placed: list[tuple[float, float, float]] = []  # the parent's own layout (its draws depend on it)
     objects: list[SceneObject] = []
     prev_mat: bpy.types.Material | None = None
     for k, (dup, shape, sm, scale, rot, rotated, footprint) in enumerate(drafts, start=1):
-        x, y = _place_xy(layout, radius, footprint, placed)
+        x, y = _place_xy(layout, radius, footprint, parent_placed)
         lift = float(layout.uniform(oc.float_height[0], oc.float_height[1]))
         if cfg.physics.enabled:
             lift += float(layout.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1]))
-        z = -float(rotated[:, 2].min()) + lift + 1e-4
-        placed.append((x, y, footprint))
+        z = -float(rotated[:, 2].min()) + lift + 1e-4  # a turn about z keeps the lowest point: valid for variants
+        parent_placed.append((x, y, footprint))
         mat_spec = MaterialSpec.sample(mats, cfg.materials)  # drawn even when not built: streams stay aligned
+        if variant is not None:
+            vl = variant["layout"]
+            rot = Quaternion((0.0, 0.0, 1.0), math.radians(p.yaw_deg) * float(vl.uniform(-1.0, 1.0))) @ rot
+            x, y = _place_xy(vl, p.position, footprint, placed, centre=(x, y))
+            mat_spec = mat_spec.perturbed(variant["materials"], cfg.materials, p.hue, p.saturation_value,
+                                          p.roughness)
+        placed.append((x, y, footprint))
 
         obj = bpy.data.objects.new(f"inst_{k:04d}_{shape.replace(':', '_')}", sm.mesh)
         obj.rotation_mode = "QUATERNION"
@@ -199,7 +250,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             collection.objects.link(spec.build(f"light_{i}", target0))
     else:
         scene.world = clay_world()
-    camera = _camera(cfg, cam_rng, [o.obj for o in objects])
+    camera = _camera(cfg, cam_rng, [o.obj for o in objects], variant["camera"] if variant is not None else None,
+                     perturb)
     collection.objects.link(camera)
     scene.camera = camera
     bpy.context.view_layer.update()
@@ -210,10 +262,14 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         "world_gradient": world_spec.gradient,
         "physics": cfg.physics.enabled,
     }
+    if parent_seed is not None:
+        params["parent_seed"] = int(parent_seed)
     return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params)
 
 
-def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object]) -> bpy.types.Object:
+def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object],
+            variant_rng: np.random.Generator | None = None, perturb: Perturbation = PERTURBATION) -> bpy.types.Object:
+    """Aim a camera at the objects; with ``variant_rng`` the parent's draws (from ``rng``) are nudged."""
     cc = cfg.camera
     if objs:
         # matrix_world is stale until a depsgraph update; location is current (no parents)
@@ -227,6 +283,15 @@ def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types
     el = math.radians(float(rng.uniform(cc.elevation[0], cc.elevation[1])))
     dist = float(rng.uniform(cc.distance[0], cc.distance[1]))
     lens = float(rng.uniform(cc.focal_length[0], cc.focal_length[1]))
+    if variant_rng is not None:
+        p = perturb
+        d = variant_rng.uniform(-1.0, 1.0, size=6)
+        az += math.radians(p.camera_azimuth_deg) * float(d[0])
+        el = min(max(el + math.radians(p.camera_elevation_deg) * float(d[1]), math.radians(cc.elevation[0])),
+                 math.radians(cc.elevation[1]))
+        dist = min(max(dist * (1.0 + p.camera_distance * float(d[2])), cc.distance[0]), cc.distance[1])
+        target += Vector(tuple(p.camera_target * float(v) for v in d[3:6]))
+        target.z = max(target.z, 0.0)
     if cc.fit_objects and objs:
         # the sensor width spans the longer image side (sensor_fit AUTO); fit centres on the shorter one
         w, h = cfg.render.resolution

@@ -28,6 +28,19 @@ def _hsv(rng: np.random.Generator, sat: list[float], val: list[float]) -> tuple[
     return (r, g, b, 1.0)
 
 
+def _clip(value: float, lo_hi: list[float]) -> float:
+    return float(min(max(value, lo_hi[0]), lo_hi[1]))
+
+
+def _nudge_colour(colour: tuple[float, float, float, float], d: np.ndarray, hue: float, rel: float,
+                  sat: list[float], val: list[float]) -> tuple[float, float, float, float]:
+    """Shift hue by ``hue * d[0]`` and scale saturation/value by ``1 + rel * d[1:3]``, kept in the config's ranges."""
+    h, s, v = colorsys.rgb_to_hsv(colour[0], colour[1], colour[2])
+    s2 = _clip(s * (1.0 + rel * float(d[1])), sat) if s > 0 else s  # a grey stays grey (no hue to keep)
+    r, g, b = colorsys.hsv_to_rgb((h + hue * float(d[0])) % 1.0, s2, _clip(v * (1.0 + rel * float(d[2])), val))
+    return (r, g, b, colour[3])
+
+
 @dataclass
 class MaterialSpec:
     colour: tuple[float, float, float, float]
@@ -48,6 +61,15 @@ class MaterialSpec:
         scale = float(rng.uniform(2.0, 12.0))
         texture = ("noise" if kind < 0.5 else "voronoi") if tex_draw < cfg.texture_probability else ""
         return cls(colour, colour2, roughness, metallic, texture, scale)
+
+    def perturbed(self, rng: np.random.Generator, cfg: MaterialConfig, hue: float, rel: float,
+                  roughness: float) -> "MaterialSpec":
+        """A near copy for a scene variant: same texture kind, nudged colours and roughness (always 7 draws)."""
+        d = rng.uniform(-1.0, 1.0, size=7)
+        return MaterialSpec(_nudge_colour(self.colour, d[0:3], hue, rel, cfg.saturation, cfg.value),
+                            _nudge_colour(self.colour2, d[3:6], hue, rel, cfg.saturation, cfg.value),
+                            _clip(self.roughness + roughness * float(d[6]), cfg.roughness), self.metallic,
+                            self.texture, self.texture_scale)
 
     def build(self, name: str) -> bpy.types.Material:
         mat = bpy.data.materials.new(name)
@@ -94,6 +116,14 @@ class LightSpec:
         obj.rotation_euler = direction.to_track_quat("-Z", "Y").to_euler()
         return obj
 
+    def perturbed(self, rng: np.random.Generator, azimuth_deg: float, energy_rel: float) -> "LightSpec":
+        """The same light swung about the vertical axis and dimmed or brightened (always 2 draws)."""
+        d = rng.uniform(-1.0, 1.0, size=2)
+        a = math.radians(azimuth_deg) * float(d[0])
+        x, y, z = self.location
+        loc = (x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a), z)
+        return LightSpec(self.kind, loc, self.energy * (1.0 + energy_rel * float(d[1])), self.colour, self.size)
+
 
 def sample_lights(rng: np.random.Generator, cfg: LightConfig) -> list[LightSpec]:
     count = int(rng.integers(cfg.min_count, cfg.max_count + 1))
@@ -128,6 +158,13 @@ class WorldSpec:
         ground = MaterialSpec.sample(rng, mat_cfg)
         ground.metallic = 0.0
         return cls(gradient, top, bottom, strength, ground)
+
+    def perturbed(self, rng: np.random.Generator, cfg: WorldConfig, mat_cfg: MaterialConfig, strength_rel: float,
+                  hue: float, rel: float, roughness: float) -> "WorldSpec":
+        """Same sky, a little brighter or darker, and a nudged ground material."""
+        strength = _clip(self.strength * (1.0 + strength_rel * float(rng.uniform(-1.0, 1.0))), cfg.strength)
+        return WorldSpec(self.gradient, self.top, self.bottom, strength,
+                         self.ground.perturbed(rng, mat_cfg, hue, rel, roughness))
 
     def build(self, name: str) -> bpy.types.World:
         world = bpy.data.worlds.new(name)
