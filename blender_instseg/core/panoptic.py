@@ -133,11 +133,11 @@ def write_semantic_png(path: str | Path, semantic: np.ndarray) -> Path:
 # categories
 
 
-def semantic_dtype(max_category_id: int) -> type[np.unsignedinteger]:
+def semantic_dtype(max_category_id: int) -> np.dtype:
     """uint8 when every category id fits, else uint16 (the PNG has to hold the largest id)."""
     if max_category_id > 0xFFFF:
         raise ValueError(f"category id {max_category_id} does not fit a 16-bit semantic map")
-    return np.uint8 if max_category_id <= 0xFF else np.uint16
+    return np.dtype(np.uint8 if max_category_id <= 0xFF else np.uint16)
 
 
 def _colours(n: int) -> np.ndarray:

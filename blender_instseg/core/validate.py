@@ -2,8 +2,10 @@
 
 Every ``annotations*.json`` of the dataset is loaded with pycocotools, every mask is decoded, and
 what the file claims (area, bbox, ids, categories, image sizes, the instance-id maps and the amodal
-extras) is compared with what is actually there. Problems are collected, not raised, so one run
-lists all of them; the CLI prints one line per problem and exits 1.
+extras) is compared with what is actually there. Where the dataset has semantic or panoptic outputs
+(``core.panoptic``), they are checked against the instance annotations of the same image.
+Problems are collected, not raised, so one run lists all of them; the CLI prints one line per
+problem and exits 1.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import numpy as np
 
 from .coco import bbox_of_mask, decode_segmentation
 from .dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
+from .panoptic import (PANOPTIC_DIR, PANOPTIC_PREFIX, SEMANTIC_DIR, output_name, panoptic_file_for,
+                       read_label_png, read_panoptic_png)
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +94,29 @@ def _image_size(path: Path) -> tuple[int, int] | None:
     return int(img.shape[1]), int(img.shape[0])
 
 
-class _FileChecker:
-    """Checks one COCO file; shares the file-size cache across the dataset's files."""
+@dataclass
+class _Panoptic:
+    """The panoptic JSON that mirrors one COCO file, indexed for the per-image checks."""
 
-    def __init__(self, report: ValidationReport, base: Path, label: str, size_cache: dict[Path, Any]) -> None:
+    label: str
+    data: dict
+    by_image: dict[Any, dict] = field(default_factory=dict)
+    isthing: dict[Any, int] = field(default_factory=dict)  # category id -> isthing
+
+
+class _FileChecker:
+    """Checks one COCO file (and the panoptic file / semantic maps that go with it); shares the
+    file-size cache and the set of semantic maps already checked across the dataset's files."""
+
+    def __init__(self, report: ValidationReport, base: Path, label: str, size_cache: dict[Path, Any],
+                 *, panoptic: _Panoptic | None = None, semantic_done: set[Path] | None = None) -> None:
         self.r = report
         self.base = base
         self.label = label
         self.sizes = size_cache
+        self.pan = panoptic
+        #: None: no semantic/ folder to check
+        self.semantic_done = semantic_done
 
     def err(self, msg: str) -> None:
         self.r.error(f"{self.label}: {msg}")
@@ -111,15 +130,21 @@ class _FileChecker:
         images = self.check_images(data["images"])
         by_image = self.check_annotation_fields(data["annotations"], images, cats)
         self.check_pycocotools(data)
+        if self.pan is not None:
+            self.check_panoptic_file(images, cats)
         per_cat: Counter[str] = Counter()
-        for image_id, anns in by_image.items():
-            self.check_image_masks(images[image_id], anns)
+        for image_id, image in images.items():
+            anns = by_image.get(image_id, [])
+            masks = self.check_image_masks(image, anns) if anns else {}
+            self.check_label_outputs(image, anns, masks)
             for a in anns:
                 if _is_int(a.get("category_id")) and a["category_id"] in cats:
                     per_cat[cats[a["category_id"]]] += 1
         empty = sum(1 for i in images if not by_image.get(i))
+        checked = ([self.pan.label] if self.pan is not None else []) + \
+            ([f"{SEMANTIC_DIR}/"] if self.semantic_done is not None else [])
         return {"images": len(data["images"]), "annotations": len(data["annotations"]),
-                "empty_images": empty, "per_category": dict(sorted(per_cat.items()))}
+                "empty_images": empty, "per_category": dict(sorted(per_cat.items())), "outputs": checked}
 
     def check_categories(self, categories: list[dict]) -> dict[Any, str]:
         out: dict[Any, str] = {}
@@ -258,7 +283,8 @@ class _FileChecker:
         elif max(abs(float(b) - t) for b, t in zip(bbox, tight)) > (1e-3 if exact else 1.0):
             self.err(f"annotation {aid}: {what} bbox {bbox} but the mask's tight bbox is {tight}")
 
-    def check_image_masks(self, image: dict, anns: list[dict]) -> None:
+    def check_image_masks(self, image: dict, anns: list[dict]) -> dict[Any, np.ndarray]:
+        """Check each annotation's masks and geometry; returns the decoded visible masks by annotation id."""
         h, w = int(image["height"]), int(image["width"])
         owner = np.zeros((h, w), np.int64)
         masks: dict[Any, np.ndarray] = {}
@@ -285,6 +311,7 @@ class _FileChecker:
             self.check_extras(a, mask, h, w)
         if isinstance(image.get("mask_file"), str):
             self.check_id_map(image, anns, masks)
+        return masks
 
     def check_extras(self, a: dict, mask: np.ndarray, h: int, w: int) -> None:
         aid = a["id"]
@@ -330,6 +357,179 @@ class _FileChecker:
         if extra:
             self.warn(f"image {image['id']}: ids {extra[:10]} in {image['mask_file']} have no annotation")
 
+    # ---- semantic and panoptic outputs -----------------------------------------------------
+    def pan_err(self, msg: str) -> None:
+        assert self.pan is not None
+        self.r.error(f"{self.pan.label}: {msg}")
+
+    def check_panoptic_file(self, images: dict[Any, dict], cats: dict[Any, str]) -> None:
+        """Categories (the COCO ones as things + stuff) and one entry per image of the COCO file."""
+        assert self.pan is not None
+        pan = self.pan
+        for c in pan.data["categories"]:
+            cid, isthing = c.get("id"), c.get("isthing")
+            if not _is_int(cid) or cid in pan.isthing:
+                self.pan_err(f"category id {cid!r} is not an integer or is used twice")
+            elif not _is_int(isthing) or isthing not in (0, 1):
+                self.pan_err(f"category {cid}: isthing must be 0 or 1, got {isthing!r}")
+            else:
+                pan.isthing[cid] = int(isthing)
+                if cid in cats and (c.get("name") != cats[cid] or not isthing):
+                    self.pan_err(f"category {cid} is {c.get('name')!r} (isthing {isthing}) but "
+                                 f"{self.label} has the thing category {cats[cid]!r}")
+                elif cid not in cats and isthing:
+                    self.pan_err(f"category {cid} ({c.get('name')!r}) is a thing category missing from {self.label}")
+        for cid in sorted(set(cats) - set(pan.isthing)):
+            self.pan_err(f"category {cid} ({cats[cid]!r}) of {self.label} is missing")
+        pan_images = {im.get("id") for im in pan.data["images"]}
+        missing = sorted(set(images) - pan_images)
+        if missing:
+            self.pan_err(f"images {missing[:10]} of {self.label} are not in images[]")
+        for a in pan.data["annotations"]:
+            iid = a.get("image_id")
+            if iid in pan.by_image:
+                self.pan_err(f"image {iid!r} has two annotations")
+            elif iid not in images:
+                self.pan_err(f"annotation for image {iid!r}, which {self.label} does not have")
+            else:
+                pan.by_image[iid] = a
+
+    def check_label_outputs(self, image: dict, anns: list[dict], masks: dict[Any, np.ndarray]) -> None:
+        if self.semantic_done is not None:
+            self.check_semantic(image, anns, masks)
+        if self.pan is not None:
+            self.check_panoptic_image(image, anns, masks)
+
+    def check_semantic(self, image: dict, anns: list[dict], masks: dict[Any, np.ndarray]) -> None:
+        """semantic/<stem>.png == the union of the image's instance masks by category, 0 elsewhere."""
+        assert self.semantic_done is not None
+        iid, h, w = image["id"], int(image["height"]), int(image["width"])
+        try:
+            rel = f"{SEMANTIC_DIR}/{output_name(image)}"
+        except ValueError:
+            return  # no file_name: already reported
+        path = self.base / rel
+        if path in self.semantic_done:
+            return  # the same image in another annotations file
+        self.semantic_done.add(path)
+        if not path.is_file():
+            self.err(f"image {iid}: semantic map not found: {path}")
+            return
+        try:
+            sem = read_label_png(path, "semantic map")
+        except ValueError as exc:
+            self.err(f"image {iid}: {exc}")
+            return
+        if sem.shape != (h, w):
+            self.err(f"image {iid}: {rel} is {sem.shape[1]}x{sem.shape[0]} but the image is {w}x{h}")
+            return
+        expected = np.zeros((h, w), np.int64)
+        for a in anns:
+            if a["id"] in masks and _is_int(a.get("category_id")):
+                expected[masks[a["id"]]] = a["category_id"]
+        wrong = np.flatnonzero(sem.ravel() != expected.ravel())
+        if wrong.size:
+            y, x = divmod(int(wrong[0]), w)
+            self.err(f"image {iid}: {rel} differs from the instance masks by category in {wrong.size} pixels "
+                     f"(first at x={x}, y={y}: {int(sem[y, x])}, expected {int(expected[y, x])})")
+
+    def check_panoptic_image(self, image: dict, anns: list[dict], masks: dict[Any, np.ndarray]) -> None:
+        """The PNG decodes; its segments are the instance ids (+ stuff); segments_info and the
+        thing masks agree with the PNG and with the instance annotations exactly."""
+        assert self.pan is not None
+        iid, h, w = image["id"], int(image["height"]), int(image["width"])
+        entry = self.pan.by_image.get(iid)
+        if entry is None:
+            self.pan_err(f"image {iid}: no annotation (segments_info) for it")
+            return
+        name, infos = entry.get("file_name"), entry.get("segments_info")
+        if not isinstance(name, str) or not name:
+            self.pan_err(f"image {iid}: no file_name")
+            return
+        rel = f"{PANOPTIC_DIR}/{name}"
+        path = self.base / rel
+        if not path.is_file():
+            self.pan_err(f"image {iid}: panoptic PNG not found: {path}")
+            return
+        try:
+            seg = read_panoptic_png(path)
+        except ValueError as exc:
+            self.pan_err(f"image {iid}: panoptic PNG does not decode: {exc}")
+            return
+        if seg.shape != (h, w):
+            self.pan_err(f"image {iid}: {rel} is {seg.shape[1]}x{seg.shape[0]} but the image is {w}x{h}")
+            return
+        if not isinstance(infos, list) or not all(isinstance(s, dict) for s in infos):
+            self.pan_err(f"image {iid}: segments_info must be a list of objects")
+            return
+        by_id: dict[int, dict] = {}
+        for s in infos:
+            sid = s.get("id")
+            if not _is_int(sid) or sid <= 0:
+                self.pan_err(f"image {iid}: segment id {sid!r} is not a positive integer")
+            elif sid in by_id:
+                self.pan_err(f"image {iid}: segment id {sid} is listed twice")
+            else:
+                by_id[int(sid)] = s
+        ids, counts = np.unique(seg, return_counts=True)
+        in_png = {int(i): int(n) for i, n in zip(ids, counts) if i != 0}
+        only_png, only_info = sorted(set(in_png) - set(by_id)), sorted(set(by_id) - set(in_png))
+        if only_png:
+            self.pan_err(f"image {iid}: segment ids {only_png[:10]} are in {rel} but not in segments_info")
+        if only_info:
+            self.pan_err(f"image {iid}: segments_info ids {only_info[:10]} are not in {rel}")
+        instances = {int(a["instance_id"]): a for a in anns if _is_int(a.get("instance_id"))}
+        things = {sid for sid, s in by_id.items() if self.pan.isthing.get(s.get("category_id")) != 0}
+        if things != set(instances):
+            self.pan_err(f"image {iid}: panoptic segment ids {sorted(things)[:10]} do not match the instance ids "
+                         f"{sorted(instances)[:10]}")
+        for sid, s in sorted(by_id.items()):
+            cat = s.get("category_id")
+            if cat not in self.pan.isthing:
+                self.pan_err(f"image {iid}: segment {sid}: category_id {cat!r} does not exist")
+            ann = instances.get(sid)
+            if ann is not None:
+                if cat != ann.get("category_id"):
+                    self.pan_err(f"image {iid}: segment {sid} has category {cat!r} but annotation {ann['id']} "
+                                 f"has {ann.get('category_id')!r}")
+                if s.get("iscrowd") != ann.get("iscrowd"):
+                    self.pan_err(f"image {iid}: segment {sid} has iscrowd {s.get('iscrowd')!r} but annotation "
+                                 f"{ann['id']} has {ann.get('iscrowd')!r}")
+            elif s.get("iscrowd") not in (0, 1) or isinstance(s.get("iscrowd"), bool):
+                self.pan_err(f"image {iid}: segment {sid}: iscrowd must be 0 or 1, got {s.get('iscrowd')!r}")
+            if sid not in in_png:
+                continue
+            mask = seg == sid
+            area, bbox = s.get("area"), s.get("bbox")
+            if not _is_number(area) or abs(float(area) - in_png[sid]) > 0.5:
+                self.pan_err(f"image {iid}: segment {sid} area {area!r} but {rel} has {in_png[sid]} pixels")
+            tight = bbox_of_mask(mask)
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+                self.pan_err(f"image {iid}: segment {sid} bbox {bbox!r} is not [x, y, w, h]")
+            elif max(abs(float(b) - t) for b, t in zip(bbox, tight)) > 1e-3:
+                self.pan_err(f"image {iid}: segment {sid} bbox {bbox} but its tight bbox in {rel} is {tight}")
+            if ann is not None and ann["id"] in masks:
+                diff = int(np.count_nonzero(mask != masks[ann["id"]]))
+                if diff:
+                    self.pan_err(f"image {iid}: segment {sid} in {rel} differs from the mask of annotation "
+                                 f"{ann['id']} by {diff} pixels")
+
+
+def _load_panoptic(report: ValidationReport, coco_file: Path) -> _Panoptic | None:
+    """The panoptic file mirroring ``coco_file``; a missing or unreadable one is reported."""
+    try:
+        path = panoptic_file_for(coco_file)
+    except ValueError:
+        return None  # a COCO file with another name has no panoptic mirror
+    if not path.is_file():
+        report.error(f"{path.name} not found: the dataset has panoptic outputs, so {coco_file.name} needs it")
+        return None
+    try:
+        return _Panoptic(path.name, load_coco(path))
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        report.error(str(exc))
+        return None
+
 
 def _annotation_files(root: Path) -> list[Path]:
     return sorted(p for p in root.glob("annotations*.json") if p.is_file())
@@ -352,13 +552,17 @@ def validate_dataset(root: str | Path) -> ValidationReport:
             return report
     sizes: dict[Path, Any] = {}
     per_file: dict[str, Any] = {}
+    has_panoptic = (base / PANOPTIC_DIR).is_dir() or any(base.glob(f"{PANOPTIC_PREFIX}*.json"))
+    semantic_done: set[Path] | None = set() if (base / SEMANTIC_DIR).is_dir() else None
     for f in files:
         try:
             data = load_coco(f)
         except (ValueError, FileNotFoundError, OSError) as exc:
             report.error(str(exc))
             continue
-        per_file[f.name] = _FileChecker(report, base, f.name, sizes).check(data)
+        pan = _load_panoptic(report, f) if has_panoptic else None
+        checker = _FileChecker(report, base, f.name, sizes, panoptic=pan, semantic_done=semantic_done)
+        per_file[f.name] = checker.check(data)
     report.summary = {"files": per_file}
     return report
 
@@ -377,7 +581,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def _print_summary(report: ValidationReport) -> None:
     for name, s in report.summary.get("files", {}).items():
         cats = ", ".join(f"{k}: {v}" for k, v in s["per_category"].items()) or "none"
-        print(f"{name}: {s['images']} images ({s['empty_images']} empty), {s['annotations']} annotations [{cats}]")
+        outputs = f"; checked {', '.join(s['outputs'])}" if s.get("outputs") else ""
+        print(f"{name}: {s['images']} images ({s['empty_images']} empty), {s['annotations']} annotations "
+              f"[{cats}]{outputs}")
 
 
 def run(args: argparse.Namespace) -> int:

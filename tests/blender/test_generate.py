@@ -326,3 +326,31 @@ def test_physics_drop_is_deterministic(tmp_path: Path) -> None:
     assert rec["scene"]["physics"] is True
     assert validate_dataset(tmp_path / "a").ok
     shutil.rmtree(tmp_path / "b")
+
+
+def test_semantic_and_panoptic_outputs_validate_and_equal_the_export_command(tmp_path: Path) -> None:
+    """--export semantic panoptic (here one via the config) gives valid outputs; the core
+    export-panoptic command on a dataset generated without them writes the same bytes."""
+    from blender_instseg.core import panoptic
+    from blender_instseg.core.__main__ import main as core_main
+
+    cfg = tmp_path / "semantic.json"
+    cfg.write_text(json.dumps({"output": {"export_semantic": True}}))
+    args = ["--num-images", "3", "--seed", "6", *SMALL, "--val-fraction", "0.34"]
+    assert generate(["--out", str(tmp_path / "a"), *args, "--config", str(cfg), "--export", "panoptic"]) == 0
+    assert generate(["--out", str(tmp_path / "b"), *args]) == 0
+    a = tree(tmp_path / "a")
+    outputs = {k for k in a if k.startswith(("semantic/", "panoptic"))}
+    assert {"panoptic.json", "panoptic_train.json", "panoptic_val.json"} <= outputs
+    assert {f"{d}/{i:06d}.png" for d in ("semantic", "panoptic") for i in range(3)} <= outputs
+    report = validate_dataset(tmp_path / "a")
+    assert report.ok, report.errors[:3]
+    assert report.summary["files"]["annotations.json"]["outputs"] == ["panoptic.json", "semantic/"]
+    pan = json.loads(a["panoptic.json"])
+    for i, entry in enumerate(pan["annotations"]):
+        record = json.loads(a[f"records/{i:06d}.json"])
+        ids = sorted(ann["instance_id"] for ann in record["annotations"])
+        assert [s["id"] for s in entry["segments_info"]] == ids + [panoptic.BACKGROUND_SEGMENT_ID]
+    assert core_main(["export-panoptic", str(tmp_path / "b")]) == 0
+    b = tree(tmp_path / "b")
+    assert {k: b[k] for k in outputs} == {k: a[k] for k in outputs}
