@@ -12,6 +12,7 @@ pytestmark = pytest.mark.torch
 from blender_instseg.ml.ops.boxes import (batched_nms, box_area, box_iou, cell_anchors, clip_boxes, cxcywh_to_xyxy,
                                           decode_boxes, encode_boxes, generate_anchors, nms, nonempty_boxes,
                                           xyxy_to_cxcywh)
+from blender_instseg.ml.ops.masks import crop_masks_to_rois, paste_masks_in_image
 from blender_instseg.ml.ops.roi_align import assign_fpn_levels, multilevel_roi_align, roi_align
 
 
@@ -82,10 +83,10 @@ def test_nms_matches_a_plain_greedy_loop_on_random_boxes() -> None:
     boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2, generator=g) * 60], 1)
     scores = torch.rand(300, generator=g)
     order = scores.argsort(descending=True).tolist()
-    iou = box_iou(boxes, boxes)
+    iou = box_iou(boxes, boxes).tolist()
     expected: list[int] = []
     for i in order:
-        if all(iou[i, j] <= 0.6 for j in expected):
+        if all(iou[i][j] <= 0.6 for j in expected):
             expected.append(i)
     assert nms(boxes, scores, 0.6).tolist() == expected
 
@@ -220,11 +221,11 @@ def test_roi_align_matches_the_reference_kernel_on_random_rois_and_batches() -> 
 
 
 def test_roi_align_gradcheck_and_errors() -> None:
-    feat = torch.randn(2, 2, 5, 5, dtype=torch.float64, requires_grad=True)
-    rois = torch.tensor([[0.0, 0.3, 1.1, 7.7, 8.2], [1.0, -1.0, 2.0, 4.0, 9.0], [1.0, 2.0, 2.0, 6.0, 5.0]],
+    feat = torch.randn(2, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    rois = torch.tensor([[0.0, 0.3, 1.1, 7.7, 6.2], [1.0, -1.0, 2.0, 4.0, 9.0], [1.0, 2.0, 2.0, 6.0, 5.0]],
                         dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda f: roi_align(f, rois, 2, 0.5, 2), (feat,))
-    assert roi_align(feat, rois[:0], 2).shape == (0, 2, 2, 2)
+    assert roi_align(feat, rois[:0], 2).shape == (0, 1, 2, 2)
     with pytest.raises(ValueError, match="sampling_ratio >= 1"):
         roi_align(feat, rois, 2, sampling_ratio=0)
     with pytest.raises(ValueError, match=r"rois \(K, 5\)"):
@@ -242,3 +243,34 @@ def test_fpn_level_assignment_and_multilevel_pooling() -> None:
     assert out[:, 0, 0, 0].tolist() == [2.0, 3.0, 2.0]
     with pytest.raises(ValueError, match="consecutive powers of two"):
         multilevel_roi_align(feats, [4, 16], rois, 2)
+
+
+# ---------------------------------------------------------------- mask crop / paste
+
+def test_crop_masks_to_rois_is_roi_align_of_the_gt_mask() -> None:
+    masks = torch.zeros(2, 16, 16, dtype=torch.uint8)
+    masks[1, 4:12, 2:10] = 1
+    boxes = torch.tensor([[2.0, 4, 10, 12], [0, 4, 8, 12], [2, 4, 10, 12]])
+    out = crop_masks_to_rois(masks, boxes, torch.tensor([1, 1, 0]), 4)
+    assert out.shape == (3, 4, 4)
+    assert out[0].eq(1).all() and out[2].eq(0).all()
+    assert out[1].tolist() == [[0.0, 1, 1, 1]] * 4  # bin 0 covers columns 0-1, outside the object
+    assert crop_masks_to_rois(masks, boxes[:0], torch.zeros(0, dtype=torch.long), 4).shape == (0, 4, 4)
+
+
+def test_paste_masks_fills_exactly_the_box_and_round_trips_a_crop() -> None:
+    ones = torch.ones(2, 28, 28)
+    boxes = torch.tensor([[2.0, 3, 10, 9], [0, 0, 0, 0]])
+    pasted = paste_masks_in_image(ones, boxes, (12, 12), max_chunk_pixels=1)  # chunks of one mask
+    want = torch.zeros(12, 12, dtype=torch.bool)
+    want[3:9, 2:10] = True
+    assert pasted.dtype == torch.bool and torch.equal(pasted[0], want) and not pasted[1].any()
+    # a crop of a disc pasted back into its box gives the disc back (up to boundary pixels)
+    ys, xs = torch.meshgrid(torch.arange(40.0), torch.arange(40.0), indexing="ij")
+    disc = (((xs + 0.5 - 20) ** 2 + (ys + 0.5 - 18) ** 2) <= 12 ** 2).to(torch.uint8)
+    box = torch.tensor([[8.0, 6, 32, 30]])
+    crop = crop_masks_to_rois(disc[None], box, torch.zeros(1, dtype=torch.long), 28)
+    back = paste_masks_in_image(crop, box, (40, 40))[0]
+    assert (back != disc.bool()).sum().item() <= 8
+    soft = paste_masks_in_image(crop, box, (40, 40), threshold=None)
+    assert soft.dtype == torch.float32 and soft.max().item() == pytest.approx(1.0)
