@@ -1,4 +1,4 @@
-"""``python -m blender_instseg.ml <command>``: train, predict and evaluate the bundled model.
+"""``python -m blender_instseg.ml <command>``: train, predict and evaluate the models of the zoo.
 
 Runs in its own process with a Python that has torch (Blender's does not). torch is imported only
 inside commands, so ``--help`` works anywhere and a missing torch is one clear line (exit 3).
@@ -13,9 +13,10 @@ import logging
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("blender_instseg.ml.train", "train the bundled SOLOv2-lite model on a COCO dataset"),
+    "train": ("blender_instseg.ml.train", "train a model (--model NAME, default solov2) on a COCO dataset"),
     "predict": ("blender_instseg.ml.predict", "predict instance masks for images -> COCO results JSON"),
     "evaluate": ("blender_instseg.ml.evaluate_cmd", "predict a dataset split and write the evaluation report"),
+    "models": ("blender_instseg.ml.models_cmd", "list the model architectures train --model accepts"),
 }
 
 TORCH_VERSION = "2.13.0"
@@ -53,8 +54,14 @@ def _configure(name: str, p: argparse.ArgumentParser) -> None:
     getattr(cli_args, name)(p)
 
 
-def _check_predict_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """``predict`` needs --images and --out, except in --serve mode where each request names its own."""
+def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Requirements argparse cannot express: ``train`` needs --data and --out except for ``--model list``;
+    ``predict`` needs --images and --out, except in --serve mode where each request names its own."""
+    if args.command == "train":
+        missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
+        if missing and args.model != "list":
+            parser.error(f"the following arguments are required: {', '.join(missing)}")
+        return
     if args.command != "predict":
         return
     if args.serve:
@@ -71,7 +78,7 @@ def _check_predict_args(parser: argparse.ArgumentParser, args: argparse.Namespac
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _check_predict_args(args._parser, args)
+    _check_args(args._parser, args)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
     try:

@@ -18,7 +18,9 @@ import torch
 
 from ..core.fileio import atomic_write_bytes
 
-FORMAT = "blender_instseg.solov2-lite/1"
+FORMAT = "blender_instseg.model/2"  # model_config names its architecture ("arch")
+# Formats this code still reads: /1 is SOLOv2-lite from before the model zoo (its model_config has no "arch").
+READABLE_FORMATS = (FORMAT, "blender_instseg.solov2-lite/1")
 
 
 class CheckpointError(ValueError):
@@ -47,7 +49,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             struct.error) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"not a readable checkpoint: {p} ({first[:160]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+    if not isinstance(ckpt, dict) or ckpt.get("format") not in READABLE_FORMATS:
         found = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"not a blender_instseg model checkpoint: {p} (format {found!r}, expected {FORMAT!r})")
     for key in ("model", "model_config", "categories"):

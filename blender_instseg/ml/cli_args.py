@@ -6,9 +6,10 @@ import argparse
 
 
 def train(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset folder (annotations_train.json/annotations_val.json or "
-                   "annotations.json) or an annotations JSON file")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for checkpoints, config.json and events.jsonl")
+    # --data and --out are required (checked in __main__) except for ``--model list``
+    p.add_argument("--data", help="dataset folder (annotations_train.json/annotations_val.json or "
+                   "annotations.json) or an annotations JSON file (required)")
+    p.add_argument("--out", metavar="RUN_DIR", help="folder for checkpoints, config.json and events.jsonl (required)")
     stop = p.add_mutually_exclusive_group()
     stop.add_argument("--epochs", type=float, help="passes over the training images (default 20)")
     stop.add_argument("--minutes", type=float, help="train for this much training time (total, including resumed time)")
@@ -26,7 +27,7 @@ def train(p: argparse.ArgumentParser) -> None:
     val.add_argument("--val-split", help="use annotations_<NAME>.json as the validation set (default: val if present)")
     ph = p.add_mutually_exclusive_group()
     ph.add_argument("--point-head", dest="point_head", action="store_true", default=True,
-                    help="train the PointRend-style boundary head (default)")
+                    help="solov2: train the PointRend-style boundary head (default)")
     ph.add_argument("--no-point-head", dest="point_head", action="store_false", help="plain SOLOv2 masks, upsampled")
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order and augmentation (default 0)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
@@ -35,7 +36,10 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-minutes", type=float, nargs="*", default=[], metavar="M",
                    help="also save minute-M.pt when training time reaches M minutes (for learning curves)")
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0: 2-core CPUs)")
-    p.add_argument("--model", default="", metavar="K=V,...", help="model config overrides, e.g. fpn_channels=96,mask_channels=48")
+    p.add_argument("--model", metavar="NAME", help="architecture of a new run: solov2 (default), yolact, ...; "
+                   "'list' (or `python -m blender_instseg.ml models`) prints them. --resume/--init take the checkpoint's")
+    p.add_argument("--model-config", default="", metavar="K=V,...",
+                   help="settings of the architecture's config, e.g. fpn_channels=96,grids=[40,24,12] (values as JSON)")
 
 
 def predict(p: argparse.ArgumentParser) -> None:
@@ -65,3 +69,7 @@ def evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")
     p.add_argument("--no-refine", action="store_true", help="skip the point-head refinement")
     p.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
+
+
+def models(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object per line ({name, summary}) instead of a table")

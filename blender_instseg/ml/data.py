@@ -11,7 +11,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from ..core.fileio import read_json
-from .targets import assign_cells
+from .targets import SoloTargets
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +198,50 @@ class AugmentConfig:
     min_area: int = 6
 
 
-class TrainDataset(torch.utils.data.Dataset):
-    """Keys are (record index, epoch): augmentation draws from a RNG seeded by (seed, epoch, index),
-    so a resumed run sees exactly the batches an uninterrupted run would have seen."""
+def mask_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
+    """(N, H, W) masks -> (N, 4) float32 tight boxes x1 y1 x2 y2 on pixel edges (x2 = last column + 1).
 
-    def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, grids: Sequence[int],
-                 scale_ranges: Sequence[tuple[float, float]], sigma: float, seed: int,
-                 augment: AugmentConfig | None = None, cache_images: bool = True) -> None:
+    The convention of ``ml/ops/boxes.py``; an empty mask gets (0, 0, 0, 0).
+    """
+    n = len(masks)
+    if n == 0:
+        return np.zeros((0, 4), np.float32)
+    rows, cols = masks.any(axis=2), masks.any(axis=1)
+    h, w = masks.shape[1:]
+    y1, x1 = rows.argmax(1), cols.argmax(1)
+    y2, x2 = h - rows[:, ::-1].argmax(1), w - cols[:, ::-1].argmax(1)
+    boxes = np.stack([x1, y1, x2, y2], 1).astype(np.float32)
+    boxes[~rows.any(1)] = 0
+    return boxes
+
+
+class InstanceDataset(torch.utils.data.Dataset):
+    """Augmented training samples for any architecture of the zoo.
+
+    Each item is (image (3, S, S) float, target) with the generic target ``labels`` (N,) class
+    index, ``masks`` (N, S, S) uint8, ``boxes`` (N, 4) float32 (tight, x1 y1 x2 y2 pixel edges),
+    ``amodal_masks`` (N, S, S) uint8 when ``amodal`` (an annotation without
+    ``amodal_segmentation`` uses its visible mask), plus whatever ``make_targets`` (the model's
+    ``InstanceSegModel.make_targets``) adds; it runs here so data-loader workers do the work.
+
+    Keys are (record index, epoch): augmentation draws from a RNG seeded by (seed, epoch, index),
+    so a resumed run sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, seed: int,
+                 augment: AugmentConfig | None = None, cache_images: bool = True,
+                 make_targets: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
+                 amodal: bool = False) -> None:
         if image_size % 32:
             raise DataError(f"--image-size must be a multiple of 32, got {image_size}")
         self.source = source
         self.label_of = {cid: i for i, cid in enumerate(category_ids)}
         self.size = image_size
-        self.grids, self.scale_ranges, self.sigma = list(grids), list(scale_ranges), sigma
         self.seed = seed
         self.aug = augment or AugmentConfig()
         self.cache: dict[int, np.ndarray] | None = {} if cache_images else None
+        self.make_targets = make_targets
+        self.amodal = amodal
 
     def __len__(self) -> int:
         return len(self.source.records)
@@ -235,13 +263,21 @@ class TrainDataset(torch.utils.data.Dataset):
         anns = [a for a in rec.anns if not a.get("iscrowd", 0)]
         masks = np.stack([decode_segmentation(a["segmentation"], h0, w0) for a in anns]) if anns else np.zeros((0, h0, w0), np.uint8)
         labels = np.array([self.label_of[int(a["category_id"])] for a in anns], np.int64)
+        n = len(masks)
+        if self.amodal and n:  # augmented together with the visible masks (one stack, same crop and flip)
+            amodal = np.stack([decode_segmentation(a["amodal_segmentation"], h0, w0) if a.get("amodal_segmentation")
+                               else masks[k] for k, a in enumerate(anns)])
+            masks = np.concatenate([masks, amodal])
         img, masks = self._augment(img, masks, rng)
+        masks, amodal = masks[:n], masks[n:]
         keep = masks.reshape(len(masks), -1).sum(1) >= self.aug.min_area
         masks, labels = masks[keep], labels[keep]
-        cells, inst = assign_cells(masks, self.grids, self.scale_ranges, self.sigma)
-        target = {"labels": torch.from_numpy(labels), "masks": torch.from_numpy(np.ascontiguousarray(masks)),
-                  "cell_index": torch.from_numpy(cells), "cell_inst": torch.from_numpy(inst)}
-        return to_tensor(img), target
+        sample = {"labels": labels, "masks": masks, "boxes": mask_boxes_xyxy(masks)}
+        if self.amodal:
+            sample["amodal_masks"] = np.ascontiguousarray(amodal[keep]) if n else np.zeros_like(masks)
+        if self.make_targets is not None:
+            sample.update(self.make_targets(sample))
+        return to_tensor(img), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sample.items()}
 
     def _augment(self, img: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         a, size = self.aug, self.size
@@ -274,6 +310,16 @@ class TrainDataset(torch.utils.data.Dataset):
         grey = f.mean(axis=2, keepdims=True)
         f = (f - grey) * (1 + rng.uniform(-a.saturation, a.saturation)) + grey
         return np.clip(f, 0, 255).astype(np.uint8), np.ascontiguousarray(mcanvas)
+
+
+class TrainDataset(InstanceDataset):
+    """``InstanceDataset`` with SOLOv2's grid targets, under the signature of the first version (benchmarks, tests)."""
+
+    def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, grids: Sequence[int],
+                 scale_ranges: Sequence[tuple[float, float]], sigma: float, seed: int,
+                 augment: AugmentConfig | None = None, cache_images: bool = True) -> None:
+        super().__init__(source, category_ids, image_size, seed, augment, cache_images,
+                         make_targets=SoloTargets(tuple(grids), tuple(scale_ranges), sigma))
 
 
 class EpochBatches(torch.utils.data.Sampler):

@@ -116,16 +116,14 @@ def _image_list(paths: Sequence[str], gt: str | None, categories: list[dict[str,
 
 
 def apply_score_threshold(model: torch.nn.Module, threshold: float) -> None:
-    """Make the model return exactly the detections scoring >= ``threshold``.
+    """Make the model return exactly the detections scoring >= ``threshold`` (``InstanceSegModel.set_score_threshold``).
 
-    Below the model's candidate threshold (0.1) the candidate threshold is lowered too; the post-NMS
-    threshold is set to it, so masks that would be dropped anyway are never refined or upsampled
-    (most of the post-processing time at 512^2).
+    Masks that would be dropped anyway are never refined or upsampled (most of the post-processing
+    time at 512^2). Each call starts from the checkpoint's own thresholds, so it may be called per request.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"--score-threshold must be in [0, 1], got {threshold}")
-    model.cfg.score_thr = min(model.cfg.score_thr, threshold)
-    model.cfg.update_thr = threshold
+    model.set_score_threshold(threshold)
 
 
 def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], category_ids: Sequence[int], image_size: int,
@@ -183,18 +181,12 @@ class _Server:
         self.device = resolve_device(args.device)
         self.model, ckpt = load_model(args.checkpoint, self.device)
         self.default_threshold = float(args.score_threshold)
-        # Per-request thresholds start from the checkpoint's own values, exactly like a fresh one-shot run.
-        self.base_score_thr = float(self.model.cfg.score_thr)
-        self.base_update_thr = float(self.model.cfg.update_thr)
-        self._set_threshold(self.default_threshold)  # bad --score-threshold fails at start, not per request
+        # Per-request thresholds start from the checkpoint's own values (set_score_threshold does not
+        # ratchet), exactly like a fresh one-shot run. A bad --score-threshold fails at start, not per request.
+        apply_score_threshold(self.model, self.default_threshold)
         self.image_size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
         self.category_ids = [int(c["id"]) for c in ckpt["categories"]]
         self.refine = False if args.no_refine else None
-
-    def _set_threshold(self, threshold: float) -> None:
-        self.model.cfg.score_thr = self.base_score_thr
-        self.model.cfg.update_thr = self.base_update_thr
-        apply_score_threshold(self.model, threshold)
 
     def answer(self, req: dict[str, Any]) -> dict[str, Any]:
         """Run one predict request; returns the result event's fields."""
@@ -207,7 +199,7 @@ class _Server:
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool):
             raise RequestError(f"score_threshold must be a number, got {threshold!r}")
         t0 = time.perf_counter()
-        self._set_threshold(float(threshold))
+        apply_score_threshold(self.model, float(threshold))
         img = read_image(Path(image))
         pred = predict_image(self.model, img, self.image_size, self.device, refine=self.refine)
         results = [r for r in to_coco_results(1, pred, self.category_ids) if r["score"] >= float(threshold)]

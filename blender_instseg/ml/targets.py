@@ -8,6 +8,7 @@ the centre cell).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -59,3 +60,16 @@ def assign_cells(masks: np.ndarray, grids: Sequence[int], scale_ranges: Sequence
     flat = np.concatenate([o.reshape(-1) for o in owner])
     cells = np.flatnonzero(flat >= 0)
     return cells.astype(np.int64), flat[cells]
+
+
+@dataclass(frozen=True)
+class SoloTargets:
+    """SOLOv2's per-sample target function for the data set (picklable, so data-loader workers can run it)."""
+
+    grids: Sequence[int]
+    scale_ranges: Sequence[tuple[float, float]]
+    sigma: float
+
+    def __call__(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cells, inst = assign_cells(sample["masks"], self.grids, self.scale_ranges, self.sigma)
+        return {"cell_index": cells, "cell_inst": inst}

@@ -1,4 +1,4 @@
-"""``train``: fit SOLOv2-lite on a COCO dataset, streaming protocol events on stdout.
+"""``train``: fit a model of the zoo (``--model``, default SOLOv2-lite) on a COCO dataset, streaming protocol events on stdout.
 
 Built for being driven by Blender: JSON lines on stdout, a clean stop (checkpoint first) on
 SIGINT/SIGTERM or a ``stop`` line on stdin, atomic checkpoints, and ``--resume`` that continues the
@@ -25,10 +25,10 @@ import torch
 
 from ..core import protocol
 from ..core.fileio import atomic_write_json
-from .checkpoint import CheckpointError, categories_match, load_checkpoint, save_checkpoint
-from .data import AugmentConfig, CocoSource, DataError, EpochBatches, TrainDataset, collate, resolve_dataset
+from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
+from .data import AugmentConfig, CocoSource, DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
 from .device import resolve_device
-from .models import ModelConfig, build_model
+from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,8 @@ def _dist_info() -> tuple[int, int, int]:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 resume: bool = False) -> None:
+                 resume: bool = False, arch: str | None = None) -> None:
+        """``arch``: registry name for a new run (default solov2); with --resume/--init it must match the checkpoint's."""
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
         self.rank, self.world, local = _dist_info()
@@ -167,18 +168,20 @@ class Trainer:
         if ckpt is None and cfg.init:
             init = load_checkpoint(cfg.init, map_location="cpu")
             if model_overrides:
-                raise ValueError("--model cannot change the network of an --init checkpoint")
+                raise ValueError("--model-config cannot change the network of an --init checkpoint")
         if ckpt is not None or init is not None:
             src = ckpt if ckpt is not None else init
             assert src is not None
             if not categories_match(src["categories"], self.train_src.categories):
                 what = "resume" if ckpt is not None else "start from --init"
                 raise DataError(f"dataset categories differ from the checkpoint's; cannot {what} on this dataset")
-            self.model_cfg = ModelConfig.from_dict(src["model_config"])
-            cfg.point_head = self.model_cfg.point_head
+            self.model_cfg = config_from_dict(src["model_config"])
+            if arch is not None and arch != self.model_cfg.arch:
+                raise ValueError(f"--model {arch} differs from the checkpoint's model {self.model_cfg.arch}")
         else:
-            self.model_cfg = ModelConfig(num_classes=len(self.train_src.categories), point_head=cfg.point_head,
-                                         **(model_overrides or {}))
+            self.model_cfg = new_model_config(arch or DEFAULT_ARCH, len(self.train_src.categories), cfg.point_head,
+                                              model_overrides)
+        cfg.point_head = bool(getattr(self.model_cfg, "point_head", False))
         self.categories = self.train_src.categories
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.model_cfg).to(self.device)
@@ -206,9 +209,10 @@ class Trainer:
 
             self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                                                find_unused_parameters=True)
-        self.dataset = TrainDataset(self.train_src, self.train_src.category_ids, cfg.image_size, self.model_cfg.grids,
-                                    self.model_cfg.scale_ranges, self.model_cfg.sigma, cfg.seed,
-                                    AugmentConfig(**cfg.augment))
+        model_cls = architecture(self.model_cfg.arch)[1]
+        self.dataset = InstanceDataset(self.train_src, self.train_src.category_ids, cfg.image_size, cfg.seed,
+                                       AugmentConfig(**cfg.augment), make_targets=model_cls.make_targets(self.model_cfg),
+                                       amodal=model_cls.needs_amodal)
         self.steps_per_epoch = max(1, len(self.dataset) // (cfg.batch_size * self.world))
         self.total_steps = self._total_steps()
         self.stop = StopFlag()
@@ -236,7 +240,7 @@ class Trainer:
         if self.main:
             atomic_write_json(self.run_dir / "config.json", {
                 "model_config": self.model_cfg.to_dict(), "categories": self.categories,
-                "train_config": asdict(self.cfg), "format": "blender_instseg.solov2-lite/1"}, indent=2)
+                "train_config": asdict(self.cfg), "format": FORMAT}, indent=2)
 
     def save(self, extra_name: str | None = None) -> Path | None:
         if not self.main:
@@ -373,21 +377,50 @@ class Trainer:
 
 
 
-def parse_overrides(text: str) -> dict[str, Any]:
+def _split_pairs(text: str) -> list[str]:
+    """Split on commas outside brackets, so list values like ``grids=[40,24,12]`` stay whole."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        depth += (ch in "[(") - (ch in "])")
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def parse_overrides(text: str, config_cls: type[ModelConfigBase] | None = None) -> dict[str, Any]:
+    """``--model-config K=V,...`` -> settings of ``config_cls`` (default: SOLOv2's), values as JSON where they parse."""
     import json
 
+    cls = config_cls or architecture(DEFAULT_ARCH)[0]
     out: dict[str, Any] = {}
-    for part in filter(None, (s.strip() for s in text.split(","))):
+    for part in _split_pairs(text):
         if "=" not in part:
-            raise ValueError(f"--model expects K=V pairs, got {part!r}")
+            raise ValueError(f"--model-config expects K=V pairs, got {part!r}")
         k, v = part.split("=", 1)
-        if k not in ModelConfig.__dataclass_fields__ or k in ("num_classes", "point_head"):
-            raise ValueError(f"unknown or fixed model setting in --model: {k}")
+        k = k.strip()
+        if k not in cls.settable():
+            raise ValueError(f"unknown or fixed setting of model {cls.arch} in --model-config: {k}")
         try:
             out[k] = json.loads(v)
         except json.JSONDecodeError:
             out[k] = v
+        out[k] = cls.coerce(k, out[k])
     return out
+
+
+def new_model_config(arch: str, num_classes: int, point_head: bool, overrides: dict[str, Any] | None) -> ModelConfigBase:
+    """The config of a fresh run: the architecture's defaults, the data set's class count, the overrides."""
+    cfg_cls = architecture(arch)[0]
+    kw: dict[str, Any] = {"num_classes": num_classes, **(overrides or {})}
+    if "point_head" in cfg_cls.__dataclass_fields__:
+        kw["point_head"] = point_head
+    elif not point_head:
+        raise ValueError(f"--no-point-head applies to solov2 only, not to --model {arch}")
+    return cfg_cls(**kw)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -397,16 +430,17 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    overrides = parse_overrides(args.model)
-    for k in ("grids", "backbone_widths", "backbone_blocks", "level_strides"):
-        if k in overrides:
-            overrides[k] = tuple(overrides[k])
-    if "scale_ranges" in overrides:
-        overrides["scale_ranges"] = tuple(tuple(r) for r in overrides["scale_ranges"])
+    if args.model == "list":
+        from .models_cmd import print_models
+
+        print_models()
+        return 0
+    config_cls = architecture(args.model or DEFAULT_ARCH)[0]
+    overrides = parse_overrides(args.model_config, config_cls)
     cfg = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, steps=args.steps,
                       batch_size=args.batch_size, image_size=args.image_size,
                       val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                       save_minutes=list(args.save_minutes), workers=args.workers, init=args.init)
-    trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume)
+    trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model)
     return trainer.run()

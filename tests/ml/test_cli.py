@@ -82,7 +82,7 @@ def test_init_starts_a_new_run_from_a_checkpoints_weights(trained_run: Path, sha
                    "--resume")
     assert both.returncode == 2 and "not allowed with" in both.stderr
     bad = run_cli("train", *common, "--out", str(tmp_path / "y"), "--steps", "1", "--init", str(trained_run / "last.pt"),
-                  "--model", "fpn_channels=32")
+                  "--model-config", "fpn_channels=32")
     assert bad.returncode == 2 and "cannot change the network" in bad.stderr and not (tmp_path / "y" / "last.pt").exists()
 
 

@@ -9,8 +9,8 @@ or box-NMS, which keeps the code small and the CPU cost low (there is no torchvi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,9 @@ from torch import nn
 
 from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
 from ..matrix_nms import matrix_nms
+from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
+from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
 from .fpn import FPN
 from .point_head import PointHead, mask_boxes, point_sample, uncertain_points_with_randomness
 
@@ -27,10 +29,10 @@ PIXEL_STD = 0.25
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
 
-    num_classes: int
+    arch: ClassVar[str] = "solov2"
     backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
     backbone_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)
     fpn_channels: int = 64
@@ -65,23 +67,9 @@ class ModelConfig:
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
 
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {k: (list(map(list, v)) if k == "scale_ranges" else list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
-        kw = dict(d)
-        for k in ("backbone_widths", "backbone_blocks", "grids", "level_strides"):
-            if k in kw:
-                kw[k] = tuple(int(v) for v in kw[k])
-        if "scale_ranges" in kw:
-            kw["scale_ranges"] = tuple((float(a), float(b)) for a, b in kw["scale_ranges"])
-        return cls(**kw)
+    def fixed_fields(cls) -> tuple[str, ...]:
+        return ("num_classes", "point_head")  # the data set's categories; train --point-head / --no-point-head
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -135,20 +123,27 @@ class GridHead(nn.Module):
         return self.cate_out(self.cate(cfeat)), self.kernel_out(self.kernel(kfeat))
 
 
-class SOLOv2Lite(nn.Module):
+class SOLOv2Lite(InstanceSegModel):
+    summary = "SOLOv2-lite: grid cells predict dynamic mask kernels, Matrix NMS, PointRend-style point head"
+
     def __init__(self, cfg: ModelConfig) -> None:
-        super().__init__()
+        super().__init__(cfg)
         if cfg.num_classes < 1:
             raise ValueError("the model needs at least one category")
         if len(cfg.grids) != 3 or len(cfg.scale_ranges) != 3 or len(cfg.level_strides) != 3:
             raise ValueError("grids, scale_ranges and level_strides need 3 entries (P3..P5)")
-        self.cfg = cfg
+        self.cfg: ModelConfig = cfg
         self.backbone = Backbone(cfg.backbone_widths, cfg.backbone_blocks)
         self.fpn = FPN(self.backbone.out_channels[1:], cfg.fpn_channels)
         self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4)
         self.head = GridHead(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, cfg.num_classes, cfg.mask_channels)
         self.point_head = (PointHead(3 + cfg.backbone_widths[0] + cfg.mask_channels, cfg.point_hidden, cfg.point_layers)
                            if cfg.point_head else None)
+
+    @classmethod
+    def make_targets(cls, cfg: ModelConfig) -> TargetFn:
+        """SOLO grid assignment (``targets.assign_cells``): cell_index, cell_inst."""
+        return SoloTargets(cfg.grids, cfg.scale_ranges, cfg.sigma)
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
@@ -231,8 +226,7 @@ class SOLOv2Lite(nn.Module):
         scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
         feat = out["mask_feat"][b]
         e, h, w = feat.shape
-        empty = {"masks": torch.zeros((0, *out_hw), dtype=torch.bool), "labels": torch.zeros(0, dtype=torch.long),
-                 "scores": torch.zeros(0)}
+        empty = empty_prediction(out_hw)
         cell, label = torch.nonzero(scores_all > cfg.score_thr, as_tuple=True)
         if len(cell) == 0:
             return empty
@@ -271,14 +265,7 @@ class SOLOv2Lite(nn.Module):
                 full = F.interpolate(full[:, None], scale_factor=scale, mode="bilinear", align_corners=False)[:, 0]
         else:
             full = F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
-        vh, vw = valid_hw
-        full = full[:, :vh, :vw]
-        if (vh, vw) != tuple(out_hw):
-            full = F.interpolate(full[:, None], size=tuple(out_hw), mode="bilinear", align_corners=False)[:, 0]
-        masks = full > 0
+        masks = crop_and_resize_logits(full, valid_hw, out_hw) > 0
         nonempty = masks.flatten(1).any(1)
         return {"masks": masks[nonempty], "labels": label[nonempty], "scores": scores[nonempty]}
 
-
-def build_model(cfg: ModelConfig | dict[str, Any]) -> SOLOv2Lite:
-    return SOLOv2Lite(cfg if isinstance(cfg, ModelConfig) else ModelConfig.from_dict(cfg))

@@ -1,0 +1,155 @@
+"""What every architecture of the model zoo implements, so train/predict/evaluate/serve never name one.
+
+A new architecture is one module under ``ml/models/`` with a config dataclass (subclass of
+``ModelConfigBase``) and a model class (subclass of ``InstanceSegModel``), plus one line in the
+registry (``ml/models/__init__.py``). The contract:
+
+* ``forward(images, targets=None)``: images (B, 3, H, W) in [0, 1], H and W multiples of 32. With
+  ``targets`` (one dict per image, see ``make_targets``) it returns a dict of scalar losses; the
+  trainer sums them and logs each one as ``loss_<name>``. The loss is computed inside ``forward`` so
+  DistributedDataParallel sees every parameter it touches. Without targets it returns raw outputs
+  that only ``postprocess`` reads.
+* ``postprocess(out, b, valid_hw, out_hw, refine=None)``: image ``b`` of the batch -> ``{"masks":
+  (K, out_h, out_w) bool, "labels": (K,) long class index, "scores": (K,) float}`` sorted by
+  descending score. ``valid_hw`` is the part of the padded input that holds the letterboxed image;
+  masks are cropped to it and resized to ``out_hw`` (``crop_and_resize_logits`` does both).
+* ``set_score_threshold(t)``: after it, ``postprocess`` returns the detections scoring >= t (and
+  may skip work on the others). The default uses the config's ``score_thr`` (candidate threshold)
+  and ``update_thr`` (final threshold); a model without them overrides the method.
+* ``make_targets(cfg)`` (class method): a picklable callable run by the data set (so data-loader
+  workers do it) on each augmented sample: ``{"masks": (N, H, W) uint8, "labels": (N,) int64,
+  "boxes": (N, 4) float32 x1 y1 x2 y2, pixel edges, ["amodal_masks": (N, H, W) uint8]}`` -> extra
+  numpy arrays added to the sample's target dict. ``None`` when the generic keys are enough.
+* ``needs_amodal`` (class attribute): the data set also decodes ``amodal_segmentation``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+TargetFn = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+
+def _as_lists(v: Any) -> Any:
+    return [_as_lists(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+
+def _like(value: Any, example: Any) -> Any:
+    """JSON lists -> the tuple shape of the field's default, leaves cast to the default's leaf type.
+
+    Keeps a config read back from JSON (or from ``--model-config``) equal to the one written.
+    """
+    if isinstance(value, (list, tuple)):
+        inner = example[0] if isinstance(example, tuple) and example else None
+        return tuple(_like(v, inner) for v in value)
+    if isinstance(example, bool) or example is None or isinstance(value, bool):
+        return value
+    if isinstance(example, float) and isinstance(value, int):
+        return float(value)
+    if isinstance(example, int) and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class ModelConfigBase:
+    """Base of every architecture's config: ``num_classes`` plus JSON round-tripping.
+
+    ``arch`` (the registry name) is a class attribute, written into ``to_dict()`` so a checkpoint
+    names its architecture; dicts without it are SOLOv2 (checkpoints from before the zoo).
+    """
+
+    arch: ClassVar[str] = ""
+    num_classes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, **{k: _as_lists(v) for k, v in asdict(self).items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Any:
+        kw = dict(d)
+        arch = kw.pop("arch", cls.arch)
+        if arch != cls.arch:
+            raise ValueError(f"model config is for {arch!r}, not {cls.arch!r}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(kw) - set(known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(sorted(unknown))}")
+        return cls(**{k: cls.coerce(k, v) for k, v in kw.items()})
+
+    @classmethod
+    def coerce(cls, key: str, value: Any) -> Any:
+        """``value`` shaped like the field's default (lists -> tuples, int -> float where the default is float)."""
+        f = {f.name: f for f in fields(cls)}[key]
+        default = f.default if f.default is not MISSING else None
+        return _like(value, default)
+
+    @classmethod
+    def settable(cls) -> list[str]:
+        """Fields ``--model-config`` may set (not the ones the data set decides)."""
+        return [f.name for f in fields(cls) if f.name not in cls.fixed_fields()]
+
+    @classmethod
+    def fixed_fields(cls) -> tuple[str, ...]:
+        return ("num_classes",)
+
+
+class InstanceSegModel(nn.Module, ABC):
+    """Base class of the zoo's networks (see the module docstring for the contract)."""
+
+    summary: ClassVar[str] = ""
+    needs_amodal: ClassVar[bool] = False
+
+    def __init__(self, cfg: Any) -> None:
+        super().__init__()
+        self.cfg = cfg
+
+    @abstractmethod
+    def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
+        """Loss dict with ``targets``, raw outputs for ``postprocess`` without."""
+
+    @abstractmethod
+    def postprocess(self, out: dict[str, Any], b: int, valid_hw: tuple[int, int], out_hw: tuple[int, int],
+                    refine: bool | None = None) -> dict[str, torch.Tensor]:
+        """Masks (K, out_h, out_w) bool, labels (K,), scores (K,) for image ``b`` of the batch."""
+
+    @classmethod
+    def make_targets(cls, cfg: Any) -> TargetFn | None:
+        """Model-specific training targets computed in the data set; None: the generic ones suffice."""
+        return None
+
+    def set_score_threshold(self, threshold: float) -> None:
+        """Return exactly the detections scoring >= ``threshold`` from now on.
+
+        The candidate threshold is lowered to it when it is below the model's own, and the final
+        threshold is set to it, so masks that would be dropped anyway are never refined or
+        upsampled. Always computed from the config's values at the first call, so calling it
+        again (one per served request) does not ratchet the candidate threshold down.
+        """
+        base = self.__dict__.get("_threshold_base")
+        if base is None:
+            base = self.__dict__["_threshold_base"] = (float(self.cfg.score_thr), float(self.cfg.update_thr))
+        self.cfg.score_thr = min(base[0], threshold)
+        self.cfg.update_thr = threshold
+
+
+def empty_prediction(out_hw: tuple[int, int], device: torch.device | None = None) -> dict[str, torch.Tensor]:
+    """What ``postprocess`` returns for an image without detections."""
+    return {"masks": torch.zeros((0, *out_hw), dtype=torch.bool, device=device),
+            "labels": torch.zeros(0, dtype=torch.long, device=device), "scores": torch.zeros(0, device=device)}
+
+
+def crop_and_resize_logits(full: torch.Tensor, valid_hw: tuple[int, int], out_hw: tuple[int, int]) -> torch.Tensor:
+    """(K, H, W) mask logits at input resolution -> (K, out_h, out_w): cut the letterbox padding, resize bilinearly."""
+    vh, vw = valid_hw
+    full = full[:, :vh, :vw]
+    if (vh, vw) != tuple(out_hw):
+        full = F.interpolate(full[:, None], size=tuple(out_hw), mode="bilinear", align_corners=False)[:, 0]
+    return full
