@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -18,47 +17,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blender_instseg.core import protocol  # noqa: E402
-
-
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+from blender_instseg.pipeline.stages import StageError, child_env, print_events  # noqa: E402
+from blender_instseg.pipeline.stages import run_stage as _run_stage  # noqa: E402
 
 
 def run_stage(name: str, argv: list[str]) -> dict:
     """Run one child, print its progress on one line, return its ``done`` event data (or exit on error)."""
     print(f"== {name}: {' '.join(argv)}", flush=True)
     t0 = time.monotonic()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=ROOT)
-    done: dict | None = None
-    error: str | None = None
-    assert proc.stdout is not None
-    last_print = 0.0
-    for line in proc.stdout:
-        ev = protocol.parse_line(line)
-        if ev.event == "progress":
-            now = time.monotonic()
-            if now - last_print > 1.0 or ev.get("step") == ev.get("total"):
-                loss = ev.get("loss")
-                extra = f" loss {loss:.3f}" if isinstance(loss, (int, float)) else ""
-                eta = ev.get("eta_s")
-                extra += f" eta {eta:.0f}s" if isinstance(eta, (int, float)) else ""
-                print(f"   {name}: {ev.get('step')}/{ev.get('total')}{extra}", flush=True)
-                last_print = now
-        elif ev.event == "eval":
-            print(f"   {name}: eval {json.dumps(ev.get('metrics'))}", flush=True)
-        elif ev.event == "done":
-            done = ev.data
-        elif ev.event == "error":
-            error = ev.message
-    stderr = proc.stderr.read() if proc.stderr else ""
-    rc = proc.wait()
-    if rc != 0 or done is None:
-        tail = error or (stderr.strip().splitlines()[-1] if stderr.strip() else f"exit code {rc}")
-        sys.exit(f"demo: stage '{name}' failed: {tail}")
+    try:
+        done = _run_stage(name, argv, print_events(name), cwd=ROOT)
+    except StageError as exc:
+        sys.exit(f"demo: {exc}")
     print(f"   {name}: done in {time.monotonic() - t0:.1f} s", flush=True)
     return done
 
@@ -84,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                            "--resolution", str(args.resolution), "--samples", str(args.samples),
                            "--min-objects", "3", "--max-objects", "8", "--val-fraction", "0.2",
                            "--progress", "jsonl"])
-    check = subprocess.run([py, "-m", "blender_instseg.core", "validate", str(data)], env=_env(), cwd=ROOT,
+    check = subprocess.run([py, "-m", "blender_instseg.core", "validate", str(data)], env=child_env(), cwd=ROOT,
                            capture_output=True, text=True)
     if check.returncode != 0:
         sys.exit(f"demo: the generated dataset does not validate: {check.stderr.strip().splitlines()[0]}")
