@@ -33,7 +33,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .boundary import boundaries, mask_iou_matrix
+from .boundary import crop_bands, dilation_pixels
+from .fast_cocoeval import GivenIoUEvaluator
 from .rle_counts import check_rle_counts, decode_windows
 from .fileio import read_json
 
@@ -258,123 +259,6 @@ def load_predictions(source: str | Path | list, gt: COCO) -> COCO:
 # COCOeval variants
 # --------------------------------------------------------------------------------------------
 
-class GivenIoUEval(COCOeval):
-    """Stock COCOeval whose IoU matrices are supplied, with extra ground truth marked ignore.
-
-    The IoU matrices must be laid out as stock ``computeIoU`` lays them out (detections by
-    descending score, at most ``maxDets[-1]``; ground truth in ``_gts`` order), which holds when
-    they come from a stock run on the same COCO objects and params.
-    """
-
-    def __init__(self, gt: COCO, dt: COCO, ious: dict, ignore_gt_ids: Iterable[int] = (), all_areas: bool = True):
-        super().__init__(gt, dt, iouType="segm")
-        self._given_ious = ious
-        self._extra_ignore = set(ignore_gt_ids)
-        if not all_areas:
-            self.params.areaRng = [[0.0, 1e10]]
-            self.params.areaRngLbl = ["all"]
-
-    def computeIoU(self, imgId: int, catId: int):  # noqa: N802 (pycocotools name)
-        return self._given_ious[imgId, catId]
-
-    def _prepare(self) -> None:
-        super()._prepare()
-        if self._extra_ignore:
-            for gts in self._gts.values():
-                for g in gts:
-                    if g["id"] in self._extra_ignore:
-                        g["ignore"] = 1
-
-    def set_ignore(self, ignore_gt_ids: Iterable[int]) -> None:
-        """Ignore flags as stock ``_prepare`` sets them (crowd), plus ``ignore_gt_ids``."""
-        self._extra_ignore = set(ignore_gt_ids)
-        for gts in self._gts.values():
-            for g in gts:
-                g["ignore"] = int(bool(g.get("iscrowd")) or g["id"] in self._extra_ignore)
-
-    def rerun(self, ious: dict, ignore_gt_ids: Iterable[int]) -> "GivenIoUEval":
-        """evaluate() + accumulate() again with other IoU matrices / ignored ground truth.
-
-        Skips ``_prepare`` (the same annotations, already grouped per image and category), which
-        is most of the cost of a run when the IoU matrices are given.
-        """
-        self.set_ignore(ignore_gt_ids)
-        self.ious = ious
-        p = self.params
-        cat_ids = p.catIds if p.useCats else [-1]
-        with quiet():
-            self.evalImgs = [self.evaluateImg(img, cat, a_rng, p.maxDets[-1])
-                             for cat in cat_ids for a_rng in p.areaRng for img in p.imgIds]
-            self._paramsEval = copy.deepcopy(p)
-            self.accumulate()
-        return self
-
-    def evaluateImg(self, imgId: int, catId: int, aRng: list, maxDet: int):  # noqa: N802
-        """Stock evaluateImg, but each detection visits only the ground truth it could match.
-
-        Stock loops over every (threshold, detection, ground truth); a ground truth with IoU
-        below the lowest threshold can never change the match, only end the loop early where a
-        later one would end it too (ignored ground truth is sorted last), so skipping it gives
-        identical output (tests compare the two) at a fraction of the Python work.
-        """
-        p = self.params
-        if not p.useCats:
-            return super().evaluateImg(imgId, catId, aRng, maxDet)
-        gt = self._gts[imgId, catId]
-        dt = self._dts[imgId, catId]
-        if len(gt) == 0 and len(dt) == 0:
-            return None
-        for g in gt:
-            g["_ignore"] = 1 if (g["ignore"] or g["area"] < aRng[0] or g["area"] > aRng[1]) else 0
-        # Python's sort is stable, like the mergesort stock uses
-        gtind = sorted(range(len(gt)), key=lambda i: gt[i]["_ignore"])
-        gt = [gt[i] for i in gtind]
-        dt = sorted(dt, key=lambda d: -d["score"])[:maxDet]
-        iscrowd = [int(o["iscrowd"]) for o in gt]
-        raw = self.ious[imgId, catId]
-        T, G, D = len(p.iouThrs), len(gt), len(dt)
-        gtm = np.zeros((T, G))
-        dtm = np.zeros((T, D))
-        gt_ig = [g["_ignore"] for g in gt]
-        dt_ig = np.zeros((T, D))
-        if len(raw) != 0:
-            ious = np.asarray(raw)[:, gtind]
-            thrs = [min(float(t), 1 - 1e-10) for t in p.iouThrs]
-            floor = min(thrs)
-            cand: list[list[int]] = [[] for _ in range(D)]
-            rows, cols = np.nonzero(ious[:D] >= floor)
-            for r, c in zip(rows.tolist(), cols.tolist()):
-                cand[r].append(c)
-            active = [(dind, cs, ious[dind].tolist()) for dind, cs in enumerate(cand) if cs]
-            gt_ids = [g["id"] for g in gt]
-            for tind, thr in enumerate(thrs):
-                gtm_t = [0] * G
-                for dind, cs, row in active:
-                    iou, m = thr, -1
-                    for gind in cs:
-                        if gtm_t[gind] > 0 and not iscrowd[gind]:
-                            continue
-                        if m > -1 and gt_ig[m] == 0 and gt_ig[gind] == 1:
-                            break
-                        if row[gind] < iou:
-                            continue
-                        iou, m = row[gind], gind
-                    if m == -1:
-                        continue
-                    dt_ig[tind, dind] = gt_ig[m]
-                    dtm[tind, dind] = gt_ids[m]
-                    gtm_t[m] = dt[dind]["id"]
-                gtm[tind] = gtm_t
-        a = np.array([d["area"] < aRng[0] or d["area"] > aRng[1] for d in dt]).reshape((1, len(dt)))
-        dt_ig = np.logical_or(dt_ig, np.logical_and(dtm == 0, np.repeat(a, T, 0)))
-        return {
-            "image_id": imgId, "category_id": catId, "aRng": aRng, "maxDet": maxDet,
-            "dtIds": [d["id"] for d in dt], "gtIds": [g["id"] for g in gt],
-            "dtMatches": dtm, "gtMatches": gtm, "dtScores": [d["score"] for d in dt],
-            "gtIgnore": np.array(gt_ig), "dtIgnore": dt_ig,
-        }
-
-
 @dataclass
 class BoundaryResult:
     """Boundary IoU of every candidate pair and the matrices used for Boundary AP."""
@@ -392,41 +276,22 @@ def _ordered(ev: COCOeval, img: int, cat: int) -> tuple[list[dict], list[dict]]:
     return dts, gts
 
 
-def _components(cand: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Connected groups of a bipartite candidate matrix: [(detection rows, ground-truth cols)]."""
-    rows_left = set(np.flatnonzero(cand.any(1)).tolist())
-    out = []
-    while rows_left:
-        rows = {rows_left.pop()}
-        cols: set[int] = set()
-        frontier = set(rows)
-        while frontier:
-            new_cols = set(np.flatnonzero(cand[list(frontier)].any(0)).tolist()) - cols
-            cols |= new_cols
-            new_rows = set(np.flatnonzero(cand[:, list(new_cols)].any(1)).tolist()) - rows if new_cols else set()
-            rows |= new_rows
-            frontier = new_rows
-        rows_left -= rows
-        out.append((np.array(sorted(rows)), np.array(sorted(cols))))
-    return out
-
-
 def boundary_ious(segm: COCOeval, dilation_ratio: float) -> BoundaryResult:
     """min(mask IoU, boundary IoU) matrices for Boundary AP, from a finished stock segm run.
 
     Boundary IoU is computed for pairs with mask IoU >= the lowest IoU threshold only (others
-    keep their mask IoU: below every threshold either way). Candidate pairs fall into small
-    connected groups (an object and the predictions near it); each group's masks are decoded
-    only inside the group's bounding box, all windows of a (image, category) cell are laid on one
-    canvas, and the cell's boundaries come from one erosion of that stack and its intersections
-    from one matrix product. Every mask is in one group, so its boundary is computed once; a
-    window holding all of a mask's pixels gives the full-image result (``boundary.boundaries``).
+    keep their mask IoU: below every threshold either way). Each mask of such a pair is decoded
+    once, only inside its own bounding box (``rle_counts.decode_windows``, one vectorised parse
+    per batch); its band is one OpenCV erosion of that crop with a zero border, which equals the
+    official full-image band (the mask is zero outside its box, and the image border counts as
+    zero too). A pair's intersection is counted on the overlap of the two boxes.
     """
     t_min = float(np.min(segm.params.iouThrs))
     out = BoundaryResult(ious={})
-    jobs = []  # (key, dts, gts, cand, combined, image size, d slots, g slots, first rle)
+    slot: dict[tuple[str, int], int] = {}  # ("d"|"g", annotation id) -> mask slot
     rles: list[dict] = []
-    windows: list[tuple[int, int, int, int]] = []
+    band_px: list[int] = []  # band width of each slot's image
+    pairs: list[tuple[np.ndarray, int, int, int, int, int, int]] = []  # (combined, row, col, d/g slot, d/g id)
     for key, m in segm.ious.items():
         if len(m) == 0:
             out.ious[key] = m
@@ -434,51 +299,48 @@ def boundary_ious(segm: COCOeval, dilation_ratio: float) -> BoundaryResult:
         m = np.asarray(m, np.float64)
         dts, gts = _ordered(segm, *key)
         crowd = np.array([bool(g["iscrowd"]) for g in gts])
-        cand = (m >= t_min) & ~crowd[None, :]
         out.ious[key] = combined = m.copy()
-        if not cand.any():
+        rows, cols = np.nonzero((m >= t_min) & ~crowd[None, :])
+        if not len(rows):
             continue
         img = segm.cocoGt.imgs[key[0]]
-        first = len(rles)
-        d_slot: dict[int, int] = {}
-        g_slot: dict[int, int] = {}
-        for di, gi in _components(cand):
-            segs = [dts[i]["segmentation"] for i in di] + [gts[j]["segmentation"] for j in gi]
-            boxes = mask_utils.toBbox(segs).reshape(-1, 4)
-            window = (int(boxes[:, 0].min()), int(boxes[:, 1].min()),
-                      int((boxes[:, 0] + boxes[:, 2]).max()), int((boxes[:, 1] + boxes[:, 3]).max()))
-            d_slot.update({int(i): len(rles) - first + k for k, i in enumerate(di)})
-            g_slot.update({int(j): len(rles) - first + len(di) + k for k, j in enumerate(gi)})
-            rles += segs
-            windows += [window] * len(segs)
-        jobs.append((dts, gts, cand, combined, (int(img["height"]), int(img["width"])), d_slot, g_slot, first,
-                     len(rles)))
+        d = dilation_pixels(int(img["height"]), int(img["width"]), dilation_ratio)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            ends = []
+            for kind, ann in (("d", dts[r]), ("g", gts[c])):
+                k = slot.setdefault((kind, ann["id"]), len(rles))
+                if k == len(rles):
+                    rles.append(ann["segmentation"])
+                    band_px.append(d)
+                ends.append(k)
+            pairs.append((combined, r, c, ends[0], ends[1], dts[r]["id"], gts[c]["id"]))
+    if not pairs:
+        return out
 
-    # decode every window in a few large batches (one RLE parse per batch, bounded memory)
+    boxes = mask_utils.toBbox(rles).reshape(-1, 4).astype(np.int64)
+    windows = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
     crops: list[np.ndarray] = []
     start, budget = 0, 0
-    for k, (x0, y0, x1, y1) in enumerate(windows):
-        budget += (x1 - x0) * (y1 - y0 + 1)
-        if budget > 4_000_000 or k == len(windows) - 1:
+    for k in range(len(rles)):  # decode in batches of bounded memory
+        budget += int((boxes[k, 2] + 1) * (boxes[k, 3] + 1))
+        if budget > 4_000_000 or k == len(rles) - 1:
             crops += decode_windows(rles[start:k + 1], windows[start:k + 1])
             start, budget = k + 1, 0
+    bands = crop_bands(crops, band_px)
+    counts = [int(np.count_nonzero(b)) for b in bands]
 
-    for dts, gts, cand, combined, size, d_slot, g_slot, lo, hi in jobs:
-        cell = crops[lo:hi]
-        # all windows of the cell on one canvas (top-left aligned): one erosion and one matrix
-        # product; only entries within a group are read
-        canvas = np.zeros((max(c.shape[0] for c in cell), max(c.shape[1] for c in cell), len(cell)), np.uint8)
-        for k, crop in enumerate(cell):
-            canvas[:crop.shape[0], :crop.shape[1], k] = crop
-        band = boundaries(canvas, dilation_ratio, image_size=size)
-        d_order, g_order = sorted(d_slot), sorted(g_slot)
-        b = mask_iou_matrix(band[:, :, [d_slot[i] for i in d_order]], band[:, :, [g_slot[j] for j in g_order]])
-        d_row = {i: r for r, i in enumerate(d_order)}
-        g_col = {j: c for c, j in enumerate(g_order)}
-        for r, c in zip(*np.nonzero(cand)):
-            v = float(b[d_row[int(r)], g_col[int(c)]])
-            out.pair_biou[dts[r]["id"], gts[c]["id"]] = v
-            combined[r, c] = min(combined[r, c], v)
+    for combined, r, c, i, j, d_id, g_id in pairs:
+        (ax0, ay0), (bx0, by0) = windows[i, :2], windows[j, :2]
+        x0, y0 = max(ax0, bx0), max(ay0, by0)
+        x1, y1 = min(windows[i, 2], windows[j, 2]), min(windows[i, 3], windows[j, 3])
+        inter = 0
+        if x1 > x0 and y1 > y0:
+            a, b = bands[i], bands[j]
+            inter = int(np.count_nonzero(a[y0 - ay0:y1 - ay0, x0 - ax0:x1 - ax0] & b[y0 - by0:y1 - by0, x0 - bx0:x1 - bx0]))
+        union = counts[i] + counts[j] - inter
+        v = inter / union if union > 0 else 0.0
+        out.pair_biou[d_id, g_id] = v
+        combined[r, c] = min(combined[r, c], v)
     return out
 
 
@@ -606,7 +468,10 @@ def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilatio
     lap("segm")
     bres = boundary_ious(segm, dilation_ratio)
     lap("boundary_iou")
-    bnd = run_eval(GivenIoUEval(gt, dt, bres.ious))
+    given = GivenIoUEvaluator(segm)
+    bnd = given.run(bres.ious)
+    with quiet():
+        bnd.summarize()
     lap("boundary_ap")
 
     cats = {c["id"]: c for c in gt.dataset["categories"]}
@@ -646,7 +511,7 @@ def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilatio
                           "n_gt": sum(1 for a in real if lo <= a["area"] <= hi), "area_range": [lo, min(hi, 1e10)]}
 
     lap("breakdowns")
-    by_occlusion = _by_occlusion(gt, dt, segm, bres, real, occlusion_edges)
+    by_occlusion = _by_occlusion(given, segm, bres, real, occlusion_edges)
     lap("occlusion")
 
     tp = sum(r["tp"] for r in matches.values())
@@ -695,7 +560,7 @@ def _mean_curve(prec_t: np.ndarray) -> np.ndarray:
     return np.where(n > 0, np.where(valid, s, 0).sum(1) / np.maximum(n, 1), -1.0)
 
 
-def _by_occlusion(gt: COCO, dt: COCO, segm: COCOeval, bres: BoundaryResult, real: list[dict],
+def _by_occlusion(given: GivenIoUEvaluator, segm: COCOeval, bres: BoundaryResult, real: list[dict],
                   edges: tuple[float, ...]) -> dict:
     """AP per visible_fraction bucket: ground truth outside the bucket is marked ignore.
 
@@ -707,28 +572,19 @@ def _by_occlusion(gt: COCO, dt: COCO, segm: COCOeval, bres: BoundaryResult, real
     result: dict[str, Any] = {"buckets": [], "n_unknown": len(real) - len(known)}
     if not known:
         return result
-    ev: GivenIoUEval | None = None
-    try:
-        for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-            last = i == len(edges) - 2
-            inside = {a["id"] for a in known
-                      if lo <= a["visible_fraction"] < hi or (last and a["visible_fraction"] == hi)}
-            ignore = {a["id"] for a in real if a["id"] not in inside}
-            entry: dict[str, Any] = {"range": [lo, hi], "label": f"{lo:.2f}-{hi:.2f}", "n_gt": len(inside)}
-            if inside:
-                if ev is None:  # prepared once; later runs only change ignore flags and IoU matrices
-                    ev = run_eval(GivenIoUEval(gt, dt, segm.ious, ignore, all_areas=False))
-                else:
-                    ev.rerun(segm.ious, ignore)
-                entry.update(AP=ap_from(ev), AP50=ap_from(ev, 0.5))
-                ev.rerun(bres.ious, ignore)
-                entry.update(boundary_AP=ap_from(ev))
-            else:
-                entry.update(AP=-1.0, AP50=-1.0, boundary_AP=-1.0)
-            result["buckets"].append(entry)
-    finally:
-        if ev is not None:  # the ground-truth dicts are shared with the other runs: put flags back
-            ev.set_ignore(())
+    for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+        last = i == len(edges) - 2
+        inside = {a["id"] for a in known
+                  if lo <= a["visible_fraction"] < hi or (last and a["visible_fraction"] == hi)}
+        ignore = {a["id"] for a in real if a["id"] not in inside}
+        entry: dict[str, Any] = {"range": [lo, hi], "label": f"{lo:.2f}-{hi:.2f}", "n_gt": len(inside)}
+        if inside:
+            ev = given.run(segm.ious, ignore, all_areas=False)
+            entry.update(AP=ap_from(ev), AP50=ap_from(ev, 0.5))
+            entry.update(boundary_AP=ap_from(given.run(bres.ious, ignore, all_areas=False)))
+        else:
+            entry.update(AP=-1.0, AP50=-1.0, boundary_AP=-1.0)
+        result["buckets"].append(entry)
     return result
 
 
