@@ -63,6 +63,21 @@ class InstSegSettings(bpy.types.PropertyGroup):
         description="Continue the run folder's last checkpoint (Minutes/Epochs count the whole run); "
                     "off = the run folder must be new")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
+    # Hard-scene mining (one loop round per button press; docs/loop.md)
+    mining_dir: StringProperty(  # type: ignore[valid-type]
+        name="Mining Folder", subtype="DIR_PATH", default="",
+        description="Folder of the mining loop (loop.json, round_N/); empty = 'mining' under the add-on's output folder")
+    mining_budget: IntProperty(name="New Images", default=20, min=1, soft_max=10000,  # type: ignore[valid-type]
+                               description="Training images rendered per round")
+    mining_steps: IntProperty(name="Steps per Round", default=200, min=1, soft_max=100000,  # type: ignore[valid-type]
+                              description="Fine-tuning steps per round, starting from the current checkpoint")
+    mining_strategy: EnumProperty(  # type: ignore[valid-type]
+        name="Strategy", default="hard",
+        items=[("hard", "Hard Scenes", "Variants of the validation scenes the model gets most wrong"),
+               ("random", "Random", "Fresh random scenes (the baseline to compare with)")])
+    heldout_dir: StringProperty(  # type: ignore[valid-type]
+        name="Held-out Set", subtype="DIR_PATH", default="",
+        description="Optional dataset scored after every round (never mined); empty = no held-out score")
     # Evaluation / prediction
     checkpoint: StringProperty(name="Checkpoint", subtype="FILE_PATH", default="",  # type: ignore[valid-type]
                                description="Model checkpoint; empty = last.pt in the run folder")
@@ -164,6 +179,7 @@ class Paths:
     checkpoint: Path
     report: Path
     predict: Path
+    mining: Path
 
 
 def output_root(context: bpy.types.Context) -> Path:
@@ -184,4 +200,4 @@ def resolve_paths(context: bpy.types.Context) -> Paths:
     run = _abs(s.run_dir) or root / "run"
     checkpoint = _abs(s.checkpoint) or run / "last.pt"
     return Paths(root=root, dataset=dataset, run=run, checkpoint=checkpoint,
-                 report=run / "eval", predict=root / "predict")
+                 report=run / "eval", predict=root / "predict", mining=_abs(s.mining_dir) or root / "mining")

@@ -134,6 +134,16 @@ class INSTSEG_PT_training(_Base):
         layout.prop(s, "device")
         layout.operator("instseg.train", icon="PLAY")
         draw_job(layout, context, {"train"})
+        box = layout.box()
+        box.label(text="Hard-Scene Mining", icon="VIEWZOOM")
+        box.prop(s, "mining_dir")
+        col = box.column(align=True)
+        col.prop(s, "mining_budget")
+        col.prop(s, "mining_steps")
+        box.prop(s, "mining_strategy")
+        box.prop(s, "heldout_dir")
+        box.operator("instseg.mine_hard_scenes", icon="PLAY")
+        draw_job(box, context, {"mine"})
 
 
 class INSTSEG_PT_evaluation(_Base):
