@@ -37,6 +37,7 @@ from typing import Any, Callable, Hashable, Protocol, Sequence
 
 from ..core import protocol
 from ..core.protocol import Event
+from ..pipeline.stages import child_env, ml_argv, package_dir  # noqa: F401  (the command-line helpers, shared)
 
 log = logging.getLogger(__name__)
 
@@ -618,35 +619,9 @@ class ServerCall:
 
 # -- command lines ------------------------------------------------------------------------------
 
-def package_dir() -> Path:
-    """The folder of the top-level package (``blender_instseg`` or ``bl_ext.<repo>.blender_instseg``)."""
-    return Path(__file__).resolve().parents[1]
-
-
 def package_name() -> str:
     """The importable name of the top-level package, e.g. ``bl_ext.user_default.blender_instseg``."""
     return __name__.rsplit(".", 2)[0]
-
-
-def child_env(extra_path: Sequence[str | os.PathLike[str]] = ()) -> dict[str, str]:
-    """The environment for a child: our package's parent folder first on PYTHONPATH, unbuffered output.
-
-    An installed extension's folder is still named ``blender_instseg`` (inside bl_ext/<repo>/), so
-    putting its parent on PYTHONPATH makes ``python -m blender_instseg.ml`` work for any interpreter.
-    """
-    env = dict(os.environ)
-    parts = [str(package_dir().parent), *(str(p) for p in extra_path)]
-    if env.get("PYTHONPATH"):
-        parts.append(env["PYTHONPATH"])
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def ml_argv(python: str, command: str, args: Sequence[str]) -> list[str]:
-    """``<python> -u -m blender_instseg.ml <command> ARGS`` (the model process)."""
-    leaf = package_dir().name
-    return [python, "-u", "-m", f"{leaf}.ml", command, *[str(a) for a in args]]
 
 
 def core_argv(python: str, command: str, args: Sequence[str]) -> list[str]:

@@ -41,10 +41,14 @@ def package_dir() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def child_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for a child: this package's parent folder first on PYTHONPATH, unbuffered output."""
+def child_env(extra_path: Sequence[str | os.PathLike[str]] = (), env: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for a child: this package's parent folder first on PYTHONPATH, unbuffered output.
+
+    An installed extension's folder is still named ``blender_instseg`` (inside bl_ext/<repo>/), so
+    putting its parent on PYTHONPATH makes ``python -m blender_instseg.ml`` work for any interpreter.
+    """
     env = dict(os.environ if env is None else env)
-    parts = [str(package_dir().parent)]
+    parts = [str(package_dir().parent), *(str(p) for p in extra_path)]
     if env.get("PYTHONPATH"):
         parts.append(env["PYTHONPATH"])
     env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
@@ -90,7 +94,7 @@ def run_stage(name: str, argv: Sequence[str], on_event: Callable[[Event], None] 
     try:
         proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace", bufsize=1,
-                                env=child_env(env), cwd=None if cwd is None else str(cwd))
+                                env=child_env(env=env), cwd=None if cwd is None else str(cwd))
     except OSError as exc:
         raise StageError(f"stage '{name}' could not start ({argv[0]}): {exc.strerror or exc}") from None
     tail: collections.deque[str] = collections.deque(maxlen=40)
