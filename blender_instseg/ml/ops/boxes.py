@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 # detectron2's / torchvision's bound on dw, dh before exp(): a box may grow at most 1000/16 times.
@@ -30,7 +31,7 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = (rb - lt).clamp(min=0).prod(-1)
     union = box_area(a)[:, None] + box_area(b)[None, :] - inter
-    return torch.where(union > 0, inter / union.clamp(min=torch.finfo(inter.dtype).tiny), torch.zeros_like(inter))
+    return inter / union.clamp(min=torch.finfo(inter.dtype).tiny)  # union 0 => inter 0 => IoU 0
 
 
 def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
@@ -104,37 +105,48 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     """Greedy NMS: indices of the kept boxes, by descending score (torchvision ``nms`` semantics).
 
     A box is dropped when its IoU with a higher-scored kept box is > ``iou_threshold``. Equal scores
-    keep the lower index first (stable sort). Cost: one K x K IoU matrix (O(K^2) time and memory, 16 MB
-    for K = 2000 in float32) plus one vectorised step per *kept* box, so it is meant for at most a few
-    thousand boxes (pre-NMS top-k first). ``max_keep`` stops once that many are kept.
+    keep the lower index first (stable sort). Cost: one K x K IoU matrix on the boxes' device (O(K^2)
+    time and memory: 16 MB of bools for K = 4000), then a greedy pass over it in numpy on the CPU
+    with one vectorised row update per *kept* box (per-element torch ops cost ~10x more here). Meant
+    for at most a few thousand boxes (take a pre-NMS top-k first). ``max_keep`` stops once that many
+    are kept.
     """
     if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(f"nms needs boxes (K, 4) and scores (K,), got {tuple(boxes.shape)} and {tuple(scores.shape)}")
     order = torch.sort(scores, descending=True, stable=True).indices
     if order.numel() == 0:
         return order
-    suppress = box_iou(boxes[order], boxes[order]) > iou_threshold
+    suppress = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
     limit = order.numel() if max_keep is None else max_keep
+    removed = np.zeros(order.numel(), dtype=bool)
     keep: list[int] = []
-    remaining = torch.arange(order.numel(), device=boxes.device)
-    while remaining.numel() and len(keep) < limit:
-        i = int(remaining[0])
+    for i in range(order.numel()):
+        if removed[i]:
+            continue
         keep.append(i)
-        remaining = remaining[1:][~suppress[i, remaining[1:]]]
+        if len(keep) >= limit:
+            break
+        removed |= suppress[i]
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
 def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_threshold: float,
                 max_keep: int | None = None) -> torch.Tensor:
-    """NMS within each group (class, or image) independently: indices kept, by descending score.
+    """NMS within each group (class, or FPN level) independently: indices kept, by descending score.
 
-    Boxes of group ``g`` are shifted by ``g * (coordinate range + 1)`` so different groups never
-    overlap (IoU does not change under a shift), and one :func:`nms` runs over all of them (torchvision's coordinate trick).
+    One :func:`nms` per group, then the survivors merged by score (ties: lower index first, as one
+    stable sort over everything would give), so the IoU matrices cost sum(K_g^2), not K^2.
+    ``max_keep`` bounds the merged result (and each group's, which cannot contribute more).
     """
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
-    span = boxes.max() - boxes.min() + 1
-    return nms(boxes + (groups.to(boxes.dtype) * span)[:, None], scores, iou_threshold, max_keep)
+    kept = []
+    for g in torch.unique(groups):
+        idx = torch.nonzero(groups == g).squeeze(1)
+        kept.append(idx[nms(boxes[idx], scores[idx], iou_threshold, max_keep)])
+    keep = torch.cat(kept).sort().values
+    keep = keep[torch.sort(scores[keep], descending=True, stable=True).indices]
+    return keep if max_keep is None else keep[:max_keep]
 
 
 def cell_anchors(sizes: Sequence[float], aspect_ratios: Sequence[float], *, dtype: torch.dtype = torch.float32,
