@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .base import InstanceSegModel, ModelConfigBase
+from .maskrcnn import MaskRCNN, MaskRCNNConfig
 from .solov2 import ModelConfig, SOLOv2Lite
 
 DEFAULT_ARCH = "solov2"
@@ -18,6 +19,7 @@ DEFAULT_ARCH = "solov2"
 ARCHITECTURES: dict[str, tuple[type[ModelConfigBase], type[InstanceSegModel]]] = {
     cfg.arch: (cfg, model) for cfg, model in (
         (ModelConfig, SOLOv2Lite),
+        (MaskRCNNConfig, MaskRCNN),
     )
 }
 
