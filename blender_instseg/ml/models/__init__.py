@@ -13,12 +13,14 @@ from typing import Any
 from .base import InstanceSegModel, ModelConfigBase
 from .maskrcnn import MaskRCNN, MaskRCNNConfig
 from .solov2 import ModelConfig, SOLOv2Lite
+from .yolact import Yolact, YolactConfig
 
 DEFAULT_ARCH = "solov2"
 
 ARCHITECTURES: dict[str, tuple[type[ModelConfigBase], type[InstanceSegModel]]] = {
     cfg.arch: (cfg, model) for cfg, model in (
         (ModelConfig, SOLOv2Lite),
+        (YolactConfig, Yolact),
         (MaskRCNNConfig, MaskRCNN),
     )
 }
@@ -53,4 +55,5 @@ def build_model(cfg: ModelConfigBase | dict[str, Any]) -> InstanceSegModel:
 
 
 __all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "InstanceSegModel", "ModelConfig", "ModelConfigBase", "SOLOv2Lite",
+           "Yolact", "YolactConfig",
            "architecture", "build_model", "config_from_dict", "describe"]
