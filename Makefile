@@ -53,7 +53,7 @@ $(TVENV)/.stamp: requirements/typecheck.txt
 	touch $@
 
 typecheck: $(TVENV)/.stamp
-	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core \
+	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core blender_instseg/pipeline \
 		scripts/build_extension.py scripts/deps.py
 
 bench: venv

@@ -58,7 +58,10 @@ class ImageScore:
 
 def score_images(gt: str | Path | dict, predictions: str | Path | list, *, score_threshold: float = 0.3,
                  dilation_ratio: float = 0.02, weights: ScoreWeights = ScoreWeights()) -> list[ImageScore]:
-    """Score every ground-truth image (worst first; ties by image id). Raises ``metrics.InputError`` on bad input."""
+    """Score every ground-truth image, worst first (ties: more misses + false positives, then image id).
+
+    Raises ``metrics.InputError`` (one line) on bad ground truth or predictions.
+    """
     coco_gt, _ = M.load_ground_truth(gt)
     coco_dt = M.load_predictions(predictions, coco_gt)
     segm = M.run_eval(COCOeval(coco_gt, coco_dt, iouType="segm"))
@@ -95,7 +98,8 @@ def score_images(gt: str | Path | dict, predictions: str | Path | list, *, score
             mean_mask_iou=sum(p[0] for p in pairs) / len(pairs) if pairs else None,
             mean_boundary_iou=sum(p[1] for p in pairs) / len(pairs) if pairs else None,
             occlusion=occ / len(real) if real else 0.0))
-    rows.sort(key=lambda r: (-r.score, r.image_id))
+    # ties (e.g. every image 1.0 under a weak model) go to the image with more errors in absolute terms
+    rows.sort(key=lambda r: (-r.score, -(r.n_missed + r.n_false_pos), r.image_id))
     return rows
 
 

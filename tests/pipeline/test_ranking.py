@@ -84,3 +84,12 @@ def test_select_seeds_mines_the_worst_and_spreads_the_budget() -> None:
     assert len(many) == 5 and sum(p["count"] for p in many) == 20 and 1001 not in {p["seed"] for p in many}
     with pytest.raises(ValueError, match="no mined image has a seed"):
         select_seeds([s.__class__(**{**s.__dict__, "seed": None}) for s in scores], 4, 2)
+
+
+def test_ties_go_to_the_image_with_more_errors() -> None:
+    """A weak model misses everything (every score 1): the crowded image is mined first, not the lowest id."""
+    gt, _ = build_case()
+    gt["annotations"] = [a for a in gt["annotations"] if a["image_id"] != 1 or a["id"] % 3 == 1]  # image 1: 1 object
+    scores = score_images(gt, [])
+    assert all(s.score == 1.0 for s in scores)
+    assert scores[-1].image_id == 1 and scores[0].image_id == 2
