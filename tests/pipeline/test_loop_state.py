@@ -39,8 +39,6 @@ class FakeChildren:
 
     def __call__(self, name, argv, on_event=None, *, env=None, cwd=None, stop=None):  # noqa: ANN001
         self.calls.append(name)
-        if name == self.fail_on:
-            raise StageError(f"stage '{name}' failed: boom")
         argv = [str(a) for a in argv]
 
         def arg(flag: str) -> str:
@@ -48,6 +46,10 @@ class FakeChildren:
 
         out = Path(arg("--out"))
         out.mkdir(parents=True, exist_ok=True)
+        if name == self.fail_on:
+            if name == "train":
+                (out / "last.pt").write_bytes(b"half")  # killed after a checkpoint
+            raise StageError(f"stage '{name}' failed: boom")
         if name in ("evaluate", "heldout"):
             (out / "metrics.json").write_text(json.dumps({"segm": {"AP": 0.01 * len(self.calls)}}))
             (out / "predictions.json").write_text("[]")
@@ -111,10 +113,9 @@ def test_a_failed_round_continues_at_the_failed_stage(setup: LoopConfig, monkeyp
     plan = rd["stages"]["plan"]["plan"]
     assert [(p["seed"], p["count"], p["first"]) for p in plan] == [(200, 2, 0), (201, 1, 0)]
     assert plan[0]["why"]["n_missed"] == 1 and plan[0]["why"]["score"] == 1.0
-    # training: from the starting checkpoint, with its recipe, on train split + the new images
+    # the half-trained round continues its own run instead of starting over
     train_cmd = rd["stages"]["train"]["command"]
-    assert train_cmd[train_cmd.index("--init") + 1] == str(Path(setup.init).resolve())
-    assert train_cmd[train_cmd.index("--image-size") + 1] == "64"
+    assert "--resume" in train_cmd and "--init" not in train_cmd
     combined = json.loads((Path(setup.run) / "round_1" / "train" / "annotations_train.json").read_text())
     assert len(combined["images"]) == 4 + 3
     assert ("eval", {"step": 1, "metrics": {"round": 1, **{f"heldout_{k}": v for k, v in rd["heldout_after"].items()}}}) in got
@@ -132,6 +133,11 @@ def test_more_rounds_build_on_the_last_one_and_settings_must_match(setup: LoopCo
     state = json.loads((Path(setup.run) / "loop.json").read_text())
     r1, r2 = state["rounds"]
     assert r2["checkpoint_before"] == r1["checkpoint_after"]
+    # training: from the current checkpoint, with the starting run's recipe, on train split + new images
+    for rd, init in ((r1, str(Path(setup.init).resolve())), (r2, r1["checkpoint_after"])):
+        cmd = rd["stages"]["train"]["command"]
+        assert cmd[cmd.index("--init") + 1] == init and cmd[cmd.index("--image-size") + 1] == "64"
+        assert cmd[cmd.index("--steps") + 1] == "5" and cmd[cmd.index("--data") + 1] == rd["stages"]["combine"]["data"]
     assert r2["heldout_before"] == r1["heldout_after"]
     # the same seeds are still the worst: their new variants start after round 1's
     assert [(p["seed"], p["first"]) for p in r2["stages"]["plan"]["plan"]] == [(200, 2), (201, 1)]
