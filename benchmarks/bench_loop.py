@@ -15,7 +15,6 @@ process; rerunning the same command resumes (finished datasets, runs and rounds 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
