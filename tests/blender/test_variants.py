@@ -106,3 +106,13 @@ def test_bad_plans_are_one_line_errors(tmp_path: Path, capsys) -> None:
     assert "differs from the 2 variants" in capsys.readouterr().err
     with pytest.raises(ValueError, match="variant 1 of seed 1 twice"):
         plan.parse_plan([{"seed": 1, "count": 2}, {"seed": 1, "count": 1, "first": 1}])
+
+
+def test_variants_with_workers_equal_one_process(tmp_path: Path) -> None:
+    plan_path = plan.write_plan(tmp_path / "plan.json", [{"seed": 11, "count": 2}, {"seed": 12, "count": 1}])
+    assert generate(["--out", str(tmp_path / "one"), "--variants-of", str(plan_path), *SMALL]) == 0
+    assert generate(["--out", str(tmp_path / "two"), "--variants-of", str(plan_path), *SMALL, "--workers", "2"]) == 0
+    assert tree(tmp_path / "two") == tree(tmp_path / "one")
+    # a resume with another plan is refused: the plan is part of the dataset's identity
+    other = plan.write_plan(tmp_path / "other.json", [{"seed": 11, "count": 3}])
+    assert generate(["--out", str(tmp_path / "one"), "--variants-of", str(other), *SMALL]) == 2
