@@ -72,39 +72,20 @@ def crop_bands(crops: list[np.ndarray], band_px: list[int]) -> list[np.ndarray]:
 
     A crop holding all of a mask's pixels has zeros around it in the image, and the image
     border counts as zero, so eroding the crop with a zero border gives the full-image band.
-    Crops are sorted by band width and size and laid top-left on shared canvases of up to 512
-    channels, so OpenCV erodes hundreds of small masks per call (per-call overhead dominated
-    one erosion per mask). ``band_px[i]`` is the band width of mask i's image
-    (``dilation_pixels``).
+    One (2d+1)-square erosion equals the official d erosions by a 3x3 square. ``band_px[i]``
+    is the band width of mask i's image (``dilation_pixels``).
     """
-    out: list[np.ndarray] = [np.zeros((0, 0), bool)] * len(crops)
-    order = sorted((i for i, c in enumerate(crops) if c.size), key=lambda i: (band_px[i], crops[i].shape))
-    k = 0
-    while k < len(order):
-        d = band_px[order[k]]
-        group = [order[k]]
-        h, w = crops[order[k]].shape
-        k += 1
-        while k < len(order) and len(group) < 512 and band_px[order[k]] == d:
-            nh, nw = max(h, crops[order[k]].shape[0]), max(w, crops[order[k]].shape[1])
-            if nh * nw * (len(group) + 1) > 4_000_000:
-                break
-            h, w = nh, nw
-            group.append(order[k])
-            k += 1
-        canvas = np.zeros((h, w, len(group)), np.uint8)
-        for c, i in enumerate(group):
-            ch, cw = crops[i].shape
-            canvas[:ch, :cw, c] = crops[i] != 0
-        kernel = np.ones((2 * d + 1, 2 * d + 1), np.uint8)  # one erosion = d erosions by 3x3
-        inner = cv2.erode(canvas, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0).reshape(canvas.shape)
-        band = np.ascontiguousarray((canvas > inner).transpose(2, 0, 1))  # one mask's rows contiguous
-        for c, i in enumerate(group):
-            ch, cw = crops[i].shape
-            out[i] = band[c, :ch, :cw]
-    for i, c in enumerate(crops):
-        if not c.size:
-            out[i] = np.zeros(c.shape, bool)
+    kernels: dict[int, np.ndarray] = {}
+    out = []
+    for crop, d in zip(crops, band_px):
+        if not crop.size:
+            out.append(np.zeros(crop.shape, bool))
+            continue
+        m = np.ascontiguousarray(crop, np.uint8)  # OpenCV is ~10x slower on strided views
+        if d not in kernels:
+            kernels[d] = np.ones((2 * d + 1, 2 * d + 1), np.uint8)
+        kernel = kernels[d]
+        out.append(m > cv2.erode(m, kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0))
     return out
 
 
