@@ -92,6 +92,24 @@ def _sample(labels: torch.Tensor, num: int, positive_fraction: float) -> tuple[t
     return pos, neg
 
 
+def match_anchors(gt: torch.Tensor, anchors: torch.Tensor, fg_iou: float, bg_iou: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """RPN labels per anchor (1 positive, 0 negative, -1 ignored) and the index of its best GT box.
+
+    IoU >= ``fg_iou`` positive, < ``bg_iou`` negative, in between ignored; plus detectron2's
+    low-quality matches: the anchors of highest IoU with each GT box are positive whatever the IoU,
+    so a small or thin object (no anchor at 0.7) still trains the RPN.
+    """
+    labels = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
+    if len(gt) == 0:
+        return labels, labels.clone()
+    iou = box_iou(gt, anchors)  # (G, A)
+    best, matched = iou.max(0)
+    labels = torch.where(best >= fg_iou, 1, torch.where(best < bg_iou, 0, -1))
+    per_gt = iou.max(1, keepdim=True).values
+    labels[((iou == per_gt) & (per_gt > 0)).any(0)] = 1
+    return labels, matched
+
+
 class RPNHead(nn.Module):
     """Shared 3x3 conv, then per anchor one objectness logit and 4 box deltas, on every level."""
 
@@ -226,13 +244,7 @@ class MaskRCNN(InstanceSegModel):
         cls_terms, box_terms = [], []
         for b, t in enumerate(targets):
             gt = t["boxes"].to(anchors)
-            labels = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
-            if len(gt):
-                iou = box_iou(gt, anchors)  # (G, A)
-                best, matched = iou.max(0)
-                labels = torch.where(best >= cfg.rpn_fg_iou, 1, torch.where(best < cfg.rpn_bg_iou, 0, -1))
-                per_gt = iou.max(1, keepdim=True).values
-                labels[((iou == per_gt) & (per_gt > 0)).any(0)] = 1  # low-quality matches: every GT gets an anchor
+            labels, matched = match_anchors(gt, anchors, cfg.rpn_fg_iou, cfg.rpn_bg_iou)
             pos, neg = _sample(labels, cfg.rpn_batch_per_image, cfg.rpn_positive_fraction)
             idx = torch.cat([pos, neg])
             cls_terms.append(F.binary_cross_entropy_with_logits(obj[b, idx], (labels[idx] == 1).to(obj.dtype),
