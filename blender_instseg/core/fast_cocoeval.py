@@ -47,8 +47,16 @@ class GivenIoUEvaluator:
         self.img_ids = list(p.imgIds)
         self.cat_ids = list(p.catIds)
         max_det = int(p.maxDets[-1])
-        keys, g_cell, g_id, g_area, g_crowd = [], [], [], [], []
-        d_cell, d_rank, d_id, d_score, d_area = [], [], [], [], []
+        keys: list[tuple[int, int]] = []
+        g_cell: list[int] = []
+        g_id: list[int] = []
+        g_area: list[float] = []
+        g_crowd: list[bool] = []
+        d_cell: list[int] = []
+        d_rank: list[int] = []
+        d_id: list[int] = []
+        d_score: list[float] = []
+        d_area: list[float] = []
         cell_cat: list[int] = []
         self.cell_slices: list[tuple[int, int, int, int]] = []  # (g0, g1, d0, d1)
         for k, cat in enumerate(self.cat_ids):

@@ -150,9 +150,10 @@ def _colours(n: int) -> np.ndarray:
 def stuff_category_id(categories: list[dict]) -> int:
     """Id of the background stuff category: one past the largest thing category id."""
     ids = [c.get("id") for c in categories]
-    if not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+    good = [i for i in ids if isinstance(i, int) and not isinstance(i, bool) and i > 0]
+    if not ids or len(good) != len(ids):
         raise ValueError(f"category ids must be positive integers, got {ids}")
-    return max(ids) + 1
+    return max(good) + 1
 
 
 def panoptic_categories(categories: list[dict]) -> list[dict]:

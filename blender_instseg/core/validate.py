@@ -501,7 +501,7 @@ class _FileChecker:
                 continue
             mask = seg == sid
             area, bbox = s.get("area"), s.get("bbox")
-            if not _is_number(area) or abs(float(area) - in_png[sid]) > 0.5:
+            if not isinstance(area, (int, float)) or not _is_number(area) or abs(float(area) - in_png[sid]) > 0.5:
                 self.pan_err(f"image {iid}: segment {sid} area {area!r} but {rel} has {in_png[sid]} pixels")
             tight = bbox_of_mask(mask)
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
