@@ -1,5 +1,5 @@
 """Mask R-CNN specifics (the zoo tests cover learning, save/load/predict and the CLI for every model):
-anchor labelling, empty images, letterbox-aware mask pasting, and one image learnt end to end."""
+anchor labelling, empty images, letterbox-aware mask pasting, one image learnt end to end, exact resume."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ pytestmark = pytest.mark.torch
 from blender_instseg.ml.data import InstanceDataset, collate, load_coco
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.maskrcnn import MaskRCNN, MaskRCNNConfig, match_anchors
+from tests.ml.conftest import run_cli
 
 
 def test_match_anchors_thresholds_and_low_quality_matches() -> None:
@@ -86,3 +87,24 @@ def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     same_class = labels[:, None] == targets[0]["labels"][None]
     best = (iou * same_class).max(0).values
     assert (best > 0.5).all(), best
+
+
+@pytest.mark.xfail(strict=True, reason="train.py: iter(DataLoader) draws a base seed from the global torch RNG after "
+                   "the checkpoint's RNG state is restored; DataLoader(..., generator=torch.Generator().manual_seed(seed)) "
+                   "fixes it (checked); remove this mark then")
+def test_resume_repeats_the_same_rpn_and_roi_samples(shapes_root: Path, tmp_path: Path) -> None:
+    """Anchor and RoI sampling draw from the global torch RNG, which checkpoints carry: 2 + 2 resumed
+    steps give the weights of 4 straight ones."""
+    common = ["--data", str(shapes_root), "--batch-size", "2", "--image-size", "64", "--checkpoint-every", "0",
+              "--model", "maskrcnn"]
+    straight = run_cli("train", *common, "--out", str(tmp_path / "a"), "--steps", "4")
+    assert straight.returncode == 0, straight.stderr
+    first = run_cli("train", *common, "--out", str(tmp_path / "b"), "--steps", "2")
+    assert first.returncode == 0, first.stderr
+    resumed = run_cli("train", *common[:-2], "--out", str(tmp_path / "b"), "--steps", "4", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 4 and b["model_config"]["arch"] == "maskrcnn"
+    for k, v in a["model"].items():
+        torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6, msg=f"weights differ after resume: {k}")
