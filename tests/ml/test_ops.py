@@ -70,7 +70,7 @@ def test_nms_hand_case() -> None:
     assert nms(boxes, scores, 0.5).tolist() == [0, 4, 3]
     assert nms(boxes, scores, 0.5, max_keep=2).tolist() == [0, 4]
     assert nms(boxes, scores, 0.45).tolist() == [0, 4]
-    assert nms(boxes[:0], scores[:0], 0.5).tolist() == []
+    assert nms(boxes[:0], scores[:0], 0.5).tolist() == [] and nms(boxes, scores, 0.5, max_keep=0).tolist() == []
     # per group: box 1 is another class, so it survives
     assert batched_nms(boxes, scores, torch.tensor([0, 1, 0, 0, 0]), 0.5).tolist() == [0, 1, 4, 3]
     with pytest.raises(ValueError, match="nms needs boxes"):

@@ -114,8 +114,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_kee
     if boxes.ndim != 2 or boxes.shape[-1] != 4 or scores.shape != boxes.shape[:1]:
         raise ValueError(f"nms needs boxes (K, 4) and scores (K,), got {tuple(boxes.shape)} and {tuple(scores.shape)}")
     order = torch.sort(scores, descending=True, stable=True).indices
-    if order.numel() == 0:
-        return order
+    if order.numel() == 0 or (max_keep is not None and max_keep <= 0):
+        return order[:0]
     suppress = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
     limit = order.numel() if max_keep is None else max_keep
     removed = np.zeros(order.numel(), dtype=bool)
