@@ -11,9 +11,13 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            evaluate with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50, Boundary AP) and
            write curve.json + learning_curve.png to --out. ``--variants point nopoint`` measures the
            point head.
+  zoo      every architecture of the model zoo trained --minutes on the same data, then the table
+           for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
+           < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
 
   python benchmarks/bench_model.py latency [--checkpoint last.pt] [--images DIR_OR_JSON]
   python benchmarks/bench_model.py curve --data DATASET --eval-at 5 10 15 --out out/bench_model
+  python benchmarks/bench_model.py zoo --data DATASET --minutes 15 --out out/bench_zoo
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
     res = {"size": size, "threads": threads, "worst_case": worst,
            "params": sum(p.numel() for p in model.parameters())}
     for refine in (False, True):
-        if refine and model.point_head is None:
+        if refine and getattr(model, "point_head", None) is None:
             continue
         predict_image(model, imgs[0], size, dev, refine=refine)  # warm-up
         times, kept = [], []
@@ -134,11 +138,21 @@ def _evaluate(args: argparse.Namespace, ckpt: Path, rep: Path, log: Path) -> dic
             "mean_boundary_iou": m["boundary"].get("mean_boundary_iou")}
 
 
+#: zoo entries: name in the table -> train flags choosing the network
+ZOO = {
+    "solov2": ["--model", "solov2"],
+    "solov2-nopoint": ["--model", "solov2", "--no-point-head"],
+    "yolact": ["--model", "yolact"],
+    "maskrcnn": ["--model", "maskrcnn"],
+}
+
+
 def _train(args: argparse.Namespace, variant: str, run_dir: Path, minutes: float, save_at: list[float], log: Path) -> int:
+    """``variant``: "point"/"nopoint" (the curve's SOLOv2 variants) or a ``ZOO`` name."""
+    net = ZOO.get(variant) or ["--no-point-head" if variant == "nopoint" else "--point-head"]
     cmd = [sys.executable, "-m", "blender_instseg.ml", "train", "--data", args.data, "--out", str(run_dir),
            "--minutes", str(minutes), "--batch-size", str(args.batch_size), "--image-size", str(args.image_size),
-           "--checkpoint-every", "500", "--no-point-head" if variant == "nopoint" else "--point-head",
-           "--device", args.device, "--seed", str(args.seed)]
+           "--checkpoint-every", "500", *net, "--device", args.device, "--seed", str(args.seed)]
     if save_at:
         cmd += ["--save-minutes", *[str(m) for m in save_at]]
     if args.val_fraction:
@@ -215,6 +229,70 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heavy_occlusion_ap(gt_path: Path, preds_path: Path, below: float = 0.5) -> float | None:
+    """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.metrics' buckets)."""
+    from blender_instseg.core import metrics as M
+
+    gt, _ = M.load_ground_truth(gt_path)
+    dt = M.load_predictions(preds_path, gt)
+    occ = M.compute_metrics(gt, dt, occlusion_edges=(0.0, below, 1.0)).metrics["by_occlusion"]["buckets"]
+    return occ[0]["AP"] if occ else None
+
+
+def _last_step(run_dir: Path) -> int | None:
+    try:
+        lines = (run_dir / "events.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        ev = json.loads(line)
+        if ev.get("event") == "done":
+            return ev.get("step")
+    return None
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    """Every model on the same data and training budget: AP, Boundary AP, AP under heavy occlusion,
+    latency at 256^2/512^2, parameters. Writes zoo.json and prints the Markdown table for docs/."""
+    from blender_instseg.ml.evaluate_cmd import pick_annotations
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gt_path = pick_annotations(args.eval_data or args.data, None)
+    rows = []
+    for name in args.models:
+        run_dir = out / f"run-{name}"
+        if not (run_dir / "last.pt").exists() or _last_step(run_dir) is None:
+            if _train(args, name, run_dir, args.minutes, [], out / f"train-{name}.log"):
+                return 1
+        rep = out / f"eval-{name}"
+        row = _evaluate(args, run_dir / "last.pt", rep, out / f"eval-{name}.log")
+        if row is None:
+            return 1
+        row = {"model": name, "minutes": args.minutes, "steps": _last_step(run_dir), **row,
+               "AP_visible_below_0.5": _heavy_occlusion_ap(gt_path, rep / "predictions.json")}
+        for size in (256, 512):
+            cmd = [sys.executable, __file__, "_latency_child", "--size", str(size), "--repeats", str(args.repeats),
+                   "--checkpoint", str(run_dir / "last.pt"), "--images", str(gt_path)]
+            lat = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            row["params"] = lat["params"]
+            row[f"ms_{size}"] = lat.get("ms_point_head", lat["ms_bilinear"])
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    from blender_instseg.core.fileio import atomic_write_json
+
+    atomic_write_json(out / "zoo.json", rows, indent=2)
+    print()
+    print("| model | params | train min (steps) | mask AP | AP50 | Boundary AP | AP, visible < 0.5 | ms 256^2 | ms 512^2 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        occ = r["AP_visible_below_0.5"]
+        print(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['minutes']:g} ({r['steps']}) | {r['mask_AP']:.3f} "
+              f"| {r['mask_AP50']:.3f} | {r['boundary_AP']:.3f} | {'n/a' if occ is None or occ < 0 else f'{occ:.3f}'} "
+              f"| {r['ms_256']} | {r['ms_512']} |")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="mode")
@@ -242,7 +320,21 @@ def main(argv: list[str] | None = None) -> int:
     cur.add_argument("--schedule", choices=["separate", "single"], default="separate",
                      help="separate: one full run per --eval-at budget (default); single: snapshots of one run")
     cur.add_argument("--out", default="out/bench_model")
+    zoo = sub.add_parser("zoo", help="every model on the same data and budget: AP, Boundary AP, occluded AP, latency")
+    zoo.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
+    zoo.add_argument("--eval-data", help="dataset/JSON to evaluate on (default: --data; uses its annotations_val.json)")
+    zoo.add_argument("--models", nargs="+", choices=list(ZOO), default=list(ZOO))
+    zoo.add_argument("--minutes", type=float, default=15.0, help="training minutes per model (default 15)")
+    zoo.add_argument("--batch-size", type=int, default=4)
+    zoo.add_argument("--image-size", type=int, default=256)
+    zoo.add_argument("--val-fraction", type=float, default=0.0)
+    zoo.add_argument("--device", default="auto")
+    zoo.add_argument("--seed", type=int, default=0)
+    zoo.add_argument("--repeats", type=int, default=20, help="images timed per latency size")
+    zoo.add_argument("--out", default="out/bench_zoo")
     args = p.parse_args(argv)
+    if args.mode == "zoo":
+        return cmd_zoo(args)
     if args.mode == "_latency_child":
         print(json.dumps(latency_child(args.size, args.checkpoint, args.images, args.repeats, args.worst)))
         return 0
