@@ -1,4 +1,4 @@
-"""Losses of SOLOv2-lite: sigmoid focal loss for the grid categories, Dice for masks, BCE on points."""
+"""Losses of the model zoo: sigmoid focal loss (class scores), Dice (masks), BCE on points, polar IoU (PolarMask rays)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,15 @@ def point_bce_loss(point_logits: torch.Tensor, point_labels: torch.Tensor) -> to
     if point_logits.numel() == 0:
         return point_logits.sum() * 0
     return F.binary_cross_entropy_with_logits(point_logits, point_labels, reduction="mean")
+
+
+def polar_iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Polar IoU loss of PolarMask (Xie et al. 2020), per row (N,): log(sum max(d, d*) / sum min(d, d*)).
+
+    (N, R) ray lengths, both >= 0. The ratio of the sums approximates IoU of the two polygons from
+    the same centre, so all rays are learnt together and their scale is built in (no per-ray
+    smooth-L1 weighting); 0 when the rays are equal.
+    """
+    big = torch.maximum(pred, target).sum(-1)
+    small = torch.minimum(pred, target).sum(-1)
+    return torch.log(big.clamp(min=eps) / small.clamp(min=eps))
