@@ -12,6 +12,7 @@ from typing import Any
 
 from .base import InstanceSegModel, ModelConfigBase
 from .maskrcnn import MaskRCNN, MaskRCNNConfig
+from .polarmask import PolarMask, PolarMaskConfig
 from .solov2 import ModelConfig, SOLOv2Lite
 from .yolact import Yolact, YolactConfig
 
@@ -22,6 +23,7 @@ ARCHITECTURES: dict[str, tuple[type[ModelConfigBase], type[InstanceSegModel]]] =
         (ModelConfig, SOLOv2Lite),
         (YolactConfig, Yolact),
         (MaskRCNNConfig, MaskRCNN),
+        (PolarMaskConfig, PolarMask),
     )
 }
 
