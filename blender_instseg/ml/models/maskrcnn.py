@@ -291,17 +291,22 @@ class MaskRCNN(InstanceSegModel):
         losses = {"cls": F.cross_entropy(logits, classes_t),
                   "box": F.smooth_l1_loss(deltas[fg], torch.cat(reg_targets), beta=cfg.box_beta,
                                           reduction="sum") / max(1, len(classes_t))}
+        losses.update(self._mask_loss(feats, fg_rois, torch.cat(fg_classes), torch.cat(fg_gt), targets))
+        return losses
+
+    def _mask_loss(self, feats: list[torch.Tensor], fg_rois: list[torch.Tensor], fg_cls: torch.Tensor,
+                   fg_gt: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Mask BCE of the foreground RoIs (per image boxes ``fg_rois``, GT class ``fg_cls``, index ``fg_gt``
+        into the batch's concatenated GT masks) on the GT class's channel; the hook a mask-head variant replaces."""
+        cfg = self.cfg
         mask_logits = self.mask_head(self._pool(feats, fg_rois, cfg.mask_pool))  # (K_fg, C, 28, 28)
         if mask_logits.shape[0] == 0:
-            losses["mask"] = mask_logits.sum() * 0
-            return losses
-        fg_cls = torch.cat(fg_classes)
+            return {"mask": mask_logits.sum() * 0}
         mask_logits = mask_logits[torch.arange(len(fg_cls), device=fg_cls.device), fg_cls]
         gt_masks = torch.cat([t["masks"].to(feats[0].device) for t in targets])
-        mask_targets = crop_masks_to_rois(gt_masks, torch.cat(fg_rois), torch.cat(fg_gt), mask_logits.shape[-1],
+        mask_targets = crop_masks_to_rois(gt_masks, torch.cat(fg_rois), fg_gt, mask_logits.shape[-1],
                                           cfg.roi_sampling_ratio)
-        losses["mask"] = cfg.mask_weight * F.binary_cross_entropy_with_logits(mask_logits, mask_targets)
-        return losses
+        return {"mask": cfg.mask_weight * F.binary_cross_entropy_with_logits(mask_logits, mask_targets)}
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -334,14 +339,16 @@ class MaskRCNN(InstanceSegModel):
             out["labels"].append(label[keep])
         n_det = [len(b) for b in out["boxes"]]
         if sum(n_det):
-            mask_logits = self.mask_head(self._pool(feats, out["boxes"], cfg.mask_pool))
-            labels = torch.cat(out["labels"])
-            probs_all = torch.sigmoid(mask_logits[torch.arange(len(labels), device=labels.device), labels])
-            out["mask_probs"] = list(probs_all.split(n_det))
+            out["mask_probs"] = list(self._mask_probs(feats, out["boxes"], torch.cat(out["labels"])).split(n_det))
         else:
             size = 2 * cfg.mask_pool
             out["mask_probs"] = [feats[0].new_zeros((0, size, size)) for _ in n_det]
         return out
+
+    def _mask_probs(self, feats: list[torch.Tensor], boxes: list[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        """(sum K, 28, 28) mask probabilities of the detections (per image ``boxes``, class ``labels``)."""
+        mask_logits = self.mask_head(self._pool(feats, boxes, self.cfg.mask_pool))
+        return torch.sigmoid(mask_logits[torch.arange(len(labels), device=labels.device), labels])
 
     @torch.no_grad()
     def postprocess(self, out: dict[str, Any], b: int, valid_hw: tuple[int, int], out_hw: tuple[int, int],
