@@ -165,7 +165,7 @@ class SOLOv2Lite(InstanceSegModel):
         for feat, grid in zip(p[1:], self.cfg.grids):
             cate, kernel = self.head(feat, grid)
             cates.append(cate.permute(0, 2, 3, 1).reshape(cate.shape[0], -1, self.cfg.num_classes))
-            kernels.append(kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1, self.cfg.mask_channels))
+            kernels.append(kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1, kernel.shape[1]))
         return {"cate": torch.cat(cates, 1), "kernel": torch.cat(kernels, 1), "mask_feat": mask_feat,
                 "fine": [x, c[0], mask_feat]}
 
@@ -174,16 +174,11 @@ class SOLOv2Lite(InstanceSegModel):
              generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """targets[b]: labels (N,), masks (N, H, W) uint8, cell_index (P,), cell_inst (P,)."""
         cfg = self.cfg
-        cate = out["cate"]
-        onehot = torch.zeros_like(cate)
         dice_terms, point_logits, point_labels = [], [], []
-        num_pos = 0
         for b, t in enumerate(targets):
             cells, inst = t["cell_index"], t["cell_inst"]
             if len(cells) == 0:
                 continue
-            num_pos += len(cells)
-            onehot[b, cells, t["labels"][inst]] = 1.0
             feat = out["mask_feat"][b]
             e, h, w = feat.shape
             logits = (out["kernel"][b, cells] @ feat.reshape(e, -1)).reshape(-1, h, w)
@@ -205,13 +200,25 @@ class SOLOv2Lite(InstanceSegModel):
                 fine = PointHead.sample_fine([m[b:b + 1] for m in out["fine"]], coords)
                 point_logits.append(self.point_head(fine, coarse))
                 point_labels.append(point_sample(gt.unsqueeze(1), coords)[:, 0])
-        losses = {"cate": sigmoid_focal_loss(cate, onehot, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha) / (num_pos + 1)}
+        losses = {"cate": self.category_loss(out["cate"], targets)}
         zero = out["mask_feat"].sum() * 0
         losses["mask"] = cfg.dice_weight * torch.cat(dice_terms).mean() if dice_terms else zero
         if self.point_head is not None:
             losses["point"] = (cfg.point_weight * point_bce_loss(torch.cat(point_logits), torch.cat(point_labels))
                                if point_logits else zero)
         return losses
+
+    def category_loss(self, cate: torch.Tensor, targets: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """Focal loss of the grid's category scores (B, cells, C) against the assigned cells, / (positives + 1)."""
+        onehot = torch.zeros_like(cate)
+        num_pos = 0
+        for b, t in enumerate(targets):
+            cells = t["cell_index"]
+            if len(cells):
+                num_pos += len(cells)
+                onehot[b, cells, t["labels"][t["cell_inst"]]] = 1.0
+        cfg = self.cfg
+        return sigmoid_focal_loss(cate, onehot, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha) / (num_pos + 1)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
@@ -222,50 +229,73 @@ class SOLOv2Lite(InstanceSegModel):
         ``valid_hw`` is the part of the padded input that holds the (resized) image; masks are cropped
         to it and resized to ``out_hw`` (the original image size).
         """
-        cfg = self.cfg
-        scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
+        picked = self.select(out, b)
+        if picked is None:
+            return empty_prediction(out_hw)
+        cell, label, scores, logits = picked
+        full = self.full_logits(out, b, cell, logits, refine)
+        masks = crop_and_resize_logits(full, valid_hw, out_hw) > 0
+        nonempty = masks.flatten(1).any(1)
+        return {"masks": masks[nonempty], "labels": label[nonempty], "scores": scores[nonempty]}
+
+    def mask_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor) -> torch.Tensor:
+        """(K, h, w) stride-4 mask logits of grid cells ``cell`` of image ``b``: kernel . mask features."""
         feat = out["mask_feat"][b]
         e, h, w = feat.shape
-        empty = empty_prediction(out_hw)
+        return (out["kernel"][b, cell] @ feat.reshape(e, -1)).reshape(-1, h, w)
+
+    def select(self, out: dict[str, Any], b: int
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """SOLOv2's test procedure up to the final top-k: (cell, label, score, stride-4 logits) of the
+        kept detections sorted by score, or None. Candidates > ``score_thr``, mask area > stride,
+        score x maskness, Matrix NMS, >= ``update_thr``, top ``max_per_img``."""
+        cfg = self.cfg
+        scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
+        device = scores_all.device
         cell, label = torch.nonzero(scores_all > cfg.score_thr, as_tuple=True)
         if len(cell) == 0:
-            return empty
+            return None
         scores = scores_all[cell, label]
         if len(scores) > cfg.nms_pre:
             scores, order = scores.topk(cfg.nms_pre)
             cell, label = cell[order], label[order]
-        strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32, device=feat.device)
+        strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32, device=device)
                              for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
-        logits = (out["kernel"][b, cell] @ feat.reshape(e, -1)).reshape(-1, h, w)
+        logits = self.mask_logits(out, b, cell)
         probs = torch.sigmoid(logits)
         masks = probs > cfg.mask_thr
         area = masks.flatten(1).sum(1).float()
         keep = area > strides
         if not keep.any():
-            return empty
-        logits, probs, masks, area, scores, label = logits[keep], probs[keep], masks[keep], area[keep], scores[keep], label[keep]
+            return None
+        cell, logits, probs, masks, area, scores, label = (cell[keep], logits[keep], probs[keep], masks[keep], area[keep],
+                                                           scores[keep], label[keep])
         maskness = (probs * masks).flatten(1).sum(1) / area
         scores = scores * maskness
         scores, order = scores.sort(descending=True)
-        logits, masks, area, label = logits[order], masks[order], area[order], label[order]
+        cell, logits, masks, area, label = cell[order], logits[order], masks[order], area[order], label[order]
         scores = matrix_nms(masks, label, scores, mask_area=area, kernel=cfg.nms_kernel, sigma=cfg.nms_sigma)
         keep = scores >= cfg.update_thr
         if not keep.any():
-            return empty
-        logits, scores, label = logits[keep], scores[keep], label[keep]
+            return None
+        cell, logits, scores, label = cell[keep], logits[keep], scores[keep], label[keep]
         scores, order = scores.sort(descending=True)
         order = order[: cfg.max_per_img]
-        scores, logits, label = scores[: cfg.max_per_img], logits[order], label[order]
+        scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
+        return cell, label, scores, logits
+
+    def full_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
+                    refine: bool | None) -> torch.Tensor:
+        """(K, H, W) logits at input resolution from the stride-4 ``logits``: point-head subdivision, or
+        bilinear x4 without the head (or with ``refine=False``)."""
+        cfg = self.cfg
         use_points = self.point_head is not None if refine is None else (refine and self.point_head is not None)
         if use_points:
+            assert self.point_head is not None
             fine = [m[b:b + 1] for m in out["fine"]]
             full = self.point_head.refine(fine, logits, cfg.subdivision_steps, cfg.subdivision_points)
             scale = 4 // (2 ** cfg.subdivision_steps)
             if scale > 1:
                 full = F.interpolate(full[:, None], scale_factor=scale, mode="bilinear", align_corners=False)[:, 0]
-        else:
-            full = F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
-        masks = crop_and_resize_logits(full, valid_hw, out_hw) > 0
-        nonempty = masks.flatten(1).any(1)
-        return {"masks": masks[nonempty], "labels": label[nonempty], "scores": scores[nonempty]}
-
+            return full
+        return F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
