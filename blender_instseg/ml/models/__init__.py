@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from .base import InstanceSegModel, ModelConfigBase
+from .bcnet import BCNet, BCNetConfig
+from .implicit_pointrend import ImplicitPointRend, ImplicitPointRendConfig
 from .maskrcnn import MaskRCNN, MaskRCNNConfig
 from .polarmask import PolarMask, PolarMaskConfig
 from .solov2 import ModelConfig, SOLOv2Lite
@@ -24,6 +26,8 @@ ARCHITECTURES: dict[str, tuple[type[ModelConfigBase], type[InstanceSegModel]]] =
         (YolactConfig, Yolact),
         (MaskRCNNConfig, MaskRCNN),
         (PolarMaskConfig, PolarMask),
+        (BCNetConfig, BCNet),
+        (ImplicitPointRendConfig, ImplicitPointRend),
     )
 }
 
