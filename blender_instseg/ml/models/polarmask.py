@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.coco import mask_to_polygons
+from ...core.coco import bbox_of_mask, mask_to_polygons
 from ..losses import polar_iou_loss, sigmoid_focal_loss
 from ..ops.boxes import batched_nms, clip_boxes
 from .backbone import Backbone, conv_gn
@@ -97,21 +97,28 @@ def polar_points(image_hw: tuple[int, int], strides: tuple[int, ...]) -> tuple[n
 def instance_outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Largest 8-connected piece of a mask -> (its mask, mass centre (2,) x y, outline (M, 2)); None if empty.
 
-    The outline is the exact pixel-edge polygon of ``core.coco.mask_to_polygons`` (holes bridged in,
-    which the farthest-crossing rule of :func:`ray_lengths` ignores). Only the largest piece, as in
-    the paper's code: rays from one centre cannot describe several pieces.
+    The outline is the polygon of ``core.coco.mask_to_polygons`` (through the outermost half-pixel
+    centres, 0.25 px inside the pixel edges, so it rasterises back to the same pixels; holes are
+    bridged in, which the farthest-crossing rule of :func:`ray_lengths` ignores). Only the largest
+    piece, as in the paper's code: rays from one centre cannot describe several pieces. Works on
+    the mask's bounding box, so the cost follows the object's size, not the image's.
     """
     m = (np.asarray(mask) != 0).astype(np.uint8)
-    n, cc, stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
-    if n < 2:
+    x0, y0, w, h = (int(v) for v in bbox_of_mask(m))
+    if w == 0:
         return None
-    piece = (cc == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8) if n > 2 else m
-    mom = cv2.moments(piece, binaryImage=True)
-    centre = np.array([mom["m10"] / mom["m00"] + 0.5, mom["m01"] / mom["m00"] + 0.5])
-    polygons, _ = mask_to_polygons(piece)
-    rings = [np.asarray(p, np.float64).reshape(-1, 2) for p in polygons]
+    crop = m[y0:y0 + h, x0:x0 + w]
+    n, cc, stats, _ = cv2.connectedComponentsWithStats(crop, connectivity=8)
+    if n > 2:  # several pieces: keep the largest
+        crop = (cc == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+        m = np.zeros_like(m)
+        m[y0:y0 + h, x0:x0 + w] = crop
+    mom = cv2.moments(crop, binaryImage=True)
+    centre = np.array([mom["m10"] / mom["m00"] + 0.5 + x0, mom["m01"] / mom["m00"] + 0.5 + y0])
+    polygons, _ = mask_to_polygons(crop)
+    rings = [np.asarray(p, np.float64).reshape(-1, 2) + (x0, y0) for p in polygons]
     ring = max(rings, key=lambda r: abs(cv2.contourArea(r.astype(np.float32))))
-    return piece, centre, ring
+    return m, centre, ring
 
 
 def ray_lengths(points: np.ndarray, outline: np.ndarray, num_rays: int) -> np.ndarray:
@@ -121,16 +128,18 @@ def ray_lengths(points: np.ndarray, outline: np.ndarray, num_rays: int) -> np.nd
     covers the whole object (the paper takes the farthest contour point too); 0 where a ray misses
     the outline (only possible from a point outside it). Vectorised over points x rays x edges.
     """
+    if len(outline) == 0:
+        return np.zeros((len(points), num_rays))
     u = ray_directions(num_rays)  # (R, 2)
-    a = outline
-    e = np.roll(outline, -1, 0) - a  # (M, 2) edges
-    w = a[None] - points[:, None]  # (K, M, 2): edge start relative to the point
-    denom = u[:, 0:1] * e[None, :, 1] - u[:, 1:2] * e[None, :, 0]  # (R, M) cross(u, e)
-    safe = np.where(np.abs(denom) > 1e-12, denom, np.inf)  # parallel edges never cross (their end points do)
-    t = (w[..., 0] * e[None, :, 1] - w[..., 1] * e[None, :, 0])[:, None] / safe[None]  # (K, R, M)
-    s = (w[:, None, :, 0] * u[None, :, None, 1] - w[:, None, :, 1] * u[None, :, None, 0]) / safe[None]
-    hit = (s >= -1e-9) & (s <= 1 + 1e-9) & (t >= 0)
-    return np.where(hit, t, 0.0).max(-1) if len(a) else np.zeros((len(points), num_rays))
+    e = np.roll(outline, -1, 0) - outline  # (M, 2) edges
+    w = outline[None] - points[:, None]  # (K, M, 2): edge starts relative to the points
+    # point + t u = start + s e  =>  t = cross(w, e) / cross(u, e), s = cross(w, u) / cross(u, e)
+    denom = u[:, 0:1] * e[None, :, 1] - u[:, 1:2] * e[None, :, 0]  # (R, M)
+    inv = np.divide(1.0, denom, out=np.zeros_like(denom), where=np.abs(denom) > 1e-12)  # parallel: no crossing
+    t = (w[..., 0] * e[:, 1] - w[..., 1] * e[:, 0])[:, None] * inv  # (K, R, M)
+    s = np.matmul(w, np.stack([u[:, 1], -u[:, 0]])).transpose(0, 2, 1) * inv  # (K, R, M)
+    hit = (s >= -1e-9) & (s <= 1 + 1e-9) & (t >= 0) & (inv != 0)
+    return np.where(hit, t, 0.0).max(-1)
 
 
 def polar_centerness(rays: np.ndarray) -> np.ndarray:
