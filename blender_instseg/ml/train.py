@@ -290,8 +290,12 @@ class Trainer:
         self.stop.install()
         sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, start_step=self.step,
                                total_steps=None, rank=self.rank, world=self.world)
+        # its own generator: iter() would otherwise draw a worker base seed from the global torch RNG
+        # right after a resume restored it, and models that sample (point head, RPN/RoI sampling)
+        # would see another random stream than the uninterrupted run
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                                             collate_fn=collate, persistent_workers=cfg.workers > 0)
+                                             collate_fn=collate, persistent_workers=cfg.workers > 0,
+                                             generator=torch.Generator().manual_seed(cfg.seed + self.step))
         net = self.ddp or self.model
         self.model.train()
         bar = ProgressBar()

@@ -89,9 +89,6 @@ def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     assert (best > 0.5).all(), best
 
 
-@pytest.mark.xfail(strict=True, reason="train.py: iter(DataLoader) draws a base seed from the global torch RNG after "
-                   "the checkpoint's RNG state is restored; DataLoader(..., generator=torch.Generator().manual_seed(seed)) "
-                   "fixes it (checked); remove this mark then")
 def test_resume_repeats_the_same_rpn_and_roi_samples(shapes_root: Path, tmp_path: Path) -> None:
     """Anchor and RoI sampling draw from the global torch RNG, which checkpoints carry: 2 + 2 resumed
     steps give the weights of 4 straight ones."""
