@@ -138,13 +138,17 @@ def _evaluate(args: argparse.Namespace, ckpt: Path, rep: Path, log: Path) -> dic
             "mean_boundary_iou": m["boundary"].get("mean_boundary_iou")}
 
 
-#: zoo entries: name in the table -> train flags choosing the network
-ZOO = {
-    "solov2": ["--model", "solov2"],
-    "solov2-nopoint": ["--model", "solov2", "--no-point-head"],
-    "yolact": ["--model", "yolact"],
-    "maskrcnn": ["--model", "maskrcnn"],
-}
+def _zoo() -> dict[str, list[str]]:
+    """Zoo entries: name in the table -> train flags choosing the network (every registered model,
+    plus SOLOv2 without its point head, which measures the head)."""
+    from blender_instseg.ml.models import ARCHITECTURES
+
+    entries = {name: ["--model", name] for name in ARCHITECTURES}
+    entries["solov2-nopoint"] = ["--model", "solov2", "--no-point-head"]
+    return entries
+
+
+ZOO = _zoo()
 
 
 def _train(args: argparse.Namespace, variant: str, run_dir: Path, minutes: float, save_at: list[float], log: Path) -> int:
