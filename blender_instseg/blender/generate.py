@@ -556,12 +556,7 @@ def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int,
     while finished < k:
         if stop.stopped and not stop_sent:
             for proc in procs:
-                try:
-                    assert proc.stdin is not None
-                    proc.stdin.write("stop\n")
-                    proc.stdin.flush()
-                except (OSError, ValueError):
-                    pass
+                protocol.send_line(proc.stdin)
             stop_sent = True
         try:
             i, ev = events.get(timeout=0.2)

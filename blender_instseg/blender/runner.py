@@ -199,14 +199,7 @@ class Job:
 
     def send(self, line: str) -> bool:
         """Write one line to the child's stdin; False when the pipe is already gone."""
-        if self.proc is None or self.proc.stdin is None:
-            return False
-        try:
-            self.proc.stdin.write(line.rstrip("\n") + "\n")
-            self.proc.stdin.flush()
-            return True
-        except (OSError, ValueError):
-            return False
+        return protocol.send_line(self.proc.stdin if self.proc is not None else None, line)
 
     def stop(self, grace_s: float = 10.0, term_s: float = 5.0) -> int | None:
         """Ask politely ("stop" on stdin), then SIGTERM, then SIGKILL; returns the exit code."""

@@ -89,6 +89,22 @@ def parse_line(line: str) -> Event:
     return Event("log", {"message": text})
 
 
+def send_line(stdin: IO[str] | None, line: str = "stop") -> bool:
+    """Write one line (by default the stop command) to a child's stdin; False when the pipe is gone.
+
+    A child that already exited closes its end, so writing raises; the parent treats that as
+    "nothing to tell it" rather than an error.
+    """
+    if stdin is None:
+        return False
+    try:
+        stdin.write(line.rstrip("\n") + "\n")
+        stdin.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def is_stop_command(line: str) -> bool:
     """True for a line the parent sends on stdin to ask for a clean stop."""
     text = line.strip()

@@ -109,12 +109,7 @@ def run_stage(name: str, argv: Sequence[str], on_event: Callable[[Event], None] 
         stop.wait()
         if proc.poll() is not None:
             return
-        try:
-            assert proc.stdin is not None
-            proc.stdin.write("stop\n")
-            proc.stdin.flush()
-        except (OSError, ValueError):
-            pass
+        protocol.send_line(proc.stdin)
         deadline = time.monotonic() + STOP_GRACE_S
         while proc.poll() is None:
             if stop.force or time.monotonic() > deadline:

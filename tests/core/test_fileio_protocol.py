@@ -84,3 +84,20 @@ def test_protocol_error_message_and_stop_commands() -> None:
     assert protocol.is_stop_command('{"cmd": "stop"}')
     assert not protocol.is_stop_command("stopp")
     assert not protocol.is_stop_command('{"cmd": "go"}')
+
+
+def test_send_line_writes_one_line_and_tolerates_a_gone_child() -> None:
+    import io
+    import subprocess
+    import sys
+
+    buf = io.StringIO()
+    assert protocol.send_line(buf) and protocol.send_line(buf, '{"cmd":"stop"}\n')
+    assert buf.getvalue().splitlines() == ["stop", '{"cmd":"stop"}']
+    assert all(protocol.is_stop_command(line) for line in buf.getvalue().splitlines())
+    assert protocol.send_line(None) is False
+    proc = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, text=True)
+    proc.wait()
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert protocol.send_line(proc.stdin) is False  # closed pipe: no exception
