@@ -42,3 +42,25 @@ def trained_run(shapes_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                    "--image-size", "64", "--checkpoint-every", "5", "--lr", "3e-3")
     assert proc.returncode == 0, proc.stderr
     return run_dir
+
+
+def fit_one_image_best_iou(model, images, targets, steps: int, lr: float = 3e-3):  # type: ignore[no-untyped-def]
+    """Train ``model`` on one batch for ``steps`` AdamW steps, then predict it: for each ground-truth
+    instance of image 0, the best mask IoU among the top 8 detections of the same class."""
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for _ in range(steps):
+        loss = sum(model(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    h, w = images.shape[-2:]
+    res = model.postprocess(model(images), 0, (h, w), (h, w))
+    masks, labels = res["masks"][:8], res["labels"][:8]
+    gt = targets[0]["masks"].bool()
+    iou = (masks[:, None] & gt[None]).flatten(2).sum(2) / (masks[:, None] | gt[None]).flatten(2).sum(2).clamp(min=1)
+    same_class = labels[:, None] == targets[0]["labels"][None]
+    return (iou * same_class).max(0).values

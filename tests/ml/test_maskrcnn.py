@@ -13,7 +13,7 @@ pytestmark = pytest.mark.torch
 from blender_instseg.ml.data import InstanceDataset, collate, load_coco
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.maskrcnn import MaskRCNN, MaskRCNNConfig, match_anchors
-from tests.ml.conftest import run_cli
+from tests.ml.conftest import fit_one_image_best_iou, run_cli
 
 
 def test_match_anchors_thresholds_and_low_quality_matches() -> None:
@@ -73,19 +73,7 @@ def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     torch.manual_seed(0)
     small = {"backbone_widths": (16, 32, 48, 64, 96), "box_fc": 128, "mask_channels": 32, "roi_batch_per_image": 64}
     model = MaskRCNN(MaskRCNNConfig(num_classes=3, **small))  # type: ignore[arg-type]
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(60):
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    res = model.postprocess(model(images), 0, (64, 64), (64, 64))
-    masks, labels = res["masks"][:8], res["labels"][:8]
-    iou = (masks[:, None] & gt[None]).flatten(2).sum(2) / (masks[:, None] | gt[None]).flatten(2).sum(2).clamp(min=1)
-    same_class = labels[:, None] == targets[0]["labels"][None]
-    best = (iou * same_class).max(0).values
+    best = fit_one_image_best_iou(model, images, targets, steps=60)
     assert (best > 0.5).all(), best
 
 

@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.ml.conftest import fit_one_image_best_iou  # noqa: E402
+
 pytestmark = pytest.mark.torch
 
 from blender_instseg.ml.data import InstanceDataset, collate, load_coco
@@ -194,17 +196,5 @@ def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     assert len(gt) == 4 and len(set(targets[0]["labels"].tolist())) == 3
     torch.manual_seed(0)
     model = PolarMask(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(40):
-        loss = sum(model(images, targets).values())
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.eval()
-    res = model.postprocess(model(images), 0, (64, 64), (64, 64))
-    masks, labels = res["masks"][:8], res["labels"][:8]
-    iou = (masks[:, None] & gt[None]).flatten(2).sum(2) / (masks[:, None] | gt[None]).flatten(2).sum(2).clamp(min=1)
-    same_class = labels[:, None] == targets[0]["labels"][None]
-    best = (iou * same_class).max(0).values
+    best = fit_one_image_best_iou(model, images, targets, steps=40)
     assert (best > 0.5).all(), best
