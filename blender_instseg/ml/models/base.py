@@ -109,6 +109,8 @@ class InstanceSegModel(nn.Module, ABC):
 
     def __init__(self, cfg: Any) -> None:
         super().__init__()
+        if cfg.num_classes < 1:
+            raise ValueError("the model needs at least one category")
         self.cfg = cfg
 
     @abstractmethod

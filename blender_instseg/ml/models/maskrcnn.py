@@ -172,8 +172,6 @@ class MaskRCNN(InstanceSegModel):
 
     def __init__(self, cfg: MaskRCNNConfig) -> None:
         super().__init__(cfg)
-        if cfg.num_classes < 1:
-            raise ValueError("the model needs at least one category")
         if len(cfg.anchor_sizes) != len(FPN_STRIDES):
             raise ValueError(f"anchor_sizes needs one size per level P2..P5 ({len(FPN_STRIDES)}), got {len(cfg.anchor_sizes)}")
         if len(cfg.box_reg_weights) != 4:

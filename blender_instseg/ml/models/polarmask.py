@@ -264,8 +264,6 @@ class PolarMask(InstanceSegModel):
 
     def __init__(self, cfg: PolarMaskConfig) -> None:
         super().__init__(cfg)
-        if cfg.num_classes < 1:
-            raise ValueError("the model needs at least one category")
         if len(cfg.level_strides) != 3:
             raise ValueError("level_strides needs 3 entries (P3..P5)")
         if len(cfg.ray_ranges) != len(cfg.level_strides):

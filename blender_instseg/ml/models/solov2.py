@@ -128,8 +128,6 @@ class SOLOv2Lite(InstanceSegModel):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        if cfg.num_classes < 1:
-            raise ValueError("the model needs at least one category")
         if len(cfg.grids) != 3 or len(cfg.scale_ranges) != 3 or len(cfg.level_strides) != 3:
             raise ValueError("grids, scale_ranges and level_strides need 3 entries (P3..P5)")
         self.cfg: ModelConfig = cfg
