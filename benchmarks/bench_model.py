@@ -11,6 +11,8 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            evaluate with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50, Boundary AP) and
            write curve.json + learning_curve.png to --out. ``--variants point nopoint`` measures the
            point head.
+  agnostic mask AP with and without categories on one predictions file (is the category branch
+           the bottleneck?).
   zoo      every architecture of the model zoo trained --minutes on the same data, then the table
            for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
            < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
@@ -297,6 +299,28 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agnostic(args: argparse.Namespace) -> int:
+    """Mask AP with and without categories (pycocotools ``useCats`` 1 / 0) on one predictions file: a
+    large gap means the masks are found but the classes are wrong (the category branch is the
+    bottleneck), a small one that segmentation itself is."""
+    from pycocotools.cocoeval import COCOeval
+
+    from blender_instseg.core import metrics as M
+
+    gt, _ = M.load_ground_truth(args.gt)
+    dt = M.load_predictions(args.pred, gt)
+    for use_cats in (1, 0):
+        ev = COCOeval(gt, dt, iouType="segm")
+        ev.params.useCats = use_cats
+        with M.quiet():
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        print(f"{'with categories' if use_cats else 'class-agnostic '}: AP {ev.stats[0]:.3f}  AP50 {ev.stats[1]:.3f}  "
+              f"APs {ev.stats[3]:.3f}  APm {ev.stats[4]:.3f}  APl {ev.stats[5]:.3f}  AR100 {ev.stats[8]:.3f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="mode")
@@ -336,7 +360,12 @@ def main(argv: list[str] | None = None) -> int:
     zoo.add_argument("--seed", type=int, default=0)
     zoo.add_argument("--repeats", type=int, default=20, help="images timed per latency size")
     zoo.add_argument("--out", default="out/bench_zoo")
+    ag = sub.add_parser("agnostic", help="mask AP with and without categories for one predictions file")
+    ag.add_argument("--gt", required=True, help="COCO ground truth JSON")
+    ag.add_argument("--pred", required=True, help="COCO results JSON (e.g. REPORT_DIR/predictions.json of ml evaluate)")
     args = p.parse_args(argv)
+    if args.mode == "agnostic":
+        return cmd_agnostic(args)
     if args.mode == "zoo":
         return cmd_zoo(args)
     if args.mode == "_latency_child":
