@@ -60,7 +60,7 @@ def _like(value: Any, example: Any) -> Any:
 
 @dataclass
 class ModelConfigBase:
-    """Base of every architecture's config: ``num_classes`` plus JSON round-tripping.
+    """Base of every architecture's config: ``num_classes``, the shared backbone + FPN, JSON round-tripping.
 
     ``arch`` (the registry name) is a class attribute, written into ``to_dict()`` so a checkpoint
     names its architecture; dicts without it are SOLOv2 (checkpoints from before the zoo).
@@ -68,6 +68,10 @@ class ModelConfigBase:
 
     arch: ClassVar[str] = ""
     num_classes: int
+    # the backbone (backbone.py) and FPN (fpn.py) every architecture builds on
+    backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
+    backbone_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)
+    fpn_channels: int = 64
 
     def to_dict(self) -> dict[str, Any]:
         return {"arch": self.arch, **{k: _as_lists(v) for k, v in asdict(self).items()}}

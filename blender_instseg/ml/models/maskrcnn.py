@@ -39,9 +39,6 @@ class MaskRCNNConfig(ModelConfigBase):
 
     arch: ClassVar[str] = "maskrcnn"
     num_classes: int
-    backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
-    backbone_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)
-    fpn_channels: int = 64
     # RPN: one anchor size per level P2..P5 (detectron2's 32..512 for 800 px, scaled to ~256 px inputs),
     # 3 aspect ratios (h / w) -> 3 anchors per location
     anchor_sizes: tuple[float, ...] = (16.0, 32.0, 64.0, 128.0)

@@ -33,9 +33,6 @@ class ModelConfig(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
 
     arch: ClassVar[str] = "solov2"
-    backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
-    backbone_blocks: tuple[int, ...] = (0, 1, 1, 1, 1)
-    fpn_channels: int = 64
     head_channels: int = 64
     head_convs: int = 2
     mask_channels: int = 32
