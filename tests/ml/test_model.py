@@ -129,3 +129,48 @@ def test_training_points_are_drawn_around_each_instance() -> None:
     assert (pts >= boxes[:, None, :2]).all() and (pts <= boxes[:, None, 2:]).all()
     inside = (pts[1, :, 0] < 2 / 64 + 1e-6) & (pts[1, :, 1] > 60 / 64)
     assert inside.any()  # the small object is actually sampled
+
+
+def test_mask_pooled_classifier_averages_each_map_under_the_mask() -> None:
+    from blender_instseg.ml.models.solov2 import MaskPooledClassifier
+
+    clf = MaskPooledClassifier((1, 1), hidden=4, num_classes=2)
+    fine = torch.zeros(1, 8, 8)
+    fine[0, :4] = 2.0          # top half 2, bottom half 0
+    coarse = torch.full((1, 4, 4), 5.0)
+    weights = torch.zeros(2, 8, 8)
+    weights[0, :4] = 1.0       # the top half
+    weights[1, 6:, 6:] = 0.5   # a soft corner of the bottom half
+    seen = {}
+    clf.net.register_forward_pre_hook(lambda _m, inp: seen.setdefault("x", inp[0]))
+    assert clf([fine, coarse], weights).shape == (2, 2)
+    torch.testing.assert_close(seen["x"], torch.tensor([[2.0, 5.0], [0.0, 5.0]]))
+
+
+def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_root: Path) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=2)
+    model = build_model(cfg).train()
+    images, targets = _batch(shapes_root, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    cls_losses = []
+    for _ in range(40):
+        losses = model(images, targets)
+        cls_losses.append(float(losses["mask_cls"].detach()))
+        opt.zero_grad()
+        sum(losses.values()).backward()
+        opt.step()
+    assert np.mean(cls_losses[-3:]) < 0.75 * np.mean(cls_losses[:3])
+    model.eval()
+    model.set_score_threshold(0.0)
+    model.cfg.mask_thr = 0.0  # 40 steps do not make confident masks yet; keep every candidate's mask
+    with torch.no_grad():
+        out = model(images)
+    picked = model.select(out, 0)
+    assert picked is not None
+    cell, label, scores, _ = picked
+    assert len(cell) > 0
+    assert torch.bincount(cell).max() <= 2          # one mask per cell, its two likeliest classes
+    assert (scores[1:] <= scores[:-1]).all()
+    res = model.postprocess(out, 0, (64, 64), (64, 64))
+    assert res["masks"].shape[1:] == (64, 64) and len(res["labels"]) == len(res["scores"])

@@ -40,6 +40,7 @@ class ImplicitPointRendConfig(ModelConfig):
     arch: ClassVar[str] = "implicit_pointrend"
     mask_channels: int = 16  # features sampled at each point (the MLP's input width grows with it)
     point_head: bool = False
+    mask_classifier: bool = False  # not trained by this model's loss
     implicit_hidden: int = 8
     implicit_layers: int = 3
     pos_freqs: int = 8
@@ -49,6 +50,7 @@ class ImplicitPointRendConfig(ModelConfig):
 
     def __post_init__(self) -> None:
         self.point_head = False
+        self.mask_classifier = False
         if self.implicit_layers < 1 or self.implicit_hidden < 1 or self.pos_freqs < 0:
             raise ValueError("implicit_layers and implicit_hidden must be >= 1, pos_freqs >= 0")
 
