@@ -319,7 +319,33 @@ def cmd_agnostic(args: argparse.Namespace) -> int:
             ev.summarize()
         print(f"{'with categories' if use_cats else 'class-agnostic '}: AP {ev.stats[0]:.3f}  AP50 {ev.stats[1]:.3f}  "
               f"APs {ev.stats[3]:.3f}  APm {ev.stats[4]:.3f}  APl {ev.stats[5]:.3f}  AR100 {ev.stats[8]:.3f}")
+    found, right = _first_class_hits(gt, dt)
+    n_gt = len(gt.getAnnIds(iscrowd=False))
+    print(f"found (a detection with mask IoU >= 0.5): {found} of {n_gt} objects; the highest-scoring such "
+          f"detection has the right class for {right} ({right / max(found, 1):.0%})")
     return 0
+
+
+def _first_class_hits(gt, dt) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(objects with any detection of mask IoU >= 0.5, objects whose highest-scoring such detection
+    has their category): how often the model names what it finds correctly."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    found = right = 0
+    for img_id in gt.getImgIds():
+        gts = gt.loadAnns(gt.getAnnIds(imgIds=img_id, iscrowd=False))
+        dts = sorted(dt.loadAnns(dt.getAnnIds(imgIds=img_id)), key=lambda d: -d["score"])
+        if not gts or not dts:
+            continue
+        ious = mask_utils.iou([d["segmentation"] for d in dts], [gt.annToRLE(g) for g in gts], [0] * len(gts))
+        hit = np.asarray(ious) >= 0.5
+        for j, g in enumerate(gts):
+            first = np.flatnonzero(hit[:, j])
+            if len(first):
+                found += 1
+                right += dts[first[0]]["category_id"] == g["category_id"]
+    return found, right
 
 
 def main(argv: list[str] | None = None) -> int:
