@@ -204,7 +204,7 @@ class SOLOv2Lite(InstanceSegModel):
             cates.append(cate.permute(0, 2, 3, 1).reshape(cate.shape[0], -1, self.cfg.num_classes))
             kernels.append(kernel.permute(0, 2, 3, 1).reshape(kernel.shape[0], -1, kernel.shape[1]))
         return {"cate": torch.cat(cates, 1), "kernel": torch.cat(kernels, 1), "mask_feat": mask_feat,
-                "fine": [x, c[0], mask_feat], "pool": [p[1], p[2]]}
+                "fine": [x, c[0], mask_feat], "pool": [mask_feat, p[1], p[2]]}
 
     # ------------------------------------------------------------------ training
     def loss(self, out: dict[str, Any], targets: list[dict[str, torch.Tensor]],
@@ -228,8 +228,7 @@ class SOLOv2Lite(InstanceSegModel):
                 # every GT mask, plus (detached) predicted masks of some positive cells: what inference pools
                 pick = torch.randperm(len(cells), generator=generator, device=cells.device)[: cfg.mask_cls_max_cells]
                 weights = torch.cat([masks_s4, torch.sigmoid(logits[pick].detach())])
-                pool_feats = [feat] + [m[b] for m in out["pool"]]
-                cls_logits.append(self.mask_cls(pool_feats, weights))
+                cls_logits.append(self.mask_cls([m[b] for m in out["pool"]], weights))
                 cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]))
             if self.point_head is not None:
                 n = len(cells)
@@ -307,6 +306,10 @@ class SOLOv2Lite(InstanceSegModel):
         if len(scores) > cfg.nms_pre:
             scores, order = scores.topk(cfg.nms_pre)
             cell, label = cell[order], label[order]
+        if self.mask_cls is not None:
+            # one mask per cell (its classes share it), scored by the cell's best grid score; named below
+            cell = torch.unique(cell)
+            scores, label = scores_all[cell].max(1).values, torch.zeros_like(cell)
         strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32, device=device)
                              for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
         logits = self.mask_logits(out, b, cell)
@@ -319,7 +322,7 @@ class SOLOv2Lite(InstanceSegModel):
         cell, logits, probs, masks, area, scores, label = (cell[keep], logits[keep], probs[keep], masks[keep], area[keep],
                                                            scores[keep], label[keep])
         if self.mask_cls is not None:
-            picked = self.reclassify(out, b, cell, scores_all, logits, probs, masks, area)
+            picked = self.reclassify(out, b, cell, scores, logits, probs, masks, area)
             if picked is None:
                 return None
             cell, label, scores, logits, probs, masks, area = picked
@@ -337,10 +340,10 @@ class SOLOv2Lite(InstanceSegModel):
         scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
         return cell, label, scores, logits
 
-    def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, scores_all: torch.Tensor,
+    def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
                    logits: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor, area: torch.Tensor
                    ) -> tuple[torch.Tensor, ...] | None:
-        """Candidates (one per cell and class above the threshold) -> one mask per cell, named by the
+        """Candidate cells (one mask each, ``objectness`` = the cell's best grid score) named by the
         mask-pooled classifier: its most likely class gets the cell's best grid score (so recall and
         the ranking across cells are the grid branch's), the next ``mask_cls_topk - 1`` classes that
         score scaled by their probability relative to the first; those >= ``score_thr`` are kept.
@@ -349,15 +352,10 @@ class SOLOv2Lite(InstanceSegModel):
         fell under the final threshold.)"""
         assert self.mask_cls is not None
         cfg = self.cfg
-        ucell, inv = torch.unique(cell, return_inverse=True)
-        arange = torch.arange(len(cell), device=cell.device)
-        first = torch.full((len(ucell),), len(cell), dtype=torch.long, device=cell.device)
-        first = first.scatter_reduce(0, inv, arange, reduce="amin")
-        feats = [out["mask_feat"][b]] + [m[b] for m in out["pool"]]
-        prob_cls = torch.softmax(self.mask_cls(feats, probs[first]), dim=1)
+        prob_cls = torch.softmax(self.mask_cls([m[b] for m in out["pool"]], probs), dim=1)
         top_p, top_c = prob_cls.topk(min(cfg.mask_cls_topk, prob_cls.shape[1]), dim=1)
-        scores = (scores_all[ucell].max(1).values[:, None] * top_p / top_p[:, :1]).flatten()
-        src = first.repeat_interleave(top_p.shape[1])
+        scores = (objectness[:, None] * top_p / top_p[:, :1]).flatten()
+        src = torch.arange(len(cell), device=cell.device).repeat_interleave(top_p.shape[1])
         keep = scores >= cfg.score_thr
         if not keep.any():
             return None
