@@ -174,3 +174,31 @@ def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_ro
     assert (scores[1:] <= scores[:-1]).all()
     res = model.postprocess(out, 0, (64, 64), (64, 64))
     assert res["masks"].shape[1:] == (64, 64) and len(res["labels"]) == len(res["scores"])
+
+
+@pytest.mark.parametrize("mask_classifier", [False, True])
+def test_a_score_threshold_keeps_exactly_the_detections_scoring_above_it(shapes_root: Path,
+                                                                        mask_classifier: bool) -> None:
+    """select() drops candidates under the final threshold before computing masks (for speed); the
+    result must equal thresholding the full output, Matrix NMS decay included."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_classifier=mask_classifier)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # spread the grid scores over (0, 1) and make masks, as a trained model does
+        model.head.cate_out.weight.normal_(0, 0.3)
+        model.head.cate_out.bias.fill_(-1.0)
+        model.head.kernel_out.weight.mul_(300.0)  # confident masks: maskness ~1, scores stay near grid scores
+    images, _ = _batch(shapes_root, cfg)
+    with torch.no_grad():
+        out = model(images)
+    model.cfg.update_thr, model.cfg.max_per_img = 0.0, 10_000  # no top-k cut: compare whole lists
+    every = model.select(out, 0)
+    assert every is not None and len(every[0]) > 10
+    for threshold in every[2].quantile(torch.tensor([0.2, 0.4, 0.6, 0.8])).tolist():
+        model.cfg.update_thr = threshold
+        above = every[2] >= threshold
+        assert 0 < int(above.sum()) < len(every[2])
+        picked = model.select(out, 0)
+        assert picked is not None
+        for got, want in zip(picked, every):
+            torch.testing.assert_close(got, want[above])

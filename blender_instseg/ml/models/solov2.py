@@ -299,7 +299,10 @@ class SOLOv2Lite(InstanceSegModel):
         cfg = self.cfg
         scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
         device = scores_all.device
-        cell, label = torch.nonzero(scores_all > cfg.score_thr, as_tuple=True)
+        # A detection's final score is at most its grid score (maskness <= 1, Matrix NMS only decays,
+        # and decay comes only from higher-scored candidates), so candidates under the final threshold
+        # can be dropped before any mask is computed without changing the result.
+        cell, label = torch.nonzero((scores_all > cfg.score_thr) & (scores_all >= cfg.update_thr), as_tuple=True)
         if len(cell) == 0:
             return None
         scores = scores_all[cell, label]
@@ -328,6 +331,11 @@ class SOLOv2Lite(InstanceSegModel):
             cell, label, scores, logits, probs, masks, area = picked
         maskness = (probs * masks).flatten(1).sum(1) / area
         scores = scores * maskness
+        keep = scores >= cfg.update_thr  # exact, as above: they cannot pass and decay only lower ones
+        if not keep.any():
+            return None
+        cell, logits, masks, area, label, scores = (cell[keep], logits[keep], masks[keep], area[keep], label[keep],
+                                                    scores[keep])
         scores, order = scores.sort(descending=True)
         cell, logits, masks, area, label = cell[order], logits[order], masks[order], area[order], label[order]
         scores = matrix_nms(masks, label, scores, mask_area=area, kernel=cfg.nms_kernel, sigma=cfg.nms_sigma)
