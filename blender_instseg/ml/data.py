@@ -19,6 +19,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from ..core.fileio import read_json
+from .ops.object_crops import object_crops
 from .targets import SoloTargets
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,9 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255.0)
 
 
+BANK_MAX = 50_000  # objects the classifier crop bank draws from (~115 MB of 24 px crops when all are cut)
+
+
 @dataclass
 class AugmentConfig:
     scale_min: float = 0.7
@@ -231,7 +235,7 @@ class InstanceDataset(torch.utils.data.Dataset):
     def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, seed: int,
                  augment: AugmentConfig | None = None, cache_images: bool = True,
                  make_targets: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]] | None = None,
-                 amodal: bool = False) -> None:
+                 amodal: bool = False, crop_bank: tuple[int, int] = (0, 0)) -> None:
         if image_size % 32:
             raise DataError(f"--image-size must be a multiple of 32, got {image_size}")
         self.source = source
@@ -242,6 +246,17 @@ class InstanceDataset(torch.utils.data.Dataset):
         self.cache: dict[int, np.ndarray] | None = {} if cache_images else None
         self.make_targets = make_targets
         self.amodal = amodal
+        self.bank_count, self.bank_size = crop_bank
+        # the (record, annotation) pairs the crop bank draws from (at most BANK_MAX, a fixed random
+        # subset), and their crops once cut, as uint8 (2.3 kB each at 24 px)
+        self.bank_index: list[tuple[int, int]] = []
+        if self.bank_count:
+            pairs = [(i, j) for i, r in enumerate(source.records) for j, a in enumerate(r.anns) if not a.get("iscrowd", 0)]
+            if len(pairs) > BANK_MAX:
+                keep = np.sort(np.random.default_rng(seed).choice(len(pairs), BANK_MAX, replace=False))
+                pairs = [pairs[k] for k in keep]
+            self.bank_index = pairs
+        self.bank_cache: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.source.records)
@@ -277,7 +292,31 @@ class InstanceDataset(torch.utils.data.Dataset):
             sample["amodal_masks"] = np.ascontiguousarray(amodal[keep]) if n else np.zeros_like(masks)
         if self.make_targets is not None:
             sample.update(self.make_targets(sample))
-        return to_tensor(img), {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sample.items()}
+        target = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sample.items()}
+        if self.bank_count and self.bank_index:
+            target["object_crops"], target["object_crop_labels"] = self._bank_crops(rng)
+        return to_tensor(img), target
+
+    def _bank_crops(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``bank_count`` random objects of the whole set as classifier crops (``ops.object_crops``),
+        each flipped left-right with probability ``hflip``; drawn from the sample's RNG, so resumable."""
+        picks = [int(p) for p in rng.integers(len(self.bank_index), size=self.bank_count)]
+        todo = sorted({p for p in picks if p not in self.bank_cache})
+        for i in sorted({self.bank_index[p][0] for p in todo}):  # cut the new ones, one image at a time
+            mine = [p for p in todo if self.bank_index[p][0] == i]
+            img = self._image(i)
+            h, w = img.shape[:2]
+            anns = self.source.records[i].anns
+            masks = torch.from_numpy(np.stack([decode_segmentation(anns[self.bank_index[p][1]]["segmentation"], h, w)
+                                               for p in mine]))
+            cut = object_crops(to_tensor(img), masks, self.bank_size).mul_(255).round_().to(torch.uint8)
+            self.bank_cache.update(zip(mine, cut))
+        out = torch.stack([self.bank_cache[p] for p in picks]).float().div_(255)
+        flip = torch.from_numpy(rng.random(len(out)) < self.aug.hflip)
+        out[flip] = out[flip].flip(-1)
+        labels = [self.label_of[int(self.source.records[i].anns[j]["category_id"])]
+                  for i, j in (self.bank_index[p] for p in picks)]
+        return out, torch.tensor(labels, dtype=torch.int64)
 
     def _augment(self, img: np.ndarray, masks: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         a, size = self.aug, self.size

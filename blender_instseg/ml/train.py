@@ -212,7 +212,7 @@ class Trainer:
         model_cls = architecture(self.model_cfg.arch)[1]
         self.dataset = InstanceDataset(self.train_src, self.train_src.category_ids, cfg.image_size, cfg.seed,
                                        AugmentConfig(**cfg.augment), make_targets=model_cls.make_targets(self.model_cfg),
-                                       amodal=model_cls.needs_amodal)
+                                       amodal=model_cls.needs_amodal, crop_bank=model_cls.crop_bank(self.model_cfg))
         self.steps_per_epoch = max(1, len(self.dataset) // (cfg.batch_size * self.world))
         self.total_steps = self._total_steps()
         self.stop = StopFlag()

@@ -132,7 +132,7 @@ def test_training_points_are_drawn_around_each_instance() -> None:
 
 
 def test_mask_pooled_classifier_averages_each_map_under_the_mask() -> None:
-    from blender_instseg.ml.models.solov2 import MaskPooledClassifier
+    from blender_instseg.ml.models.mask_classifiers import MaskPooledClassifier
 
     clf = MaskPooledClassifier((1, 1), hidden=4, num_classes=2)
     fine = torch.zeros(1, 8, 8)
@@ -147,9 +147,84 @@ def test_mask_pooled_classifier_averages_each_map_under_the_mask() -> None:
     torch.testing.assert_close(seen["x"], torch.tensor([[2.0, 5.0], [0.0, 5.0]]))
 
 
-def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_root: Path) -> None:
+def test_square_crops_centre_a_square_on_each_mask_in_normalised_coordinates() -> None:
+    from blender_instseg.ml.ops.object_crops import square_crops
+
+    w = torch.zeros(3, 64, 64)
+    w[0, 10:20, 30:50] = 1.0   # box x 30..50, y 10..20: centre (40, 15), longer side 20
+    w[1, 5:9, 5:9] = 0.3       # faint: its pixels above half its own peak
+    theta = square_crops(w, margin=0.2)
+    corners = torch.tensor([[-1.0, -1.0, 1.0], [1.0, 1.0, 1.0]])  # output (x, y) corners, homogeneous
+    px = ((theta @ corners.T).transpose(1, 2) + 1) / 2 * 64       # -> input pixel edges
+    torch.testing.assert_close(px[0], torch.tensor([[28.0, 3.0], [52.0, 27.0]]))
+    torch.testing.assert_close(px[1], torch.tensor([[4.6, 4.6], [9.4, 9.4]]))
+    torch.testing.assert_close(px[2], torch.tensor([[-6.4, -6.4], [70.4, 70.4]]))  # empty: the whole map
+    # the same matrices crop the stride-1 version of the map alike: the crop is resolution-free
+    up = torch.nn.functional.interpolate(w[:1, None], scale_factor=4)[0]
+    grid = torch.nn.functional.affine_grid(theta[:1], [1, 1, 24, 24], align_corners=False)
+    a = torch.nn.functional.grid_sample(w[None, :1], grid, align_corners=False)
+    b = torch.nn.functional.grid_sample(up[None], grid, align_corners=False)
+    assert (a - b).abs().mean() < 0.05 and a.sum() > 100
+
+
+def test_roi_classifier_training_views_start_with_the_plain_crop() -> None:
+    from blender_instseg.ml.models.mask_classifiers import RoIMaskClassifier
+
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=2)
+    clf = RoIMaskClassifier(feat_channels=4, hidden=8, num_classes=3).eval()
+    image, feat = torch.randn(3, 64, 64), torch.randn(4, 16, 16)
+    weights = torch.zeros(2, 16, 16)
+    weights[0, 2:6, 3:9] = 1.0
+    weights[1, 8:15, 8:12] = 1.0
+    plain = clf(image, feat, weights)
+    views = clf(image, feat, weights, views=3, jitter=0.2, generator=torch.Generator().manual_seed(0))
+    assert plain.shape == (2, 3) and views.shape == (6, 3)
+    torch.testing.assert_close(views[:2], plain)
+    assert not torch.allclose(views[2:4], plain) and not torch.allclose(views[4:], views[2:4])
+
+
+def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) -> None:
+    """The data set's bank crops (raw image) and the model's crops of the same GT mask (normalised
+    image) agree once normalised, and each carries its object's label; drawing is resumable."""
+    from blender_instseg.ml.data import InstanceDataset, decode_segmentation
+    from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
+    from blender_instseg.ml.ops.object_crops import sample_crops, square_crops
+
+    src = load_coco(shapes_root / "annotations.json")
+    ds = InstanceDataset(src, src.category_ids, 64, seed=0, crop_bank=(6, 24))
+    _, t = ds[(0, 0)]
+    crops, labels = t["object_crops"], t["object_crop_labels"]
+    assert crops.shape == (6, 4, 24, 24) and labels.shape == (6,) and crops[:, 3].amax() > 0.9
+    _, again = InstanceDataset(src, src.category_ids, 64, seed=0, crop_bank=(6, 24))[(0, 0)]
+    torch.testing.assert_close(again["object_crops"], crops)
+    cached = {p: c.float() / 255 for p, c in ds.bank_cache.items()}
+    for crop, label in zip(crops, labels.tolist()):
+        p = next(p for p, c in cached.items() if torch.equal(c, crop) or torch.equal(c.flip(-1), crop))
+        i, j = ds.bank_index[p]
+        ann = src.records[i].anns[j]
+        assert src.category_ids[label] == ann["category_id"]
+        img = torch.from_numpy(read_image(src.records[i].path).transpose(2, 0, 1).copy()).float() / 255
+        mask = torch.from_numpy(decode_segmentation(ann["segmentation"], *img.shape[1:])).float()
+        soft = torch.nn.functional.avg_pool2d(mask[None, None], 4)[0]
+        mine = sample_crops((img - PIXEL_MEAN) / PIXEL_STD, soft, square_crops(soft), 24)[0]
+        bank = cached[p].clone()
+        bank[:3] = (bank[:3] - PIXEL_MEAN) / PIXEL_STD
+        assert (mine - bank).abs().max() < 1 / 255 / PIXEL_STD  # equal but for the uint8 storage
+
+
+def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
+    assert ModelConfig.from_dict({"num_classes": 2}).mask_classifier is False
+    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True})
+    assert old.mask_cls_kind == "pooled" and type(build_model(old).mask_cls).__name__ == "MaskPooledClassifier"
+    assert type(build_model(ModelConfig(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
+    with pytest.raises(ValueError, match="mask_cls_kind"):
+        build_model(ModelConfig(num_classes=2, mask_cls_kind="box"))
+
+
+@pytest.mark.parametrize("kind", ["roi", "pooled"])
+def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_root: Path, kind: str) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=2, mask_cls_kind=kind)
     model = build_model(cfg).train()
     images, targets = _batch(shapes_root, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -202,3 +277,33 @@ def test_a_score_threshold_keeps_exactly_the_detections_scoring_above_it(shapes_
         assert picked is not None
         for got, want in zip(picked, every):
             torch.testing.assert_close(got, want[above])
+
+
+def test_roi_classifier_loss_pairs_each_crop_with_its_own_label(shapes_root: Path) -> None:
+    """The classifier's loss over the batch's GT masks and the crop bank equals cross-entropy computed
+    by hand, crop by crop (a label list out of step with the crops would still train, on noise)."""
+    from blender_instseg.ml.data import InstanceDataset
+    from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD, SOLOv2Lite
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_views=1, mask_cls_bank=5)
+    model = build_model(cfg).train()
+    src = load_coco(shapes_root / "annotations.json")
+    ds = InstanceDataset(src, src.category_ids, 64, seed=0, make_targets=SOLOv2Lite.make_targets(cfg),
+                         crop_bank=SOLOv2Lite.crop_bank(cfg))
+    images, targets = collate([ds[(i, 0)] for i in range(3)])
+    assert all(len(t["object_crops"]) == 5 for t in targets)
+    loss = model(images, targets)["mask_cls"]
+    out = model.features(images)
+    logits, labels = [], []
+    for b, t in enumerate(targets):
+        if len(t["cell_index"]) == 0:
+            continue
+        soft = torch.nn.functional.avg_pool2d(t["masks"].float()[None], 4)[0]
+        logits.append(model.mask_cls(out["fine"][0][b], out["mask_feat"][b], soft))
+        crops = t["object_crops"].clone()
+        crops[:, :3] = (crops[:, :3] - PIXEL_MEAN) / PIXEL_STD
+        logits.append(model.mask_cls.classify(crops))
+        labels += [t["labels"], t["object_crop_labels"]]
+    want = torch.nn.functional.cross_entropy(torch.cat(logits), torch.cat(labels))
+    torch.testing.assert_close(loss, want)

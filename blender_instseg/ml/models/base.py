@@ -21,6 +21,9 @@ registry (``ml/models/__init__.py``). The contract:
   "boxes": (N, 4) float32 x1 y1 x2 y2, pixel edges, ["amodal_masks": (N, H, W) uint8]}`` -> extra
   numpy arrays added to the sample's target dict. ``None`` when the generic keys are enough.
 * ``needs_amodal`` (class attribute): the data set also decodes ``amodal_segmentation``.
+* ``crop_bank(cfg)`` (class method): (crops per sample, side); when non-zero the data set adds
+  ``object_crops`` / ``object_crop_labels`` of random objects from the whole training set to each
+  sample's targets (``ops/object_crops.py``), for a classifier that reads object crops.
 """
 
 from __future__ import annotations
@@ -130,6 +133,13 @@ class InstanceSegModel(nn.Module, ABC):
     def make_targets(cls, cfg: Any) -> TargetFn | None:
         """Model-specific training targets computed in the data set; None: the generic ones suffice."""
         return None
+
+    @classmethod
+    def crop_bank(cls, cfg: Any) -> tuple[int, int]:
+        """(crops per sample, crop side): the data set adds ``object_crops`` (N, 4, side, side) image +
+        stride-4 mask crops of random objects from the whole training set, and their
+        ``object_crop_labels`` (N,), to each sample's targets (``ops.object_crops``). (0, 0): none."""
+        return 0, 0
 
     def set_score_threshold(self, threshold: float) -> None:
         """Return exactly the detections scoring >= ``threshold`` from now on.

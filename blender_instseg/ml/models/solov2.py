@@ -22,6 +22,7 @@ from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
 from .fpn import FPN
+from .mask_classifiers import MaskPooledClassifier, RoIMaskClassifier
 from .point_head import PointHead, mask_boxes, point_sample, uncertain_points_with_randomness
 
 PIXEL_MEAN = 0.45
@@ -53,12 +54,21 @@ class ModelConfig(ModelConfigBase):
     point_max_instances: int = 24
     point_weight: float = 1.0
     point_box_sampling: bool = True  # draw training points around each instance, not over the whole image
-    # mask-pooled classifier: re-decides each candidate's class from features averaged under its mask
-    # (MaskPooledClassifier; configs saved before it existed load with it off)
+    # second-look classifier: re-decides each candidate's class from its mask (mask_classifiers.py):
+    # "roi" a CNN on a scale-normalised crop of image + mask + mask features, "pooled" an MLP on
+    # features averaged under the mask. Configs saved before either existed load with it off, those
+    # saved before "roi" existed load as "pooled".
     mask_classifier: bool = True
+    mask_cls_kind: str = "roi"
     mask_cls_hidden: int = 128
+    mask_cls_size: int = 24  # roi: crop side in pixels
+    mask_cls_width: int = 16  # roi: channels of the first conv (x2, x4 after each stride 2)
+    mask_cls_feat: int = 0  # roi: mask-feature channels cropped (a 1x1 projection); 0: image + mask only
+    mask_cls_bank: int = 16  # roi without features: crops of objects from other training images per image
     mask_cls_weight: float = 1.0
-    mask_cls_max_cells: int = 64  # predicted masks of positive cells per image it trains on (plus every GT mask)
+    mask_cls_max_cells: int = 0  # predicted masks of positive cells per image it trains on (plus every GT mask)
+    mask_cls_views: int = 3  # roi: jittered crops per mask in training (RoIMaskClassifier.forward)
+    mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
     subdivision_steps: int = 2
     subdivision_points: int = 784
@@ -77,7 +87,8 @@ class ModelConfig(ModelConfigBase):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
-        return super().from_dict({"mask_classifier": False, **d})  # saved before the mask classifier: off
+        # saved before the mask classifier: off; saved before the RoI one: the pooled one
+        return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", **d})
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -131,37 +142,9 @@ class GridHead(nn.Module):
         return self.cate_out(self.cate(cfeat)), self.kernel_out(self.kernel(kfeat))
 
 
-class MaskPooledClassifier(nn.Module):
-    """Classifies an instance from features averaged under its (soft) mask.
-
-    Why: on rendered scenes the grid's category branch finds the objects (class-agnostic AP is 2.3x
-    the class-aware AP) but names them poorly: it judges an object from the one cell at its centre.
-    Averaging the stride-4 mask features and the P3/P4 pyramid features over the whole mask lets the
-    class decision see all of the object and only the object. At inference the grid branch's best
-    score stays the detection's score (objectness) and this classifier picks the class
-    (``SOLOv2Lite.reclassify``).
-    """
-
-    def __init__(self, channels: tuple[int, ...], hidden: int, num_classes: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(sum(channels), hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
-
-    def forward(self, feats: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-        """feats: per map (E_i, h_i, w_i), the first at the weights' resolution, the others at integer
-        divisions of it; weights: (K, h, w) soft masks in [0, 1] -> (K, C) class logits."""
-        pooled = []
-        for f in feats:
-            factor = weights.shape[-1] // f.shape[-1]
-            w = F.avg_pool2d(weights[:, None], factor)[:, 0] if factor > 1 else weights
-            w = w.flatten(1)
-            pooled.append((w @ f.flatten(1).T) / w.sum(1, keepdim=True).clamp(min=1e-6))
-        return self.net(torch.cat(pooled, 1))
-
-
 class SOLOv2Lite(InstanceSegModel):
     summary = ("SOLOv2-lite: grid cells predict dynamic mask kernels, Matrix NMS, PointRend-style point head, "
-               "mask-pooled classifier")
+               "second-look mask classifier")
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
@@ -174,8 +157,22 @@ class SOLOv2Lite(InstanceSegModel):
         self.head = GridHead(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, cfg.num_classes, cfg.mask_channels)
         self.point_head = (PointHead(3 + cfg.backbone_widths[0] + cfg.mask_channels, cfg.point_hidden, cfg.point_layers)
                            if cfg.point_head else None)
-        self.mask_cls = (MaskPooledClassifier((cfg.mask_channels, cfg.fpn_channels, cfg.fpn_channels),
-                                              cfg.mask_cls_hidden, cfg.num_classes) if cfg.mask_classifier else None)
+        self.mask_cls: nn.Module | None = None
+        if cfg.mask_classifier and cfg.mask_cls_kind == "roi":
+            self.mask_cls = RoIMaskClassifier(cfg.mask_channels, cfg.mask_cls_hidden, cfg.num_classes,
+                                              cfg.mask_cls_size, cfg.mask_cls_width, cfg.mask_cls_feat)
+        elif cfg.mask_classifier and cfg.mask_cls_kind == "pooled":
+            self.mask_cls = MaskPooledClassifier((cfg.mask_channels, cfg.fpn_channels, cfg.fpn_channels),
+                                                 cfg.mask_cls_hidden, cfg.num_classes)
+        elif cfg.mask_classifier:
+            raise ValueError(f"mask_cls_kind must be 'roi' or 'pooled', not {cfg.mask_cls_kind!r}")
+
+    @classmethod
+    def crop_bank(cls, cfg: ModelConfig) -> tuple[int, int]:
+        """The RoI classifier without feature channels also learns from crops of other images' objects."""
+        if cfg.mask_classifier and cfg.mask_cls_kind == "roi" and cfg.mask_cls_feat == 0:
+            return cfg.mask_cls_bank, cfg.mask_cls_size
+        return 0, 0
 
     @classmethod
     def make_targets(cls, cfg: ModelConfig) -> TargetFn:
@@ -228,8 +225,19 @@ class SOLOv2Lite(InstanceSegModel):
                 # every GT mask, plus (detached) predicted masks of some positive cells: what inference pools
                 pick = torch.randperm(len(cells), generator=generator, device=cells.device)[: cfg.mask_cls_max_cells]
                 weights = torch.cat([masks_s4, torch.sigmoid(logits[pick].detach())])
-                cls_logits.append(self.mask_cls([m[b] for m in out["pool"]], weights))
-                cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]))
+                labels = torch.cat([t["labels"], t["labels"][inst[pick]]])
+                if isinstance(self.mask_cls, RoIMaskClassifier):
+                    cls_logits.append(self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights,
+                                                    cfg.mask_cls_views, cfg.mask_cls_jitter, generator))
+                    cls_labels.append(labels.repeat(cfg.mask_cls_views))
+                    if "object_crops" in t and len(t["object_crops"]):  # the data set's crop bank
+                        crops = t["object_crops"].clone()
+                        crops[:, :3] = (crops[:, :3] - PIXEL_MEAN) / PIXEL_STD
+                        cls_logits.append(self.mask_cls.classify(crops))
+                        cls_labels.append(t["object_crop_labels"])
+                else:
+                    cls_logits.append(self.classify_masks(out, b, weights))
+                    cls_labels.append(labels)
             if self.point_head is not None:
                 n = len(cells)
                 if n > cfg.point_max_instances:
@@ -348,6 +356,13 @@ class SOLOv2Lite(InstanceSegModel):
         scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
         return cell, label, scores, logits
 
+    def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor) -> torch.Tensor:
+        """(K, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w)."""
+        if isinstance(self.mask_cls, RoIMaskClassifier):
+            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights)
+        assert self.mask_cls is not None
+        return self.mask_cls([m[b] for m in out["pool"]], weights)
+
     def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
                    logits: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor, area: torch.Tensor
                    ) -> tuple[torch.Tensor, ...] | None:
@@ -360,7 +375,7 @@ class SOLOv2Lite(InstanceSegModel):
         fell under the final threshold.)"""
         assert self.mask_cls is not None
         cfg = self.cfg
-        prob_cls = torch.softmax(self.mask_cls([m[b] for m in out["pool"]], probs), dim=1)
+        prob_cls = torch.softmax(self.classify_masks(out, b, probs), dim=1)
         top_p, top_c = prob_cls.topk(min(cfg.mask_cls_topk, prob_cls.shape[1]), dim=1)
         scores = (objectness[:, None] * top_p / top_p[:, :1]).flatten()
         src = torch.arange(len(cell), device=cell.device).repeat_interleave(top_p.shape[1])

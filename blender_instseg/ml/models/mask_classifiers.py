@@ -1,0 +1,86 @@
+"""Second-look classifiers that name an instance from its (candidate) mask, for SOLOv2-lite.
+
+Why: on rendered scenes the grid's category branch finds the objects (class-agnostic AP is about
+2.4x the class-aware AP) but names them poorly: it judges an object from the one grid cell at its
+centre, at whatever scale the object happens to have. Both classifiers here look at the whole mask
+instead; SOLOv2Lite keeps the grid branch's best score as the detection's objectness and lets one of
+these pick the class (``SOLOv2Lite.reclassify``).
+
+* ``MaskPooledClassifier``: features averaged under the mask. Cheap, but averaging throws away the
+  layout, and layout (silhouette, outline) is what tells a cube from a cylinder.
+* ``RoIMaskClassifier``: a square crop around each mask, resampled to a fixed size (so every object
+  is seen at the same scale), of the image, the mask itself and the mask features, read by a small
+  CNN. Pure torch: ``affine_grid`` + ``grid_sample`` stand in for torchvision's RoIAlign.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..ops.object_crops import jitter_crops, sample_crops, square_crops
+from .backbone import conv_gn
+
+
+class MaskPooledClassifier(nn.Module):
+    """Classifies an instance from features averaged under its (soft) mask."""
+
+    def __init__(self, channels: tuple[int, ...], hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(sum(channels), hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+
+    def forward(self, feats: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """feats: per map (E_i, h_i, w_i), the first at the weights' resolution, the others at integer
+        divisions of it; weights: (K, h, w) soft masks in [0, 1] -> (K, C) class logits."""
+        pooled = []
+        for f in feats:
+            factor = weights.shape[-1] // f.shape[-1]
+            w = F.avg_pool2d(weights[:, None], factor)[:, 0] if factor > 1 else weights
+            w = w.flatten(1)
+            pooled.append((w @ f.flatten(1).T) / w.sum(1, keepdim=True).clamp(min=1e-6))
+        return self.net(torch.cat(pooled, 1))
+
+
+class RoIMaskClassifier(nn.Module):
+    """Classifies an instance from a scale-normalised crop of image, mask and (optionally) mask features.
+
+    Without feature channels (``reduced`` 0, the default) a crop depends on the image and the mask
+    only, so crops cut by the data set from other training images (the crop bank) are valid inputs
+    too (``classify``): the classifier learns from one sample per object, far fewer than the masks
+    learn from, and the bank multiplies its samples per step at a small cost.
+    """
+
+    def __init__(self, feat_channels: int, hidden: int, num_classes: int, size: int = 24, width: int = 16,
+                 reduced: int = 0) -> None:
+        super().__init__()
+        self.size = size
+        # a 1x1 projection before cropping: the crop's backward pass writes a full-size gradient map per
+        # crop, so its cost grows with the channels cropped
+        self.reduce = nn.Conv2d(feat_channels, reduced, 1) if reduced else None
+        self.net = nn.Sequential(
+            conv_gn(3 + 1 + reduced, width), conv_gn(width, 2 * width, stride=2), conv_gn(2 * width, 2 * width),
+            conv_gn(2 * width, 4 * width, stride=2), conv_gn(4 * width, 4 * width),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.fc = nn.Sequential(nn.Linear(4 * width, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+
+    def forward(self, image: torch.Tensor, feat: torch.Tensor, weights: torch.Tensor, views: int = 1,
+                jitter: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """image: (3, H, W) normalised input; feat: (E, h, w) mask features at the weights' resolution;
+        weights: (K, h, w) soft masks in [0, 1] -> (K * views, C) class logits, view-major (all
+        masks' first view, then all second views, ...). Training views > 1 jitter the crop
+        (``ops.object_crops.jitter_crops``), standing in for the imperfect predicted masks of inference.
+        """
+        if len(weights) == 0:
+            return self.fc[-1].weight.new_zeros((0, self.fc[-1].out_features))
+        theta = square_crops(weights.detach())
+        if views > 1:
+            theta = jitter_crops(theta, views, jitter, generator)
+            weights = weights.repeat(views, 1, 1)
+        reduced = self.reduce(feat[None])[0] if self.reduce is not None else None
+        return self.classify(sample_crops(image, weights, theta, self.size, reduced))
+
+    def classify(self, crops: torch.Tensor) -> torch.Tensor:
+        """(K, 4 [+ reduced], size, size) crops (normalised image, mask [, features]) -> (K, C) logits."""
+        return self.fc(self.net(crops))
