@@ -8,9 +8,10 @@ these pick the class (``SOLOv2Lite.reclassify``).
 
 * ``MaskPooledClassifier``: features averaged under the mask. Cheap, but averaging throws away the
   layout, and layout (silhouette, outline) is what tells a cube from a cylinder.
-* ``RoIMaskClassifier``: a square crop around each mask, resampled to a fixed size (so every object
-  is seen at the same scale), of the image, the mask itself and the mask features, read by a small
-  CNN. Pure torch: ``affine_grid`` + ``grid_sample`` stand in for torchvision's RoIAlign.
+* ``RoIMaskClassifier`` (the default): a square crop around each mask, resampled to a fixed size (so
+  every object is seen at the same scale), of the image and the mask itself (optionally also mask
+  features), read by a small CNN. Pure torch: ``ops/object_crops.py`` (``affine_grid`` +
+  ``grid_sample``) stands in for torchvision's RoIAlign.
 """
 
 from __future__ import annotations

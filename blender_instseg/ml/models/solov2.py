@@ -367,7 +367,7 @@ class SOLOv2Lite(InstanceSegModel):
                    logits: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor, area: torch.Tensor
                    ) -> tuple[torch.Tensor, ...] | None:
         """Candidate cells (one mask each, ``objectness`` = the cell's best grid score) named by the
-        mask-pooled classifier: its most likely class gets the cell's best grid score (so recall and
+        second-look mask classifier: its most likely class gets the cell's best grid score (so recall and
         the ranking across cells are the grid branch's), the next ``mask_cls_topk - 1`` classes that
         score scaled by their probability relative to the first; those >= ``score_thr`` are kept.
 
