@@ -225,19 +225,14 @@ class SOLOv2Lite(InstanceSegModel):
                 # every GT mask, plus (detached) predicted masks of some positive cells: what inference pools
                 pick = torch.randperm(len(cells), generator=generator, device=cells.device)[: cfg.mask_cls_max_cells]
                 weights = torch.cat([masks_s4, torch.sigmoid(logits[pick].detach())])
-                labels = torch.cat([t["labels"], t["labels"][inst[pick]]])
-                if isinstance(self.mask_cls, RoIMaskClassifier):
-                    cls_logits.append(self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights,
-                                                    cfg.mask_cls_views, cfg.mask_cls_jitter, generator))
-                    cls_labels.append(labels.repeat(cfg.mask_cls_views))
-                    if "object_crops" in t and len(t["object_crops"]):  # the data set's crop bank
-                        crops = t["object_crops"].clone()
-                        crops[:, :3] = (crops[:, :3] - PIXEL_MEAN) / PIXEL_STD
-                        cls_logits.append(self.mask_cls.classify(crops))
-                        cls_labels.append(t["object_crop_labels"])
-                else:
-                    cls_logits.append(self.classify_masks(out, b, weights))
-                    cls_labels.append(labels)
+                views = cfg.mask_cls_views if isinstance(self.mask_cls, RoIMaskClassifier) else 1
+                cls_logits.append(self.classify_masks(out, b, weights, views, generator))
+                cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]).repeat(views))
+                if isinstance(self.mask_cls, RoIMaskClassifier) and len(t.get("object_crops", ())):  # crop bank
+                    crops = t["object_crops"].clone()
+                    crops[:, :3] = (crops[:, :3] - PIXEL_MEAN) / PIXEL_STD
+                    cls_logits.append(self.mask_cls.classify(crops))
+                    cls_labels.append(t["object_crop_labels"])
             if self.point_head is not None:
                 n = len(cells)
                 if n > cfg.point_max_instances:
@@ -356,11 +351,14 @@ class SOLOv2Lite(InstanceSegModel):
         scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
         return cell, label, scores, logits
 
-    def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor) -> torch.Tensor:
-        """(K, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w)."""
+    def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor, views: int = 1,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """(K * views, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w);
+        ``views`` > 1 (training, RoI classifier only): jittered crops, view-major."""
         if isinstance(self.mask_cls, RoIMaskClassifier):
-            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights)
-        assert self.mask_cls is not None
+            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, views, self.cfg.mask_cls_jitter,
+                                 generator)
+        assert self.mask_cls is not None and views == 1
         return self.mask_cls([m[b] for m in out["pool"]], weights)
 
     def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
