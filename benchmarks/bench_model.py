@@ -13,6 +13,9 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            point head.
   agnostic mask AP with and without categories on one predictions file (is the category branch
            the bottleneck?).
+  inference one trained checkpoint scored (mask AP, AP50, AP75 on --data's held-out images) under
+           inference settings given as model-config overrides, one run per --set (e.g. the class
+           decision's ``mask_cls_grid_weight=0``, thresholds ``update_thr=0.05``); "" = as saved.
   zoo      every architecture of the model zoo trained --minutes on the same data, then the table
            for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
            < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
@@ -20,6 +23,7 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   python benchmarks/bench_model.py latency [--checkpoint last.pt] [--images DIR_OR_JSON]
   python benchmarks/bench_model.py curve --data DATASET --eval-at 5 10 15 --out out/bench_model
   python benchmarks/bench_model.py zoo --data DATASET --minutes 15 --out out/bench_zoo
+  python benchmarks/bench_model.py inference --checkpoint last.pt --data DATASET --set "" mask_cls_grid_weight=0
 """
 
 from __future__ import annotations
@@ -326,6 +330,35 @@ def cmd_agnostic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inference(args: argparse.Namespace) -> int:
+    """Mask AP of one checkpoint under several inference settings, to choose post-processing defaults
+    without retraining. Each ``--set`` is applied to the checkpoint's own config (the training
+    weights are untouched)."""
+    import dataclasses
+
+    import torch
+
+    from blender_instseg.ml.checkpoint import load_model
+    from blender_instseg.ml.data import load_coco
+    from blender_instseg.ml.device import set_threads
+    from blender_instseg.ml.evaluate_cmd import pick_annotations
+    from blender_instseg.ml.quick_eval import mask_ap
+    from blender_instseg.ml.train import parse_overrides
+
+    set_threads()
+    model, ckpt = load_model(args.checkpoint, torch.device("cpu"))
+    saved = dataclasses.replace(model.cfg)
+    src = load_coco(pick_annotations(args.data, None))
+    size = int(ckpt.get("train_config", {}).get("image_size", 256))
+    for text in args.set:
+        model.cfg = dataclasses.replace(saved, **(parse_overrides(text, type(saved)) if text else {}))
+        t0 = time.perf_counter()
+        m = mask_ap(model, src, size, torch.device("cpu"), refine=False if args.no_refine else None)
+        print(f"{text or '(as saved)':40s} mask AP {m['mask_AP']:.3f}  AP50 {m['mask_AP50']:.3f}  "
+              f"AP75 {m['mask_AP75']:.3f}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return 0
+
+
 def _first_class_hits(gt, dt) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """(objects with any detection of mask IoU >= 0.5, objects whose highest-scoring such detection
     has their category): how often the model names what it finds correctly."""
@@ -390,7 +423,15 @@ def main(argv: list[str] | None = None) -> int:
     ag = sub.add_parser("agnostic", help="mask AP with and without categories for one predictions file")
     ag.add_argument("--gt", required=True, help="COCO ground truth JSON")
     ag.add_argument("--pred", required=True, help="COCO results JSON (e.g. REPORT_DIR/predictions.json of ml evaluate)")
+    inf = sub.add_parser("inference", help="one checkpoint's mask AP under several inference settings")
+    inf.add_argument("--checkpoint", required=True)
+    inf.add_argument("--data", required=True, help="dataset folder (its annotations_val.json) or annotations JSON")
+    inf.add_argument("--set", nargs="+", default=[""], metavar="K=V,...",
+                     help='model-config overrides, one evaluation each ("" = the checkpoint\'s own)')
+    inf.add_argument("--no-refine", action="store_true", help="skip the point head's subdivision (faster)")
     args = p.parse_args(argv)
+    if args.mode == "inference":
+        return cmd_inference(args)
     if args.mode == "agnostic":
         return cmd_agnostic(args)
     if args.mode == "zoo":

@@ -251,6 +251,42 @@ def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_ro
     assert res["masks"].shape[1:] == (64, 64) and len(res["labels"]) == len(res["scores"])
 
 
+def test_the_class_decision_is_a_product_of_the_classifier_and_the_grid(shapes_root: Path) -> None:
+    """reclassify: with the classifier unsure (uniform) the grid's class ranking decides, with the grid
+    ignored (weight 0) the classifier's; every score is objectness x a probability, so never above
+    the cell's grid score (what select's early threshold relies on)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=3)
+    model = build_model(cfg).eval()
+    images, _ = _batch(shapes_root, cfg)
+    with torch.no_grad():
+        model.head.cate_out.weight.normal_(0, 0.3)
+        out = model(images)
+        grid = torch.sigmoid(out["cate"][0])
+        cell = torch.arange(0, grid.shape[0], 7)
+        objectness = grid[cell].max(1).values
+        probs = torch.rand(len(cell), *out["mask_feat"].shape[-2:])
+        masks = probs > 0.5
+        area = masks.flatten(1).sum(1).float()
+        logits = torch.logit(probs)
+        last = model.mask_cls.fc[-1]
+        model.cfg.update_thr = 0.0
+        last.weight.zero_()
+        last.bias.zero_()  # the classifier says 1/3 for every class
+        got_cell, got_label, got_score, *_ = model.reclassify(out, 0, cell, objectness, logits, probs, masks, area)
+        top1 = got_label.view(len(cell), 3)[:, 0]
+        assert torch.equal(top1, grid[cell].argmax(1))
+        assert torch.equal(got_cell, cell.repeat_interleave(3))
+        assert (got_score <= objectness.repeat_interleave(3) + 1e-6).all()
+        torch.testing.assert_close(got_score.view(len(cell), 3).sum(1), objectness)  # all 3 classes kept
+        model.cfg.mask_cls_grid_weight = 0.0
+        last.bias.copy_(torch.tensor([0.0, 0.0, 3.0]))  # the classifier is sure it is class 2
+        _, got_label, got_score, *_ = model.reclassify(out, 0, cell, objectness, logits, probs, masks, area)
+        assert (got_label.view(len(cell), 3)[:, 0] == 2).all()
+        p2 = float(torch.softmax(last.bias, 0)[2])
+        torch.testing.assert_close(got_score.view(len(cell), 3)[:, 0], objectness * p2)
+
+
 @pytest.mark.parametrize("mask_classifier", [False, True])
 def test_a_score_threshold_keeps_exactly_the_detections_scoring_above_it(shapes_root: Path,
                                                                         mask_classifier: bool) -> None:
