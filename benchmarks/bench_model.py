@@ -188,14 +188,15 @@ def cmd_curve(args: argparse.Namespace) -> int:
         points = []
         if args.schedule == "single":
             run_dir = out / f"run-{variant}"
-            if _train(args, variant, run_dir, max(args.eval_at), list(args.eval_at), out / f"train-{variant}.log"):
+            if not args.evaluate_only and _train(args, variant, run_dir, max(args.eval_at), list(args.eval_at),
+                                                 out / f"train-{variant}.log"):
                 return 1
             ckpts = [(m, run_dir / f"minute-{m:06.2f}.pt") for m in args.eval_at]
         else:
             ckpts = []
             for m in args.eval_at:
                 run_dir = out / f"run-{variant}-{m:g}min"
-                if _train(args, variant, run_dir, m, [], out / f"train-{variant}-{m:g}min.log"):
+                if not args.evaluate_only and _train(args, variant, run_dir, m, [], out / f"train-{variant}-{m:g}min.log"):
                     return 1
                 ckpts.append((m, run_dir / "last.pt"))
         for minute, ckpt in ckpts:
@@ -408,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     cur.add_argument("--schedule", choices=["separate", "single"], default="separate",
                      help="separate: one full run per --eval-at budget (default); single: snapshots of one run")
     cur.add_argument("--out", default="out/bench_model")
+    cur.add_argument("--evaluate-only", action="store_true",
+                     help="score the runs already in --out again (e.g. after an inference change); no training")
     zoo = sub.add_parser("zoo", help="every model on the same data and budget: AP, Boundary AP, occluded AP, latency")
     zoo.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
     zoo.add_argument("--eval-data", help="dataset/JSON to evaluate on (default: --data; uses its annotations_val.json)")
