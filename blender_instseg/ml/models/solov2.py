@@ -64,7 +64,7 @@ class ModelConfig(ModelConfigBase):
     mask_cls_size: int = 24  # roi: crop side in pixels
     mask_cls_width: int = 16  # roi: channels of the first conv (x2, x4 after each stride 2)
     mask_cls_feat: int = 0  # roi: mask-feature channels cropped (a 1x1 projection); 0: image + mask only
-    mask_cls_bank: int = 16  # roi without features: crops of objects from other training images per image
+    mask_cls_bank: int = 48  # roi without features: crops of objects from other training images per image
     mask_cls_weight: float = 1.0
     mask_cls_max_cells: int = 0  # predicted masks of positive cells per image it trains on (plus every GT mask)
     mask_cls_views: int = 3  # roi: jittered crops per mask in training (RoIMaskClassifier.forward)
