@@ -122,6 +122,10 @@ def render_report(m: dict) -> str:
     t = m["at_threshold"]
     lines += ["", f"At score >= {t['score_threshold']} and IoU 0.5: precision {_f(t['precision'])}, "
                   f"recall {_f(t['recall'])}, F1 {_f(t['f1'])} (TP {t['tp']}, FP {t['fp']}, FN {t['fn']})."]
+    if "best_f1" in m:
+        bf = m["best_f1"]
+        lines += ["", f"Best F1 at IoU 0.5: {_f(bf['f1'])} at score >= {bf['score_threshold']:.3f} "
+                      f"(precision {_f(bf['precision'])}, recall {_f(bf['recall'])})."]
     lines += ["", "## Per category", ""]
     lines += _table(["category", "AP", "AP50", "boundary AP", "GT", "predictions"],
                     [[name, _f(v["AP"]), _f(v["AP50"]), _f(v["boundary_AP"]), str(v["n_gt"]), str(v["n_pred"])]

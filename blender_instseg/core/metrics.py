@@ -422,6 +422,43 @@ def per_image_matches(segm: COCOeval, score_threshold: float) -> dict[int, dict]
     return out
 
 
+def best_f1_threshold(segm: COCOeval) -> dict[str, float]:
+    """The score threshold with the best F1 (IoU 0.5, categories matter), its precision and recall.
+
+    Score scales differ between models (focal-loss scores sit low; a score that multiplies a class
+    probability in sits lower still), so no fixed display threshold suits every checkpoint: this
+    picks one from held-out data. Reads stock COCOeval's greedy matching (area "all", maxDets 100),
+    in which keeping the detections >= t keeps exactly their matches, so one sort gives every t.
+    The threshold returned is the lowest score kept at the best F1 (0.0 with no detections).
+    """
+    p = segm.params
+    t0 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
+    scores, hits, n_gt = [], [], 0
+    for e in segm.evalImgs:
+        if e is None or e["aRng"] != p.areaRng[0]:
+            continue
+        keep = ~np.asarray(e["dtIgnore"][t0], bool)
+        scores.append(np.asarray(e["dtScores"], np.float64)[keep])
+        hits.append(np.asarray(e["dtMatches"][t0])[keep] > 0)
+        n_gt += int((~np.asarray(e["gtIgnore"], bool)).sum())
+    if not scores or n_gt == 0 or not sum(len(s) for s in scores):
+        return {"score_threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+    score, hit = np.concatenate(scores), np.concatenate(hits)
+    order = np.argsort(-score, kind="stable")
+    score, hit = score[order], hit[order]
+    tp = np.cumsum(hit)
+    kept = np.arange(1, len(score) + 1)
+    last = np.r_[score[1:] != score[:-1], True]  # a threshold keeps all of a tied score or none
+    precision, recall = tp / kept, tp / n_gt
+    f1 = np.where(tp > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    f1 = np.where(last, f1, -1.0)
+    i = int(np.argmax(f1))
+    if f1[i] <= 0:  # no detection is right: no threshold is better than another
+        return {"score_threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+    return {"score_threshold": float(score[i]), "f1": float(max(f1[i], 0.0)), "precision": float(precision[i]),
+            "recall": float(recall[i])}
+
+
 def image_error(rec: dict) -> float:
     """1 - panoptic quality of one image: 1 - sum(IoU of matches) / (TP + FP/2 + FN/2).
 
@@ -539,6 +576,7 @@ def compute_metrics(gt: COCO, dt: COCO, *, score_threshold: float = 0.5, dilatio
         "by_size": by_size,
         "by_occlusion": by_occlusion,
         "at_threshold": at_threshold,
+        "best_f1": best_f1_threshold(segm),
         "worst_images": worst_images,
         "counts": {"images": len(gt.getImgIds()), "gt": len(real), "gt_crowd": len(gt_anns) - len(real),
                    "predictions": len(dt.dataset["annotations"]),

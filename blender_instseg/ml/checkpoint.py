@@ -23,6 +23,10 @@ FORMAT = "blender_instseg.model/2"  # model_config names its architecture ("arch
 READABLE_FORMATS = (FORMAT, "blender_instseg.solov2-lite/1")
 
 
+# predict's display threshold for checkpoints that carry no validated one (trained without a validation set)
+FALLBACK_SCORE_THRESHOLD = 0.3
+
+
 class CheckpointError(ValueError):
     """Not a checkpoint of this model (one-line message)."""
 
@@ -75,3 +79,14 @@ def categories_match(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
     """Same ids with the same names, in id order: the model's class index -> category id map is fixed."""
     key = lambda cats: [(int(c["id"]), str(c.get("name", ""))) for c in sorted(cats, key=lambda c: int(c["id"]))]  # noqa: E731
     return key(a) == key(b)
+
+
+def score_threshold_of(ckpt: dict[str, Any]) -> tuple[float, str]:
+    """(threshold, where it comes from) for predict when none is given: the best-F1 score threshold
+    measured on the validation set at the checkpoint's latest evaluation, else FALLBACK_SCORE_THRESHOLD.
+    Score scales differ between models and between scoring rules, so a fixed 0.3 can hide most objects."""
+    for record in reversed(ckpt.get("history") or []):
+        value = record.get("score_threshold_f1") if isinstance(record, dict) else None
+        if isinstance(value, (int, float)) and 0.0 < float(value) <= 1.0:
+            return float(value), f"best F1 on the validation set at step {record.get('step')}"
+    return FALLBACK_SCORE_THRESHOLD, "default (the checkpoint has no validated threshold)"

@@ -50,8 +50,9 @@ def predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serve", action="store_true",
                    help="keep the model loaded and answer JSON-line requests on stdin (see ml/predict.py) "
                         "until 'stop' or end of input; for Blender's Predict View")
-    p.add_argument("--score-threshold", type=float, default=0.3,
-                   help="drop detections below this score (default 0.3; use 0.05 or lower for AP evaluation)")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="drop detections below this score (default: the checkpoint's best-F1 threshold on its "
+                        "validation set, else 0.3; use 0.05 or lower for AP evaluation)")
     p.add_argument("--overlays", metavar="DIR", help="also write one overlay PNG per image here")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")

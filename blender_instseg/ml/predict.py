@@ -36,7 +36,7 @@ from pycocotools import mask as mask_utils
 
 from ..core import protocol
 from ..core.fileio import atomic_write_bytes, atomic_write_json
-from .checkpoint import categories_match, load_model
+from .checkpoint import categories_match, load_model, score_threshold_of
 from .data import DataError, letterbox, list_images, load_coco, read_image, to_tensor
 from .device import resolve_device
 
@@ -126,6 +126,13 @@ def apply_score_threshold(model: torch.nn.Module, threshold: float) -> None:
     model.set_score_threshold(threshold)
 
 
+def resolve_score_threshold(given: float | None, ckpt: dict[str, Any]) -> tuple[float, str]:
+    """``--score-threshold`` if given, else the checkpoint's validated one (``score_threshold_of``)."""
+    if given is not None:
+        return float(given), "--score-threshold"
+    return score_threshold_of(ckpt)
+
+
 def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], category_ids: Sequence[int], image_size: int,
                   device: torch.device, *, refine: bool | None = None, overlays: Path | None = None,
                   names: Sequence[str] = (), overlay_threshold: float = 0.3,
@@ -180,7 +187,7 @@ class _Server:
     def __init__(self, args: argparse.Namespace) -> None:
         self.device = resolve_device(args.device)
         self.model, ckpt = load_model(args.checkpoint, self.device)
-        self.default_threshold = float(args.score_threshold)
+        self.default_threshold, self.threshold_source = resolve_score_threshold(args.score_threshold, ckpt)
         # Per-request thresholds start from the checkpoint's own values (set_score_threshold does not
         # ratchet), exactly like a fresh one-shot run. A bad --score-threshold fails at start, not per request.
         apply_score_threshold(self.model, self.default_threshold)
@@ -214,7 +221,8 @@ def serve(args: argparse.Namespace, stdin: IO[str] | None = None) -> int:
     t0 = time.perf_counter()
     server = _Server(args)
     protocol.emit("log", message="ready", device=str(server.device), image_size=server.image_size,
-                  load_s=round(time.perf_counter() - t0, 3))
+                  load_s=round(time.perf_counter() - t0, 3), score_threshold=server.default_threshold,
+                  score_threshold_source=server.threshold_source)
     served = 0
     while True:
         line = source.readline()
@@ -247,7 +255,9 @@ def run(args: argparse.Namespace) -> int:
         return serve(args)
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
-    apply_score_threshold(model, args.score_threshold)
+    threshold, source = resolve_score_threshold(args.score_threshold, ckpt)
+    apply_score_threshold(model, threshold)
+    protocol.emit("log", message=f"score threshold {threshold:.3f}: {source}", score_threshold=threshold)
     categories = ckpt["categories"]
     items, from_dataset = _image_list(args.images, args.gt, categories)
     size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
@@ -255,8 +265,8 @@ def run(args: argparse.Namespace) -> int:
     cat_ids = [int(c["id"]) for c in categories]
     names = [str(c.get("name", c["id"])) for c in categories]
     results, images = run_inference(model, items, cat_ids, size, device, refine=False if args.no_refine else None,
-                                    overlays=overlays, names=names, overlay_threshold=args.score_threshold, events=True)
-    results = [r for r in results if r["score"] >= args.score_threshold]
+                                    overlays=overlays, names=names, overlay_threshold=threshold, events=True)
+    results = [r for r in results if r["score"] >= threshold]
     out = Path(args.out)
     atomic_write_json(out, results)
     index = None

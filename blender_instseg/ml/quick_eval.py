@@ -29,12 +29,16 @@ def gt_dict(src: CocoSource) -> dict[str, Any]:
 
 
 def coco_segm_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
-    """mask_AP, mask_AP50, mask_AP75 (0..1) with pycocotools, its chatter swallowed."""
+    """mask_AP, mask_AP50, mask_AP75 (0..1) with pycocotools, its chatter swallowed, plus the score
+    threshold with the best F1 on these images (``score_threshold_f1``, core.metrics.best_f1_threshold):
+    what predict uses by default with this checkpoint."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
+    from ..core.metrics import best_f1_threshold
+
     if not results:
-        return {"mask_AP": 0.0, "mask_AP50": 0.0, "mask_AP75": 0.0}
+        return {"mask_AP": 0.0, "mask_AP50": 0.0, "mask_AP75": 0.0, "score_threshold_f1": 0.0, "f1": 0.0}
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
         coco.dataset = gt
@@ -45,7 +49,9 @@ def coco_segm_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict
         ev.accumulate()
         ev.summarize()
     s = ev.stats
-    return {"mask_AP": float(max(s[0], 0)), "mask_AP50": float(max(s[1], 0)), "mask_AP75": float(max(s[2], 0))}
+    best = best_f1_threshold(ev)
+    return {"mask_AP": float(max(s[0], 0)), "mask_AP50": float(max(s[1], 0)), "mask_AP75": float(max(s[2], 0)),
+            "score_threshold_f1": best["score_threshold"], "f1": best["f1"]}
 
 
 def mask_ap(model: torch.nn.Module, src: CocoSource, image_size: int, device: torch.device,

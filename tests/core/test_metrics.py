@@ -377,3 +377,24 @@ def test_windowed_decode_equals_pycocotools_decode() -> None:
             np.testing.assert_array_equal(crop, full[y0:y1, x0:x1, i])
         x0, y0, x1, y1 = windows[0]
         np.testing.assert_array_equal(decode_crop(rles, windows[0]), full[y0:y1, x0:x1])
+
+
+def test_best_f1_threshold_is_the_best_of_every_threshold_scored_apart(shapes) -> None:
+    """best_f1 (one sort over COCOeval's matches) equals the best of at_threshold's F1 (per-image
+    matching) over every score a threshold can sit at, and names the lowest score it keeps."""
+    path, gt = shapes
+    preds = perturbed_predictions(gt, seed=3)
+    levels = [0.2, 0.4, 0.6, 0.8]
+    for i, p in enumerate(preds):
+        p["score"] = levels[(i * 7) % 4]  # ties: a threshold keeps all of a score or none
+    best = _run(path, preds).metrics["best_f1"]
+    by_level = {t: _run(path, preds, score_threshold=t).metrics["at_threshold"] for t in levels}
+    want = max(levels, key=lambda t: (by_level[t]["f1"], t))
+    assert best["score_threshold"] == want
+    assert best["f1"] == pytest.approx(max(v["f1"] for v in by_level.values()))
+    assert (best["precision"], best["recall"]) == pytest.approx((by_level[want]["precision"], by_level[want]["recall"]))
+    assert 0.0 < best["f1"] < 1.0
+    assert _run(path, perfect_predictions(gt, score=0.7)).metrics["best_f1"] == {
+        "score_threshold": 0.7, "f1": 1.0, "precision": 1.0, "recall": 1.0}
+    wrong = [{**p, "category_id": 1 + p["category_id"] % 3} for p in perfect_predictions(gt)]
+    assert _run(path, wrong).metrics["best_f1"]["score_threshold"] == 0.0  # nothing right: no threshold

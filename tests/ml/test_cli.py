@@ -176,3 +176,36 @@ def test_evaluate_writes_the_core_report(trained_run: Path, shapes_root: Path, t
     assert (tmp_path / "report" / "predictions.json").is_file()
     done = events(proc.stdout)[-1]
     assert done.event == "done" and "mask_AP" in done.get("metrics")
+
+
+def test_predict_without_a_threshold_uses_the_checkpoints_validated_one(trained_run: Path, shapes_root: Path,
+                                                                        tmp_path: Path) -> None:
+    """train records the best-F1 score threshold of its last validation; predict (and --serve) default to it,
+    and to 0.3 for a checkpoint without one. Score scales differ per model, so a fixed default misleads."""
+    from blender_instseg.ml.checkpoint import FALLBACK_SCORE_THRESHOLD, score_threshold_of
+
+    run = tmp_path / "val_run"
+    proc = run_cli("train", "--data", str(shapes_root), "--out", str(run), "--steps", "3", "--batch-size", "2",
+                   "--image-size", "64", "--val-fraction", "0.25")
+    assert proc.returncode == 0, proc.stderr
+    last = torch.load(run / "last.pt", weights_only=True)["history"][-1]
+    assert last["step"] == 3 and 0.0 <= last["score_threshold_f1"] <= 1.0 and 0.0 <= last["f1"] <= 1.0
+    ckpt = torch.load(trained_run / "last.pt", weights_only=True)  # trained without a validation set
+    assert score_threshold_of(ckpt)[0] == FALLBACK_SCORE_THRESHOLD
+    ckpt["history"] = [{"step": 5, "score_threshold_f1": 0.9}, {"step": 12, "score_threshold_f1": 0.02},
+                       {"step": 12, "mask_AP": 0.1}]
+    tuned = tmp_path / "tuned.pt"
+    torch.save(ckpt, tuned)
+    assert score_threshold_of(ckpt)[0] == 0.02  # the latest record that has one
+    images = ["--images", str(shapes_root / "annotations.json"), "--no-refine"]
+    proc = run_cli("predict", "--checkpoint", str(tuned), "--out", str(tmp_path / "auto.json"), *images)
+    assert proc.returncode == 0, proc.stderr
+    log = [e for e in events(proc.stdout) if e.event == "log"]
+    assert log[0].get("score_threshold") == 0.02 and "best F1 on the validation set at step 12" in log[0].message
+    auto = json.loads((tmp_path / "auto.json").read_text())
+    assert all(p["score"] >= 0.02 for p in auto)
+    proc = run_cli("predict", "--checkpoint", str(tuned), "--out", str(tmp_path / "given.json"), *images,
+                   "--score-threshold", "0.02")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "given.json").read_text()) == auto
+    assert [e for e in events(proc.stdout) if e.event == "log"][0].message.endswith("--score-threshold")
