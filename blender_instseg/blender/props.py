@@ -84,6 +84,10 @@ class InstSegSettings(bpy.types.PropertyGroup):
     predictions_path: StringProperty(  # type: ignore[valid-type]
         name="Predictions", subtype="FILE_PATH", default="",
         description="Optional COCO results file: evaluate it instead of running the model")
+    auto_threshold: BoolProperty(  # type: ignore[valid-type]
+        name="Model's Threshold", default=True,
+        description="When the model predicts, keep what scores above the threshold it measured best (F1) on its "
+                    "validation set; off: use Score Threshold. A loaded predictions file always uses Score Threshold")
     score_threshold: FloatProperty(name="Score Threshold", default=0.3, min=0.0, max=1.0,  # type: ignore[valid-type]
                                    description="Hide predictions scoring below this")
     match_iou_threshold: FloatProperty(  # type: ignore[valid-type]

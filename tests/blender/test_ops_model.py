@@ -31,6 +31,7 @@ def test_train_evaluate_predict_with_the_real_model(addon, tmp_path: Path) -> No
     s.epochs = 1
     s.device = "cpu"
     s.score_threshold = 0.0
+    s.auto_threshold = False
     bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
     state = bpy.context.window_manager.instseg_job
 

@@ -62,6 +62,7 @@ def scene(addon, checkpoint: Path, tmp_path: Path):
     s.device = "cpu"
     s.predict_samples = 1
     s.score_threshold = 0.0
+    s.auto_threshold = False
     s.match_iou_threshold = 0.01
     bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
     yield sc
@@ -214,3 +215,29 @@ def test_startup_errors_are_shown_and_non_servers_fall_back_to_the_one_shot_comm
     pool, call, res = _call(tmp_path, "not-a-server")
     assert res.ok and call.fallback is not None and (tmp_path / "fallback.json").is_file()
     assert pool.current is None
+
+
+def test_with_the_models_threshold_the_view_keeps_what_scores_above_the_checkpoints_validated_one(
+        scene, checkpoint: Path, tmp_path: Path) -> None:
+    """Model's Threshold (the default): the panel sends no threshold, the server uses the checkpoint's
+    best-F1 one, and the overlay shows exactly the predictions at or above it."""
+    import torch
+
+    state = bpy.context.window_manager.instseg_job
+    s = scene.instseg
+    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error  # threshold 0
+    every = _outcome()[0]
+    scores = sorted(p["score"] for p in every)
+    assert len(set(scores)) >= 2
+    cut = scores[len(scores) // 2]
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt["history"] = [{"step": ckpt["step"], "score_threshold_f1": cut}]
+    tuned = tmp_path / "tuned.pt"
+    torch.save(ckpt, tuned)
+    s.checkpoint = str(tuned)
+    s.auto_threshold = True
+    s.score_threshold = 0.99  # not used with the model's threshold
+    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    kept = _outcome()[0]
+    assert kept == [p for p in every if p["score"] >= cut] and 0 < len(kept) < len(every)
+    assert len(state.matched) + len(state.unmatched) == len(kept)

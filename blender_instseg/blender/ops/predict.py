@@ -141,12 +141,14 @@ def save_selection(context: Any) -> None:
 
 
 def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir: Path,
-                      categories: dict[int, str]) -> str:
-    """Overlay + selection + panel lists for the predictions in ``preds_path``."""
+                      categories: dict[int, str], min_score: float | None = None) -> str:
+    """Overlay + selection + panel lists for the predictions in ``preds_path`` scoring >= ``min_score``
+    (default: the panel's Score Threshold)."""
     s = settings(context)
     state = job_state(context)
     shape = tuple(view.id_map.shape)
-    preds = load_predictions(preds_path, shape, s.score_threshold)  # type: ignore[arg-type]
+    threshold = float(s.score_threshold) if min_score is None else min_score
+    preds = load_predictions(preds_path, shape, threshold)  # type: ignore[arg-type]
     masks = decode_masks(preds, shape)  # type: ignore[arg-type]
     scores = np.array([float(p.get("score", 1.0)) for p in preds])
     names = [categories.get(int(p.get("category_id", 0)), f"class {p.get('category_id')}") for p in preds]
@@ -266,18 +268,21 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
         preds_path = out_dir / PRED_JSON
         categories = find_categories(paths.checkpoint, paths.dataset)
 
+        # With the model's own threshold the predict process filters, so the file is shown whole.
+        threshold = [] if s.auto_threshold else ["--score-threshold", f"{s.score_threshold:g}"]
+        min_score = 0.0 if s.auto_threshold else None
+
         def on_done(ctx: Any, result: runner.JobResult) -> str:
-            return apply_predictions(ctx, view, preds_path, out_dir, categories)
+            return apply_predictions(ctx, view, preds_path, out_dir, categories, min_score)
 
         argv = runner.ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
-                                                  "--out", str(preds_path),
-                                                  "--score-threshold", f"{s.score_threshold:g}",
-                                                  "--device", s.device])
+                                                  "--out", str(preds_path), *threshold, "--device", s.device])
         key = server_key(python, paths.checkpoint, s.device)
         serve_argv = runner.ml_argv(python, "predict", ["--serve", "--checkpoint", str(paths.checkpoint),
-                                                        "--score-threshold", f"{s.score_threshold:g}",
-                                                        "--device", s.device])
-        request = {"image": str(view_png), "out": str(preds_path), "score_threshold": float(s.score_threshold)}
+                                                        *threshold, "--device", s.device])
+        request: dict[str, Any] = {"image": str(view_png), "out": str(preds_path)}
+        if not s.auto_threshold:
+            request["score_threshold"] = float(s.score_threshold)
         env, cwd = runner.child_env(), str(out_dir)
 
         def make_call() -> runner.ServerCall:

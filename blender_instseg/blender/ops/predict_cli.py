@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, default=None, help="generator config (JSON/TOML) for the scene")
     p.add_argument("--resolution", type=int, default=512, help="square render size [512]")
     p.add_argument("--samples", type=int, default=4, help="Cycles samples of the view render [4]")
-    p.add_argument("--score-threshold", type=float, default=0.3, help="drop predictions below this [0.3]")
+    p.add_argument("--score-threshold", type=float, default=None,
+                   help="drop predictions below this (default: the checkpoint's validated best-F1 threshold; "
+                        "0.3 for a --predictions file)")
     p.add_argument("--match-iou", type=float, default=0.5, help="IoU needed to select an object [0.5]")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="model device [auto]")
     p.add_argument("--python", default="", help="interpreter with torch [the add-on preference / this one]")
@@ -83,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None:
         s.checkpoint = str(args.checkpoint.resolve())
     s.predict_samples = args.samples
-    s.score_threshold = args.score_threshold
+    s.auto_threshold = args.score_threshold is None
+    if args.score_threshold is not None:
+        s.score_threshold = args.score_threshold
     s.match_iou_threshold = args.match_iou
     s.device = args.device
     s.show_in_camera = True

@@ -189,7 +189,10 @@ class INSTSEG_PT_prediction(_Base):
         layout.use_property_split = True
         layout.use_property_decorate = False
         col = layout.column(align=True)
-        col.prop(s, "score_threshold")
+        col.prop(s, "auto_threshold")
+        row = col.row()
+        row.active = not s.auto_threshold
+        row.prop(s, "score_threshold")
         col.prop(s, "match_iou_threshold")
         layout.prop(s, "predict_samples")
         layout.prop(s, "show_in_camera")
