@@ -5,7 +5,8 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   latency  params and median per-image latency (forward + post-processing, with and without the point
            head's subdivision) at 256^2 and 512^2, plus peak RSS, each size in a fresh child process.
            Post-processing cost depends on how many masks survive, so it is measured twice: at predict's
-           default --score-threshold 0.3 ("typical") and at 0 ("worst": 100 masks kept and refined).
+           default threshold ("typical": the checkpoint's validated best-F1 one, else 0.3, or
+           --threshold) and at 0 ("worst": 100 masks kept and refined).
   curve    for each --eval-at budget M, train on --data for M minutes (``--schedule separate``, default:
            one fresh run per budget, as ``train --minutes M`` would; or ``single``: snapshots of one run),
            evaluate with ``python -m blender_instseg.ml evaluate`` (mask AP, AP50, Boundary AP) and
@@ -47,7 +48,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def latency_child(size: int, checkpoint: str | None, images: str | None, repeats: int, worst: bool) -> dict:
+def latency_child(size: int, checkpoint: str | None, images: str | None, repeats: int, worst: bool,
+                  threshold: float | None = None) -> dict:
     """Runs in its own process so ru_maxrss is this size's peak only."""
     import numpy as np
     import torch
@@ -58,13 +60,16 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
     from blender_instseg.ml.predict import apply_score_threshold, predict_image
     from blender_instseg.ml.checkpoint import load_model
 
+    from blender_instseg.ml.predict import resolve_score_threshold
+
     threads = set_threads()
     if checkpoint:
-        model, _ = load_model(checkpoint)
+        model, ckpt = load_model(checkpoint)
     else:
         torch.manual_seed(0)
-        model = build_model(ModelConfig(num_classes=8)).eval()
-    apply_score_threshold(model, 0.0 if worst else 0.3)  # 0.3 = predict's default
+        model, ckpt = build_model(ModelConfig(num_classes=8)).eval(), {}
+    typical = resolve_score_threshold(threshold, ckpt)[0]  # what predict uses by default
+    apply_score_threshold(model, 0.0 if worst else typical)
     if images:
         paths = ([r.path for r in load_coco(images).records] if images.endswith(".json") else list_images([images]))[:repeats]
         imgs = [read_image(p) for p in paths]
@@ -75,7 +80,7 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
 
     imgs = [cv2.resize(im, (size, size), interpolation=cv2.INTER_LINEAR) for im in imgs]
     dev = torch.device("cpu")
-    res = {"size": size, "threads": threads, "worst_case": worst,
+    res = {"size": size, "threads": threads, "worst_case": worst, "threshold": 0.0 if worst else typical,
            "params": sum(p.numel() for p in model.parameters())}
     for refine in (False, True):
         if refine and getattr(model, "point_head", None) is None:
@@ -115,6 +120,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
                 cmd += ["--images", args.images]
             if worst:
                 cmd.append("--worst")
+            elif args.threshold is not None:
+                cmd += ["--threshold", str(args.threshold)]
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             rows.append(json.loads(out))
             print(json.dumps(rows[-1]))
@@ -122,7 +129,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
     print("| size | case | masks kept | forward only ms | whole predict_image, bilinear ms | whole predict_image, point head ms | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']}^2 | {'worst (threshold 0)' if r['worst_case'] else 'typical (threshold 0.3)'} | {r.get('masks_point_head', r.get('masks_bilinear'))} "
+        case = "worst" if r["worst_case"] else "typical"
+        print(f"| {r['size']}^2 | {case} (threshold {r['threshold']:.3g}) | {r.get('masks_point_head', r.get('masks_bilinear'))} "
               f"| {r['ms_forward_only']} | {r['ms_bilinear']} | {r.get('ms_point_head', '-')} | {r['peak_rss_mb']} |")
     print(f"params: {rows[0]['params']}, threads: {rows[0]['threads']}")
     return 0
@@ -390,12 +398,14 @@ def main(argv: list[str] | None = None) -> int:
     lat.add_argument("--images", help="images (folder or annotations JSON) to time on (default: random noise)")
     lat.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     lat.add_argument("--repeats", type=int, default=20)
+    lat.add_argument("--threshold", type=float, help="typical case's score threshold (default: predict's default)")
     child = sub.add_parser("_latency_child")
     child.add_argument("--size", type=int, required=True)
     child.add_argument("--checkpoint")
     child.add_argument("--images")
     child.add_argument("--repeats", type=int, default=20)
     child.add_argument("--worst", action="store_true")
+    child.add_argument("--threshold", type=float)
     cur = sub.add_parser("curve", help="AP vs training minutes on a dataset, plus learning_curve.png")
     cur.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
     cur.add_argument("--eval-data", help="dataset/JSON to evaluate on (default: --data; uses its annotations_val.json)")
@@ -440,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "zoo":
         return cmd_zoo(args)
     if args.mode == "_latency_child":
-        print(json.dumps(latency_child(args.size, args.checkpoint, args.images, args.repeats, args.worst)))
+        print(json.dumps(latency_child(args.size, args.checkpoint, args.images, args.repeats, args.worst, args.threshold)))
         return 0
     if args.mode == "curve":
         return cmd_curve(args)
