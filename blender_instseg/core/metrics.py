@@ -377,6 +377,16 @@ def stats_dict(ev: COCOeval) -> dict[str, float]:
 # Per-image matching at IoU 0.5 and the score threshold
 # --------------------------------------------------------------------------------------------
 
+def _iou50_records(segm: COCOeval) -> Iterator[tuple[dict, int]]:
+    """(evalImgs record, index of IoU 0.5) for every image x category record of area "all": the
+    matching that per_image_matches and best_f1_threshold read."""
+    p = segm.params
+    t0 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
+    for e in segm.evalImgs:
+        if e is not None and e["aRng"] == p.areaRng[0]:
+            yield e, t0
+
+
 def per_image_matches(segm: COCOeval, score_threshold: float) -> dict[int, dict]:
     """Per image: matched (dt id, gt id, mask IoU) pairs at IoU 0.5, misses and false positives.
 
@@ -384,13 +394,9 @@ def per_image_matches(segm: COCOeval, score_threshold: float) -> dict[int, dict]
     in score order, so keeping detections >= threshold keeps exactly their matches. Detections
     matched to crowd ground truth, and crowd ground truth, count as neither hit nor miss.
     """
-    p = segm.params
-    t0 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
     out: dict[int, dict] = {int(i): {"pairs": [], "tp": 0, "fp": 0, "fn": 0, "n_pred": 0, "n_gt": 0}
-                            for i in p.imgIds}
-    for e in segm.evalImgs:
-        if e is None or e["aRng"] != p.areaRng[0]:
-            continue
+                            for i in segm.params.imgIds}
+    for e, t0 in _iou50_records(segm):
         img, cat = int(e["image_id"]), int(e["category_id"])
         rec = out[img]
         scores = np.asarray(e["dtScores"], np.float64)
@@ -431,18 +437,15 @@ def best_f1_threshold(segm: COCOeval) -> dict[str, float]:
     in which keeping the detections >= t keeps exactly their matches, so one sort gives every t.
     The threshold returned is the lowest score kept at the best F1 (0.0 with no detections).
     """
-    p = segm.params
-    t0 = int(np.flatnonzero(np.isclose(p.iouThrs, 0.5))[0])
+    none = {"score_threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
     scores, hits, n_gt = [], [], 0
-    for e in segm.evalImgs:
-        if e is None or e["aRng"] != p.areaRng[0]:
-            continue
+    for e, t0 in _iou50_records(segm):
         keep = ~np.asarray(e["dtIgnore"][t0], bool)
         scores.append(np.asarray(e["dtScores"], np.float64)[keep])
         hits.append(np.asarray(e["dtMatches"][t0])[keep] > 0)
         n_gt += int((~np.asarray(e["gtIgnore"], bool)).sum())
     if not scores or n_gt == 0 or not sum(len(s) for s in scores):
-        return {"score_threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
+        return none
     score, hit = np.concatenate(scores), np.concatenate(hits)
     order = np.argsort(-score, kind="stable")
     score, hit = score[order], hit[order]
@@ -454,8 +457,8 @@ def best_f1_threshold(segm: COCOeval) -> dict[str, float]:
     f1 = np.where(last, f1, -1.0)
     i = int(np.argmax(f1))
     if f1[i] <= 0:  # no detection is right: no threshold is better than another
-        return {"score_threshold": 0.0, "f1": 0.0, "precision": 0.0, "recall": 0.0}
-    return {"score_threshold": float(score[i]), "f1": float(max(f1[i], 0.0)), "precision": float(precision[i]),
+        return none
+    return {"score_threshold": float(score[i]), "f1": float(f1[i]), "precision": float(precision[i]),
             "recall": float(recall[i])}
 
 
