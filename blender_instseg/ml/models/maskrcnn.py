@@ -28,7 +28,7 @@ from ..ops.roi_align import multilevel_roi_align
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, empty_prediction
 from .fpn import FPN
-from .solov2 import PIXEL_MEAN, PIXEL_STD
+from .solov2 import normalise_pixels
 
 FPN_STRIDES = (4, 8, 16, 32)  # P2..P5
 
@@ -187,7 +187,7 @@ class MaskRCNN(InstanceSegModel):
         Raw outputs: ``boxes`` / ``scores`` / ``labels`` / ``mask_probs`` (K, 28, 28), one list entry
         per image, boxes in input pixels; ``postprocess`` pastes the masks.
         """
-        feats = self.fpn(self.backbone((images - PIXEL_MEAN) / PIXEL_STD)[1:])  # P2..P5
+        feats = self.fpn(self.backbone(normalise_pixels(images))[1:])  # P2..P5
         image_hw = (images.shape[-2], images.shape[-1])
         obj, deltas = self.rpn(feats)
         anchors = generate_anchors([f.shape[-2:] for f in feats], FPN_STRIDES, [[s] for s in self.cfg.anchor_sizes],

@@ -40,7 +40,7 @@ from ..ops.boxes import batched_nms, clip_boxes
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, empty_prediction
 from .fpn import FPN
-from .solov2 import PIXEL_MEAN, PIXEL_STD
+from .solov2 import normalise_pixels
 
 _RAY_EXP_CLAMP = 10.0  # bound on the ray exponent: an untrained head cannot produce inf rays
 
@@ -281,7 +281,7 @@ class PolarMask(InstanceSegModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
-        x = (images - PIXEL_MEAN) / PIXEL_STD
+        x = normalise_pixels(images)
         p = self.fpn(self.backbone(x)[1:])  # P2..P5
         outs = [self.head(f, i, s) for i, (f, s) in enumerate(zip(p[1:], self.cfg.level_strides))]
         image_hw = (images.shape[2], images.shape[3])

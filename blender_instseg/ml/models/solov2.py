@@ -29,6 +29,11 @@ PIXEL_MEAN = 0.45
 PIXEL_STD = 0.25
 
 
+def normalise_pixels(x: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] -> the networks' input scale (every zoo model and the classifier's bank crops)."""
+    return (x - PIXEL_MEAN) / PIXEL_STD
+
+
 @dataclass
 class ModelConfig(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
@@ -194,7 +199,7 @@ class SOLOv2Lite(InstanceSegModel):
 
     def features(self, images: torch.Tensor) -> dict[str, Any]:
         """images: (B, 3, H, W) float in [0, 1], H and W multiples of 32."""
-        x = (images - PIXEL_MEAN) / PIXEL_STD
+        x = normalise_pixels(images)
         c = self.backbone(x)
         p = self.fpn(c[1:])  # P2..P5
         mask_feat = self.mask_branch(p)
@@ -233,7 +238,7 @@ class SOLOv2Lite(InstanceSegModel):
                 cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]).repeat(views))
                 if isinstance(self.mask_cls, RoIMaskClassifier) and len(t.get("object_crops", ())):  # crop bank
                     crops = t["object_crops"].clone()
-                    crops[:, :3] = (crops[:, :3] - PIXEL_MEAN) / PIXEL_STD
+                    crops[:, :3] = normalise_pixels(crops[:, :3])
                     cls_logits.append(self.mask_cls.classify(crops))
                     cls_labels.append(t["object_crop_labels"])
             if self.point_head is not None:

@@ -30,7 +30,7 @@ from ..ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, generat
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
 from .fpn import FPN
-from .solov2 import PIXEL_MEAN, PIXEL_STD
+from .solov2 import normalise_pixels
 
 IGNORE = -2      # anchor_gt value: IoU between the negative and positive thresholds (no class loss)
 BACKGROUND = -1  # anchor_gt value: negative anchor
@@ -210,7 +210,7 @@ class Yolact(InstanceSegModel):
 
     # ------------------------------------------------------------------ forward
     def forward(self, images: torch.Tensor, targets: list[dict[str, torch.Tensor]] | None = None) -> dict[str, Any]:
-        x = (images - PIXEL_MEAN) / PIXEL_STD
+        x = normalise_pixels(images)
         p = self.fpn(self.backbone(x)[1:])  # P2..P5
         protos = self.protonet(p[1])  # (B, k, H/4, W/4)
         outs = [self.head(f) for f in p[1:]]
