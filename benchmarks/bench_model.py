@@ -154,11 +154,11 @@ def _evaluate(args: argparse.Namespace, ckpt: Path, rep: Path, log: Path) -> dic
 
 def _zoo() -> dict[str, list[str]]:
     """Zoo entries: name in the table -> train flags choosing the network (every registered model,
-    plus SOLOv2 without its point head and without its mask-pooled classifier, which measure those)."""
+    plus SOLOv2 with its point head and without its mask classifier, which measure those)."""
     from blender_instseg.ml.models import ARCHITECTURES
 
     entries = {name: ["--model", name] for name in ARCHITECTURES}
-    entries["solov2-nopoint"] = ["--model", "solov2", "--no-point-head"]
+    entries["solov2-point"] = ["--model", "solov2", "--point-head"]
     entries["solov2-nomaskcls"] = ["--model", "solov2", "--model-config", "mask_classifier=false"]
     return entries
 

@@ -46,7 +46,7 @@ class TrainConfig:
     image_size: int = 256
     val_fraction: float = 0.0
     val_split: str | None = None
-    point_head: bool = True
+    point_head: bool | None = None  # None: the architecture's default (solov2: off)
     seed: int = 0
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -416,14 +416,19 @@ def parse_overrides(text: str, config_cls: type[ModelConfigBase] | None = None) 
     return out
 
 
-def new_model_config(arch: str, num_classes: int, point_head: bool, overrides: dict[str, Any] | None) -> ModelConfigBase:
-    """The config of a fresh run: the architecture's defaults, the data set's class count, the overrides."""
+def new_model_config(arch: str, num_classes: int, point_head: bool | None,
+                     overrides: dict[str, Any] | None) -> ModelConfigBase:
+    """The config of a fresh run: the architecture's defaults, the data set's class count, the
+    overrides; ``point_head`` None keeps the architecture's default."""
     cfg_cls = architecture(arch)[0]
     kw: dict[str, Any] = {"num_classes": num_classes, **(overrides or {})}
-    if "point_head" in cfg_cls.__dataclass_fields__:
+    if point_head is None:
+        pass
+    elif "point_head" in cfg_cls.__dataclass_fields__:
         kw["point_head"] = point_head
-    elif not point_head:
-        raise ValueError(f"--no-point-head applies to solov2 only, not to --model {arch}")
+    else:
+        flag = "--point-head" if point_head else "--no-point-head"
+        raise ValueError(f"{flag} applies to solov2 only, not to --model {arch}")
     return cfg_cls(**kw)
 
 

@@ -183,6 +183,71 @@ def test_roi_classifier_training_views_start_with_the_plain_crop() -> None:
     assert not torch.allclose(views[2:4], plain) and not torch.allclose(views[4:], views[2:4])
 
 
+def test_classifier_trains_on_predicted_masks_only_where_they_overlap_their_object(shapes_root: Path) -> None:
+    """mask_cls_max_cells adds predicted masks of positive cells to the classifier's GT masks, minus
+    those whose stride-4 mask overlaps its object by less than mask_cls_min_iou."""
+    from blender_instseg.ml.models.solov2 import mask_iou_pairs
+
+    a = torch.zeros(3, 4, 4, dtype=torch.bool)
+    b = a.clone()
+    a[0, :2], b[0, :1] = True, True  # 4 of 8 pixels
+    a[1, 0, 0] = True                # disjoint from an empty mask
+    torch.testing.assert_close(mask_iou_pairs(a, b), torch.tensor([0.5, 0.0, 0.0]))
+
+    torch.manual_seed(0)
+    counts = {}
+    for min_iou in (0.0, 1.01):
+        cfg = ModelConfig(num_classes=3, mask_cls_max_cells=4, mask_cls_views=1, mask_cls_min_iou=min_iou)
+        model = build_model(cfg).train()
+        images, targets = _batch(shapes_root, cfg)
+        seen = []
+        model.mask_cls.register_forward_hook(lambda _m, inp, _out: seen.append(len(inp[2])))
+        assert torch.isfinite(model(images, targets)["mask_cls"])
+        gt = [len(t["labels"]) for t in targets if len(t["cell_index"])]
+        cells = [min(4, len(t["cell_index"])) for t in targets if len(t["cell_index"])]
+        counts[min_iou] = (seen, gt, cells)
+    seen, gt, cells = counts[0.0]
+    assert seen == [g + c for g, c in zip(gt, cells)]  # every picked prediction kept
+    seen, gt, _ = counts[1.01]
+    assert seen == gt                                  # none can reach IoU 1.01
+
+
+def test_shuffle_channels_gives_each_crop_a_permutation_of_its_colours() -> None:
+    from blender_instseg.ml.ops.object_crops import shuffle_channels
+
+    rgb = torch.rand(64, 3, 5, 5)
+    out = shuffle_channels(rgb, torch.Generator().manual_seed(0))
+    orders = set()
+    for a, b in zip(rgb, out):
+        order = tuple(next(i for i in range(3) if torch.equal(b[c], a[i])) for c in range(3))
+        assert sorted(order) == [0, 1, 2]
+        orders.add(order)
+    assert len(orders) == 6  # 64 crops draw every order, the identity among them
+    torch.testing.assert_close(shuffle_channels(rgb, torch.Generator().manual_seed(0)), out)
+    assert shuffle_channels(rgb[:0]).shape == (0, 3, 5, 5)
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_roi_classifier_flip_tta_is_the_mean_of_the_crop_and_its_mirror(stages: int) -> None:
+    """Mirroring image and masks mirrors each crop, so the TTA logits are the mean log-probabilities
+    of the plain and the mirrored input."""
+    from blender_instseg.ml.models.mask_classifiers import RoIMaskClassifier
+
+    torch.manual_seed(0)
+    clf = RoIMaskClassifier(feat_channels=4, hidden=8, num_classes=3, stages=stages).eval()
+    image, feat = torch.randn(3, 64, 64), torch.randn(4, 16, 16)
+    weights = torch.zeros(2, 16, 16)
+    weights[0, 2:6, 3:9] = 1.0
+    weights[1, 8:15, 8:12] = 0.8
+    with torch.no_grad():
+        tta = clf(image, feat, weights, flip_tta=True)
+        plain = torch.log_softmax(clf(image, feat, weights), 1)
+        mirrored = torch.log_softmax(clf(image.flip(-1), feat.flip(-1), weights.flip(-1)), 1)
+    assert tta.shape == (2, 3)
+    torch.testing.assert_close(tta, 0.5 * (plain + mirrored), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(plain, mirrored)
+
+
 def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) -> None:
     """The data set's bank crops (raw image) and the model's crops of the same GT mask (normalised
     image) agree once normalised, and each carries its object's label; drawing is resumable."""
@@ -214,6 +279,10 @@ def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) 
 
 def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
     assert ModelConfig.from_dict({"num_classes": 2}).mask_classifier is False
+    # saved before channel shuffling and flip TTA: resumed and predicted as they were trained
+    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
+    assert old.mask_cls_permute is False and old.mask_cls_flip_tta is False and old.mask_cls_stages == 2
+    assert ModelConfig(num_classes=2).mask_cls_permute and ModelConfig(num_classes=2).mask_cls_flip_tta
     old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True})
     assert old.mask_cls_kind == "pooled" and type(build_model(old).mask_cls).__name__ == "MaskPooledClassifier"
     assert type(build_model(ModelConfig(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
@@ -322,7 +391,7 @@ def test_roi_classifier_loss_pairs_each_crop_with_its_own_label(shapes_root: Pat
     from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD, SOLOv2Lite
 
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_views=1, mask_cls_bank=5)
+    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_views=1, mask_cls_bank=5, mask_cls_permute=False)
     model = build_model(cfg).train()
     src = load_coco(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, make_targets=SOLOv2Lite.make_targets(cfg),

@@ -152,6 +152,29 @@ def test_model_config_overrides_keep_lists_whole() -> None:
         parse_overrides("num_classes=4", cls)
 
 
+def test_point_head_flag_is_solov2s_and_off_unless_asked_for() -> None:
+    """Without --point-head/--no-point-head a run gets its architecture's default (solov2: no head,
+    measured better per CPU minute); naming either for a model without the head is an error."""
+    import argparse
+
+    from blender_instseg.ml import cli_args
+    from blender_instseg.ml.train import new_model_config
+
+    p = argparse.ArgumentParser()
+    cli_args.train(p)
+    base = ["--data", "D", "--out", "O"]
+    assert [p.parse_args(base + extra).point_head for extra in ([], ["--point-head"], ["--no-point-head"])] == \
+        [None, True, False]
+    assert new_model_config("solov2", 3, None, None).point_head is False
+    assert new_model_config("solov2", 3, True, None).point_head is True
+    assert new_model_config("yolact", 3, None, None).num_classes == 3
+    for flag, value in (("--point-head", True), ("--no-point-head", False)):
+        with pytest.raises(ValueError, match=f"{flag} applies to solov2 only"):
+            new_model_config("yolact", 3, value, None)
+    # a saved config always names point_head; one without it is from when the head was the default
+    assert config_from_dict({"arch": "solov2", "num_classes": 3}).point_head is True
+
+
 def test_score_threshold_does_not_ratchet() -> None:
     model = build_model({"num_classes": 2})
     apply_score_threshold(model, 0.02)

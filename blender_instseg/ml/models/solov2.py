@@ -18,6 +18,7 @@ from torch import nn
 
 from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
 from ..matrix_nms import matrix_nms
+from ..ops.object_crops import shuffle_channels
 from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
@@ -50,7 +51,9 @@ class ModelConfig(ModelConfigBase):
     dice_weight: float = 3.0
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
-    point_head: bool = True
+    # off by default since 2026-12-02: at 15 CPU minutes the steps it costs (~14 %) bought more AP
+    # than its refinement (docs/benchmarks.md, "Point head on or off")
+    point_head: bool = False
     point_hidden: int = 64
     point_layers: int = 3
     point_train_points: int = 196
@@ -71,10 +74,17 @@ class ModelConfig(ModelConfigBase):
     mask_cls_feat: int = 0  # roi: mask-feature channels cropped (a 1x1 projection); 0: image + mask only
     mask_cls_bank: int = 48  # roi without features: crops of objects from other training images per image
     mask_cls_weight: float = 1.0
-    mask_cls_max_cells: int = 0  # predicted masks of positive cells per image it trains on (plus every GT mask)
+    # predicted masks of positive cells per image it trains on (plus every GT mask and the bank), those
+    # whose stride-4 mask overlaps their object by mask_cls_min_iou: what it classifies at inference
+    # (trained on GT masks alone it read outline detail predicted masks lack; docs/benchmarks.md)
+    mask_cls_max_cells: int = 8
+    mask_cls_min_iou: float = 0.5
     mask_cls_views: int = 3  # roi: jittered crops per mask in training (RoIMaskClassifier.forward)
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
+    mask_cls_stages: int = 3  # roi: stride-2 stages of the crop CNN (3: 24 -> 3 px, the whole object in view)
+    mask_cls_permute: bool = True  # roi: bank crops' colour channels shuffled in training (ops.object_crops)
+    mask_cls_flip_tta: bool = True  # roi: inference classifies each crop and its mirror image
     # weight of the grid branch's class scores in the class decision (product of experts with the
     # classifier, reclassify); 0: the classifier alone
     mask_cls_grid_weight: float = 1.0
@@ -95,8 +105,20 @@ class ModelConfig(ModelConfigBase):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
-        # saved before the mask classifier: off; saved before the RoI one: the pooled one
-        return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", **d})
+        # saved before the mask classifier: off; saved before the RoI one: the pooled one; every saved
+        # config names point_head, but one without it is from when the head was the default; saved
+        # before the third classifier stage, channel shuffling and flip TTA: without them (the weights
+        # fit, resumes and predictions stay the same)
+        return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", "point_head": True,
+                                  "mask_cls_stages": 2, "mask_cls_permute": False, "mask_cls_flip_tta": False,
+                                  **d})
+
+
+def mask_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """IoU of boolean masks a[i] and b[i] (K, h, w) -> (K,); 0 where both are empty."""
+    inter = (a & b).flatten(1).sum(1).float()
+    union = (a | b).flatten(1).sum(1).float()
+    return inter / union.clamp(min=1)
 
 
 def coord_channels(x: torch.Tensor) -> torch.Tensor:
@@ -168,7 +190,8 @@ class SOLOv2Lite(InstanceSegModel):
         self.mask_cls: nn.Module | None = None
         if cfg.mask_classifier and cfg.mask_cls_kind == "roi":
             self.mask_cls = RoIMaskClassifier(cfg.mask_channels, cfg.mask_cls_hidden, cfg.num_classes,
-                                              cfg.mask_cls_size, cfg.mask_cls_width, cfg.mask_cls_feat)
+                                              cfg.mask_cls_size, cfg.mask_cls_width, cfg.mask_cls_feat,
+                                              cfg.mask_cls_stages)
         elif cfg.mask_classifier and cfg.mask_cls_kind == "pooled":
             self.mask_cls = MaskPooledClassifier((cfg.mask_channels, cfg.fpn_channels, cfg.fpn_channels),
                                                  cfg.mask_cls_hidden, cfg.num_classes)
@@ -232,12 +255,18 @@ class SOLOv2Lite(InstanceSegModel):
             if self.mask_cls is not None:
                 # every GT mask, plus (detached) predicted masks of some positive cells: what inference pools
                 pick = torch.randperm(len(cells), generator=generator, device=cells.device)[: cfg.mask_cls_max_cells]
-                weights = torch.cat([masks_s4, torch.sigmoid(logits[pick].detach())])
+                predicted = torch.sigmoid(logits[pick].detach())
+                if cfg.mask_cls_min_iou > 0 and len(pick):  # only masks that already show their object
+                    good = mask_iou_pairs(predicted > 0.5, masks_s4[inst[pick]] > 0.5) >= cfg.mask_cls_min_iou
+                    pick, predicted = pick[good], predicted[good]
+                weights = torch.cat([masks_s4, predicted])
                 views = cfg.mask_cls_views if isinstance(self.mask_cls, RoIMaskClassifier) else 1
                 cls_logits.append(self.classify_masks(out, b, weights, views, generator))
                 cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]).repeat(views))
                 if isinstance(self.mask_cls, RoIMaskClassifier) and len(t.get("object_crops", ())):  # crop bank
                     crops = t["object_crops"].clone()
+                    if cfg.mask_cls_permute:
+                        crops[:, :3] = shuffle_channels(crops[:, :3], generator)
                     crops[:, :3] = normalise_pixels(crops[:, :3])
                     cls_logits.append(self.mask_cls.classify(crops))
                     cls_labels.append(t["object_crop_labels"])
@@ -360,12 +389,13 @@ class SOLOv2Lite(InstanceSegModel):
         return cell, label, scores, logits
 
     def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor, views: int = 1,
-                       generator: torch.Generator | None = None) -> torch.Tensor:
+                       generator: torch.Generator | None = None, flip_tta: bool = False) -> torch.Tensor:
         """(K * views, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w);
-        ``views`` > 1 (training, RoI classifier only): jittered crops, view-major."""
+        ``views`` > 1 (training, RoI classifier only): jittered crops, view-major; ``flip_tta``
+        (inference, RoI classifier only): crop and mirror image together."""
         if isinstance(self.mask_cls, RoIMaskClassifier):
             return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, views, self.cfg.mask_cls_jitter,
-                                 generator)
+                                 generator, flip_tta)
         assert self.mask_cls is not None and views == 1
         return self.mask_cls([m[b] for m in out["pool"]], weights)
 
@@ -385,7 +415,7 @@ class SOLOv2Lite(InstanceSegModel):
         product under the candidate threshold (0.1), which dropped half the detections."""
         assert self.mask_cls is not None
         cfg = self.cfg
-        log_p = torch.log_softmax(self.classify_masks(out, b, probs), dim=1)
+        log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta), dim=1)
         if cfg.mask_cls_grid_weight:
             grid = torch.sigmoid(out["cate"][b][cell]).clamp_min(1e-6)
             log_p = log_p + cfg.mask_cls_grid_weight * torch.log(grid)

@@ -85,3 +85,19 @@ def object_crops(image: torch.Tensor, masks: torch.Tensor, size: int) -> torch.T
     image = F.pad(image[None], pad, mode="replicate")[0] if any(pad) else image
     soft = F.avg_pool2d(F.pad(masks.float(), pad)[None], MASK_STRIDE)[0]
     return sample_crops(image, soft, square_crops(soft), size)
+
+
+
+def shuffle_channels(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(K, 3, S, S) -> the same crops, each with its colour channels in a random order.
+
+    Why: the generator's materials are random, so an object's colour says nothing about its class;
+    shuffling the channels of the crop bank's crops (one exact crop per object, seen dozens of times
+    in a run) keeps the classifier from learning the colours of training objects. Measured on the
+    classifier alone (``benchmarks/bench_classifier.py``): +1.6 points of held-out accuracy on two
+    seeds, where geometric jitter and brightness/contrast changes of the same crops cost accuracy.
+    """
+    if len(rgb) == 0:
+        return rgb
+    order = torch.argsort(torch.rand(len(rgb), 3, generator=generator, device=rgb.device), dim=1)
+    return torch.gather(rgb, 1, order[:, :, None, None].expand_as(rgb))
