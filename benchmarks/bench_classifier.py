@@ -31,6 +31,9 @@ from blender_instseg.ml.models.mask_classifiers import RoIMaskClassifier  # noqa
 from blender_instseg.ml.models.solov2 import normalise_pixels  # noqa: E402
 from blender_instseg.ml.ops.object_crops import object_crops, shuffle_channels  # noqa: E402
 
+DEFAULT_DATA = "out/bench_gen"
+GENERATE = ("python scripts/generate.py --out out/bench_gen --num-images 700 --seed 100 --resolution 256 "
+            "--samples 16 --min-objects 5 --max-objects 20 --val-fraction 0.143")
 DEFAULTS = {"width": 16, "size": 24, "stages": 2, "hidden": 128, "lr": 2e-3, "batch": 256, "permute": 0,
             "wd": 0.01}
 
@@ -110,13 +113,21 @@ def run_variant(settings: dict, train: tuple[torch.Tensor, ...], val: tuple[torc
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", required=True, help="dataset folder with annotations_train.json + annotations_val.json")
+    ap.add_argument("--data", help=f"dataset folder with annotations_train.json + annotations_val.json "
+                                   f"(default {DEFAULT_DATA}, the model benchmark's set)")
     ap.add_argument("--crops", type=int, default=300_000, help="training crops per variant (a 1500-step run's bank sees ~290 k)")
     ap.add_argument("--set", nargs="+", default=[""], metavar="K=V,...",
                     help=f"one variant per argument; keys {sorted(DEFAULTS)} (defaults {DEFAULTS})")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.data is None:
+        if not Path(DEFAULT_DATA).is_dir():  # `make bench` runs every benchmark without arguments
+            print(f"skipped: no dataset at {DEFAULT_DATA}; make it with: {GENERATE}")
+            return 0
+        args.data = DEFAULT_DATA
+    elif not Path(args.data).exists():
+        ap.error(f"dataset not found: {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
     train_src, val_src = resolve_dataset(args.data)
