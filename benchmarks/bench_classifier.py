@@ -93,9 +93,7 @@ def run_variant(settings: dict, train: tuple[torch.Tensor, ...], val: tuple[torc
     net.eval()
     with torch.no_grad():
         pred = torch.cat([net.classify(normalised(c.float() / 255)).argmax(1) for c in val[0].split(1024)])
-        # test-time flip: the mean of the crop's and its mirror's log-probabilities
-        flip_pred = torch.cat([(F.log_softmax(net.classify(normalised(c.float() / 255)), 1)
-                                + F.log_softmax(net.classify(normalised(c.float().flip(-1) / 255)), 1)).argmax(1)
+        flip_pred = torch.cat([net.classify(normalised(c.float() / 255), flip_tta=True).argmax(1)
                                for c in val[0].split(1024)])
         seen = torch.cat([net.classify(normalised(c.float() / 255)).argmax(1) for c in x_all[:len(val[0])].split(1024)])
     right = pred == val[1]

@@ -87,12 +87,12 @@ class RoIMaskClassifier(nn.Module):
             theta = jitter_crops(theta, views, jitter, generator)
             weights = weights.repeat(views, 1, 1)
         reduced = self.reduce(feat[None])[0] if self.reduce is not None else None
-        crops = sample_crops(image, weights, theta, self.size, reduced)
-        if not flip_tta:
-            return self.classify(crops)
-        log_p = F.log_softmax(self.classify(torch.cat([crops, crops.flip(-1)])), dim=1)
-        return 0.5 * (log_p[: len(crops)] + log_p[len(crops):])
+        return self.classify(sample_crops(image, weights, theta, self.size, reduced), flip_tta)
 
-    def classify(self, crops: torch.Tensor) -> torch.Tensor:
-        """(K, 4 [+ reduced], size, size) crops (normalised image, mask [, features]) -> (K, C) logits."""
-        return self.fc(self.net(crops))
+    def classify(self, crops: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
+        """(K, 4 [+ reduced], size, size) crops (normalised image, mask [, features]) -> (K, C) logits;
+        with ``flip_tta`` the mean log-probabilities of each crop and its mirror image."""
+        if not flip_tta:
+            return self.fc(self.net(crops))
+        log_p = F.log_softmax(self.fc(self.net(torch.cat([crops, crops.flip(-1)]))), dim=1)
+        return 0.5 * (log_p[: len(crops)] + log_p[len(crops):])

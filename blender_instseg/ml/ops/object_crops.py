@@ -87,7 +87,6 @@ def object_crops(image: torch.Tensor, masks: torch.Tensor, size: int) -> torch.T
     return sample_crops(image, soft, square_crops(soft), size)
 
 
-
 def shuffle_channels(rgb: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """(K, 3, S, S) -> the same crops, each with its colour channels in a random order.
 
