@@ -57,10 +57,8 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
     from blender_instseg.ml.data import list_images, load_coco, read_image
     from blender_instseg.ml.device import set_threads
     from blender_instseg.ml.models import ModelConfig, build_model
-    from blender_instseg.ml.predict import apply_score_threshold, predict_image
+    from blender_instseg.ml.predict import apply_score_threshold, predict_image, resolve_score_threshold
     from blender_instseg.ml.checkpoint import load_model
-
-    from blender_instseg.ml.predict import resolve_score_threshold
 
     threads = set_threads()
     if checkpoint:

@@ -422,13 +422,11 @@ def new_model_config(arch: str, num_classes: int, point_head: bool | None,
     overrides; ``point_head`` None keeps the architecture's default."""
     cfg_cls = architecture(arch)[0]
     kw: dict[str, Any] = {"num_classes": num_classes, **(overrides or {})}
-    if point_head is None:
-        pass
-    elif "point_head" in cfg_cls.__dataclass_fields__:
+    if point_head is not None:
+        if "point_head" not in cfg_cls.__dataclass_fields__:
+            flag = "--point-head" if point_head else "--no-point-head"
+            raise ValueError(f"{flag} applies to solov2 only, not to --model {arch}")
         kw["point_head"] = point_head
-    else:
-        flag = "--point-head" if point_head else "--no-point-head"
-        raise ValueError(f"{flag} applies to solov2 only, not to --model {arch}")
     return cfg_cls(**kw)
 
 
