@@ -17,6 +17,8 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   inference one trained checkpoint scored (mask AP, AP50, AP75 on --data's held-out images) under
            inference settings given as model-config overrides, one run per --set (e.g. the class
            decision's ``mask_cls_grid_weight=0``, thresholds ``update_thr=0.05``); "" = as saved.
+  classifier-gap  a SOLOv2 checkpoint's mask classifier: accuracy from GT masks vs from the best
+           predicted mask of the same objects (does what it learned on GT masks transfer?).
   zoo      every architecture of the model zoo trained --minutes on the same data, then the table
            for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
            < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
@@ -25,6 +27,7 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   python benchmarks/bench_model.py curve --data DATASET --eval-at 5 10 15 --out out/bench_model
   python benchmarks/bench_model.py zoo --data DATASET --minutes 15 --out out/bench_zoo
   python benchmarks/bench_model.py inference --checkpoint last.pt --data DATASET --set "" mask_cls_grid_weight=0
+  python benchmarks/bench_model.py classifier-gap --checkpoint last.pt --data DATASET
 """
 
 from __future__ import annotations
@@ -366,6 +369,61 @@ def cmd_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classifier_gap(args: argparse.Namespace) -> int:
+    """How often a SOLOv2 checkpoint's mask classifier names held-out objects right from their GT mask
+    (soft stride-4, as the crop bank trains it, and binarised) and from the best predicted mask of the
+    same object (the candidate cell whose stride-4 mask overlaps it most, IoU >= 0.5; soft, as
+    inference feeds it, and binarised). The gap between the first and the third is what training on
+    GT masks alone fails to teach."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from blender_instseg.ml.checkpoint import load_model
+    from blender_instseg.ml.data import decode_segmentation, letterbox, load_coco, read_image, to_tensor
+    from blender_instseg.ml.device import set_threads
+    from blender_instseg.ml.evaluate_cmd import pick_annotations
+    from blender_instseg.ml.models.solov2 import mask_iou_pairs
+
+    set_threads()
+    model, ckpt = load_model(args.checkpoint, torch.device("cpu"))
+    if getattr(model, "mask_cls", None) is None:
+        print("this checkpoint has no mask classifier")
+        return 2
+    src = load_coco(pick_annotations(args.data, None))
+    label_of = {cid: i for i, cid in enumerate(src.category_ids)}
+    size = int(ckpt.get("train_config", {}).get("image_size", 256))
+    tta = bool(getattr(model.cfg, "mask_cls_flip_tta", False))
+    right = {"GT mask": 0, "GT mask, binarised": 0, "predicted mask": 0, "predicted mask, binarised": 0}
+    found = 0
+    with torch.no_grad():
+        for rec in src.records[: args.images]:
+            anns = [a for a in rec.anns if not a.get("iscrowd", 0)]
+            img = read_image(rec.path)
+            h, w = img.shape[:2]
+            padded, _ = letterbox(img, size)
+            if not anns or padded.shape[:2] != (h, w):  # GT masks must line up with the input unscaled
+                continue
+            out = model(to_tensor(padded)[None])
+            gt = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])).float()
+            gt_s4 = F.avg_pool2d(gt[None], 4)[0]
+            labels = torch.tensor([label_of[int(a["category_id"])] for a in anns])
+            cells = torch.arange(out["cate"].shape[1])
+            probs = torch.sigmoid(model.mask_logits(out, 0, cells))
+            iou = torch.stack([mask_iou_pairs((probs > 0.5), (g > 0.5).expand_as(probs)) for g in gt_s4])
+            best_iou, best = iou.max(1)
+            ok = best_iou >= 0.5
+            found += int(ok.sum())
+            for name, masks in (("GT mask", gt_s4), ("GT mask, binarised", (gt_s4 > 0.5).float()),
+                                ("predicted mask", probs[best]), ("predicted mask, binarised", (probs[best] > 0.5).float())):
+                named = model.classify_masks(out, 0, masks, flip_tta=tta).argmax(1)
+                right[name] += int(((named == labels) & ok).sum())
+    print(f"{found} objects with a predicted mask of stride-4 IoU >= 0.5 (first {args.images} images, flip TTA {tta})")
+    for name, n in right.items():
+        print(f"classifier right from the {name:26s} {n / max(found, 1):.3f}")
+    return 0
+
+
 def _first_class_hits(gt, dt) -> tuple[int, int]:  # type: ignore[no-untyped-def]
     """(objects with any detection of mask IoU >= 0.5, objects whose highest-scoring such detection
     has their category): how often the model names what it finds correctly."""
@@ -440,7 +498,13 @@ def main(argv: list[str] | None = None) -> int:
     inf.add_argument("--set", nargs="+", default=[""], metavar="K=V,...",
                      help='model-config overrides, one evaluation each ("" = the checkpoint\'s own)')
     inf.add_argument("--no-refine", action="store_true", help="skip the point head's subdivision (faster)")
+    gap = sub.add_parser("classifier-gap", help="mask classifier accuracy from GT masks vs predicted masks")
+    gap.add_argument("--checkpoint", required=True)
+    gap.add_argument("--data", required=True, help="dataset folder (its annotations_val.json) or annotations JSON")
+    gap.add_argument("--images", type=int, default=60, help="first N images (default 60)")
     args = p.parse_args(argv)
+    if args.mode == "classifier-gap":
+        return cmd_classifier_gap(args)
     if args.mode == "inference":
         return cmd_inference(args)
     if args.mode == "agnostic":
