@@ -123,9 +123,12 @@ def test_training_points_are_drawn_around_each_instance() -> None:
     boxes = mask_boxes(masks)
     torch.testing.assert_close(boxes[0] * 64, torch.tensor([25.0, 7.0, 55.0, 23.0]))
     assert (boxes >= 0).all() and (boxes <= 1).all()
+    # seeded: with random coarse logits the uncertain points cluster, and 50 points missed the small
+    # object for 19 % of seeds (196, the training default, for 2 % of them)
+    torch.manual_seed(0)
     coarse = torch.randn(2, 1, 16, 16)
-    pts = uncertain_points_with_randomness(coarse, 50, 3.0, 0.75, boxes=boxes)
-    assert pts.shape == (2, 50, 2)
+    pts = uncertain_points_with_randomness(coarse, 196, 3.0, 0.75, boxes=boxes)
+    assert pts.shape == (2, 196, 2)
     assert (pts >= boxes[:, None, :2]).all() and (pts <= boxes[:, None, 2:]).all()
     inside = (pts[1, :, 0] < 2 / 64 + 1e-6) & (pts[1, :, 1] > 60 / 64)
     assert inside.any()  # the small object is actually sampled
