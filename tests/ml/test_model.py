@@ -203,8 +203,14 @@ def test_classifier_trains_on_predicted_masks_only_where_they_overlap_their_obje
         cfg = ModelConfig(num_classes=3, mask_cls_max_cells=4, mask_cls_views=1, mask_cls_min_iou=min_iou)
         model = build_model(cfg).train()
         images, targets = _batch(shapes_root, cfg)
-        seen = []
-        model.mask_cls.register_forward_hook(lambda _m, inp, _out: seen.append(len(inp[2])))
+        seen: list[int] = []
+        crops = model.mask_cls.crops  # the masks each image sends to the classifier (then one batched pass)
+
+        def counted(image: torch.Tensor, feat: torch.Tensor, weights: torch.Tensor, *args: object) -> torch.Tensor:
+            seen.append(len(weights))
+            return crops(image, feat, weights, *args)
+
+        model.mask_cls.crops = counted
         assert torch.isfinite(model(images, targets)["mask_cls"])
         gt = [len(t["labels"]) for t in targets if len(t["cell_index"])]
         cells = [min(4, len(t["cell_index"])) for t in targets if len(t["cell_index"])]

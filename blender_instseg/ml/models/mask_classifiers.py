@@ -82,12 +82,19 @@ class RoIMaskClassifier(nn.Module):
         """
         if len(weights) == 0:
             return self.fc[-1].weight.new_zeros((0, self.fc[-1].out_features))
+        return self.classify(self.crops(image, feat, weights, views, jitter, generator), flip_tta)
+
+    def crops(self, image: torch.Tensor, feat: torch.Tensor, weights: torch.Tensor, views: int = 1,
+              jitter: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The (K * views, 4 [+ reduced], size, size) crops ``forward`` classifies, for callers that
+        classify the crops of several images in one call (training: one batched CNN pass per step
+        instead of one per image)."""
         theta = square_crops(weights.detach())
         if views > 1:
             theta = jitter_crops(theta, views, jitter, generator)
             weights = weights.repeat(views, 1, 1)
         reduced = self.reduce(feat[None])[0] if self.reduce is not None else None
-        return self.classify(sample_crops(image, weights, theta, self.size, reduced), flip_tta)
+        return sample_crops(image, weights, theta, self.size, reduced)
 
     def classify(self, crops: torch.Tensor, flip_tta: bool = False) -> torch.Tensor:
         """(K, 4 [+ reduced], size, size) crops (normalised image, mask [, features]) -> (K, C) logits;

@@ -240,7 +240,7 @@ class SOLOv2Lite(InstanceSegModel):
         """targets[b]: labels (N,), masks (N, H, W) uint8, cell_index (P,), cell_inst (P,)."""
         cfg = self.cfg
         dice_terms, point_logits, point_labels = [], [], []
-        cls_logits, cls_labels = [], []
+        cls_logits, cls_crops, cls_labels = [], [], []
         for b, t in enumerate(targets):
             cells, inst = t["cell_index"], t["cell_inst"]
             if len(cells) == 0:
@@ -260,16 +260,21 @@ class SOLOv2Lite(InstanceSegModel):
                     good = mask_iou_pairs(predicted > 0.5, masks_s4[inst[pick]] > 0.5) >= cfg.mask_cls_min_iou
                     pick, predicted = pick[good], predicted[good]
                 weights = torch.cat([masks_s4, predicted])
-                views = cfg.mask_cls_views if isinstance(self.mask_cls, RoIMaskClassifier) else 1
-                cls_logits.append(self.classify_masks(out, b, weights, views, generator))
-                cls_labels.append(torch.cat([t["labels"], t["labels"][inst[pick]]]).repeat(views))
-                if isinstance(self.mask_cls, RoIMaskClassifier) and len(t.get("object_crops", ())):  # crop bank
-                    crops = t["object_crops"].clone()
-                    if cfg.mask_cls_permute:
-                        crops[:, :3] = shuffle_channels(crops[:, :3], generator)
-                    crops[:, :3] = normalise_pixels(crops[:, :3])
-                    cls_logits.append(self.mask_cls.classify(crops))
-                    cls_labels.append(t["object_crop_labels"])
+                labels = torch.cat([t["labels"], t["labels"][inst[pick]]])
+                if isinstance(self.mask_cls, RoIMaskClassifier):  # crops now, one CNN pass for the batch below
+                    cls_crops.append(self.mask_cls.crops(out["fine"][0][b], out["mask_feat"][b], weights,
+                                                         cfg.mask_cls_views, cfg.mask_cls_jitter, generator))
+                    cls_labels.append(labels.repeat(cfg.mask_cls_views))
+                    if len(t.get("object_crops", ())):  # the crop bank
+                        crops = t["object_crops"].clone()
+                        if cfg.mask_cls_permute:
+                            crops[:, :3] = shuffle_channels(crops[:, :3], generator)
+                        crops[:, :3] = normalise_pixels(crops[:, :3])
+                        cls_crops.append(crops)
+                        cls_labels.append(t["object_crop_labels"])
+                else:
+                    cls_logits.append(self.classify_masks(out, b, weights))
+                    cls_labels.append(labels)
             if self.point_head is not None:
                 n = len(cells)
                 if n > cfg.point_max_instances:
@@ -284,6 +289,9 @@ class SOLOv2Lite(InstanceSegModel):
                 fine = PointHead.sample_fine([m[b:b + 1] for m in out["fine"]], coords)
                 point_logits.append(self.point_head(fine, coarse))
                 point_labels.append(point_sample(gt.unsqueeze(1), coords)[:, 0])
+        if cls_crops:
+            assert isinstance(self.mask_cls, RoIMaskClassifier)
+            cls_logits.append(self.mask_cls.classify(torch.cat(cls_crops)))
         losses = {"cate": self.category_loss(out["cate"], targets)}
         zero = out["mask_feat"].sum() * 0
         losses["mask"] = cfg.dice_weight * torch.cat(dice_terms).mean() if dice_terms else zero
