@@ -19,6 +19,8 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            decision's ``mask_cls_grid_weight=0``, thresholds ``update_thr=0.05``); "" = as saved.
   classifier-gap  a SOLOv2 checkpoint's mask classifier: accuracy from GT masks vs from the best
            predicted mask of the same objects (does what it learned on GT masks transfer?).
+  step-time ms per training step by part (data, forward, loss, backward, optimizer) for each --set of
+           model-config overrides: where the CPU-minutes of the AP-per-minute benchmark go.
   zoo      every architecture of the model zoo trained --minutes on the same data, then the table
            for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
            < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
@@ -28,6 +30,7 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   python benchmarks/bench_model.py zoo --data DATASET --minutes 15 --out out/bench_zoo
   python benchmarks/bench_model.py inference --checkpoint last.pt --data DATASET --set "" mask_cls_grid_weight=0
   python benchmarks/bench_model.py classifier-gap --checkpoint last.pt --data DATASET
+  python benchmarks/bench_model.py step-time --data DATASET --set "" mask_classifier=false
 """
 
 from __future__ import annotations
@@ -369,6 +372,50 @@ def cmd_inference(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_step_time(args: argparse.Namespace) -> int:
+    """Milliseconds per training step of the default model, by part, for each --set: where a
+    CPU-minute goes (the AP-per-minute benchmark is steps x what each step teaches). Each variant
+    builds the Trainer of ``train`` on --data, runs --warmup steps, then times --steps steps of
+    batch 4. Data time of the first epoch includes cutting crop-bank crops (cached after that)."""
+    import tempfile
+
+    import torch
+
+    from blender_instseg.ml.data import collate
+    from blender_instseg.ml.device import set_threads
+    from blender_instseg.ml.train import TrainConfig, Trainer, parse_overrides
+
+    set_threads()
+    for text in args.set:
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = Trainer(TrainConfig(data=args.data, out=tmp, steps=1, batch_size=args.batch_size),
+                              model_overrides=parse_overrides(text) if text else None, device="cpu")
+            model, optim, ds = trainer.model.train(), trainer.optim, trainer.dataset
+            parts = dict.fromkeys(("data", "features", "loss", "backward", "optimizer"), 0.0)
+            for step in range(args.warmup + args.steps):
+                keys = [((step * args.batch_size + i) % len(ds), 0) for i in range(args.batch_size)]
+                t = [time.perf_counter()]
+                images, targets = collate([ds[k] for k in keys])
+                t.append(time.perf_counter())
+                out = model.features(images)
+                t.append(time.perf_counter())
+                loss = sum(model.loss(out, targets).values())
+                t.append(time.perf_counter())
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                t.append(time.perf_counter())
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                optim.step()
+                t.append(time.perf_counter())
+                if step >= args.warmup:
+                    for k, a, b in zip(parts, t, t[1:]):
+                        parts[k] += (b - a) / args.steps
+        total = sum(parts.values())
+        print(f"{text or '(default)':40s} " + "  ".join(f"{k} {1000 * v:.0f}" for k, v in parts.items())
+              + f"  total {1000 * total:.0f} ms/step ({60 / total:.0f} steps/min)", flush=True)
+    return 0
+
+
 def cmd_classifier_gap(args: argparse.Namespace) -> int:
     """How often a SOLOv2 checkpoint's mask classifier names held-out objects right from their GT mask
     (soft stride-4, as the crop bank trains it, and binarised) and from the best predicted mask of the
@@ -502,7 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     gap.add_argument("--checkpoint", required=True)
     gap.add_argument("--data", required=True, help="dataset folder (its annotations_val.json) or annotations JSON")
     gap.add_argument("--images", type=int, default=60, help="first N images (default 60)")
+    st = sub.add_parser("step-time", help="ms per training step by part (data, forward, loss, backward, optimizer)")
+    st.add_argument("--data", required=True, help="dataset folder or annotations JSON for training")
+    st.add_argument("--set", nargs="+", default=[""], metavar="K=V,...",
+                    help='model-config overrides, one measurement each ("" = the default model)')
+    st.add_argument("--steps", type=int, default=30)
+    st.add_argument("--warmup", type=int, default=10)
+    st.add_argument("--batch-size", type=int, default=4)
     args = p.parse_args(argv)
+    if args.mode == "step-time":
+        return cmd_step_time(args)
     if args.mode == "classifier-gap":
         return cmd_classifier_gap(args)
     if args.mode == "inference":
