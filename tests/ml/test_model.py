@@ -297,6 +297,29 @@ def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
     assert type(build_model(ModelConfig(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
     with pytest.raises(ValueError, match="mask_cls_kind"):
         build_model(ModelConfig(num_classes=2, mask_cls_kind="box"))
+    # saved before the mask features read the stride-2 map: the same network (its weights load)
+    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
+    assert old.mask_fine is False and ModelConfig(num_classes=2).mask_fine
+    build_model(old).load_state_dict(build_model(ModelConfig(num_classes=2, point_head=True, mask_fine=False,
+                                                       mask_cls_stages=2)).state_dict())
+
+
+def test_mask_features_read_the_backbone_stride_2_map() -> None:
+    """mask_fine adds a stride-2 conv of the first backbone stage to the stride-4 mask features: they
+    change with that stage's output, which without it reaches them only through the FPN's deeper maps."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(num_classes=2)).eval()
+    assert model.mask_branch.fine is not None
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model.features(images)["mask_feat"]
+        c1 = model.backbone(images)[0]
+        fine = model.mask_branch.fine(c1)
+        model.mask_branch.fine[0].weight.zero_()
+        after = model.features(images)["mask_feat"]
+    assert before.shape == (1, 32, 16, 16) and fine.shape[-2:] == before.shape[-2:]
+    assert not torch.allclose(before, after)
+    assert build_model(ModelConfig(num_classes=2, mask_fine=False)).mask_branch.fine is None
 
 
 @pytest.mark.parametrize("kind", ["roi", "pooled"])

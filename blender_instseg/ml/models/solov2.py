@@ -43,6 +43,9 @@ class ModelConfig(ModelConfigBase):
     head_channels: int = 64
     head_convs: int = 2
     mask_channels: int = 32
+    # the mask features also read the backbone's stride-2 map (MaskFeatureBranch); on since 2026-12-02
+    # (15 minutes: mask AP 0.547 -> 0.560, Boundary AP 0.429 -> 0.444; docs/benchmarks.md)
+    mask_fine: bool = True
     grids: tuple[int, ...] = (24, 16, 8)
     # sqrt(box area) ranges per grid, as fractions of the input size (overlapping, as in SOLO)
     scale_ranges: tuple[tuple[float, float], ...] = ((0.0, 0.25), (0.125, 0.5), (0.25, 100.0))
@@ -76,10 +79,14 @@ class ModelConfig(ModelConfigBase):
     mask_cls_weight: float = 1.0
     # predicted masks of positive cells per image it trains on (plus every GT mask and the bank), those
     # whose stride-4 mask overlaps their object by mask_cls_min_iou: what it classifies at inference
-    # (trained on GT masks alone it read outline detail predicted masks lack; docs/benchmarks.md)
-    mask_cls_max_cells: int = 8
+    # (trained on GT masks alone it read outline detail predicted masks lack; 16 since 2026-12-02, 8
+    # and 32 measured lower at 15 minutes; docs/benchmarks.md)
+    mask_cls_max_cells: int = 16
     mask_cls_min_iou: float = 0.5
-    mask_cls_views: int = 3  # roi: jittered crops per mask in training (RoIMaskClassifier.forward)
+    # roi: crops per mask in training, the first plain, the others jittered (RoIMaskClassifier.crops). 1 since
+    # 2026-12-02: predicted masks now show it real imperfect masks, and 3 views took a third of each step
+    # (15 minutes: 2017 steps and mask AP 0.547 against 1520 and 0.536; docs/benchmarks.md)
+    mask_cls_views: int = 1
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
     mask_cls_stages: int = 3  # roi: stride-2 stages of the crop CNN (3: 24 -> 3 px, the whole object in view)
@@ -107,11 +114,11 @@ class ModelConfig(ModelConfigBase):
     def from_dict(cls, d: dict[str, Any]) -> Any:
         # saved before the mask classifier: off; saved before the RoI one: the pooled one; every saved
         # config names point_head, but one without it is from when the head was the default; saved
-        # before the third classifier stage, channel shuffling and flip TTA: without them (the weights
-        # fit, resumes and predictions stay the same)
+        # before the third classifier stage, channel shuffling and flip TTA, or before the stride-2 input of
+        # the mask features: without them (the weights fit, resumes and predictions stay the same)
         return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", "point_head": True,
                                   "mask_cls_stages": 2, "mask_cls_permute": False, "mask_cls_flip_tta": False,
-                                  **d})
+                                  "mask_fine": False, **d})
 
 
 def mask_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -131,16 +138,22 @@ def coord_channels(x: torch.Tensor) -> torch.Tensor:
 
 
 class MaskFeatureBranch(nn.Module):
-    """Fuses P2..P5 into one stride-4 map of ``out`` channels (the unified mask feature of SOLOv2)."""
+    """Fuses P2..P5 into one stride-4 map of ``out`` channels (the unified mask feature of SOLOv2).
 
-    def __init__(self, cin: int, out: int, n_levels: int) -> None:
+    With ``fine_channels`` it also adds the backbone's stride-2 map through a stride-2 conv: the
+    FPN's finest level is stride 4 and one residual block deep, and small objects (a 20 px object is
+    5 x 5 mask cells) need the outline detail the stride-2 map still has.
+    """
+
+    def __init__(self, cin: int, out: int, n_levels: int, fine_channels: int = 0) -> None:
         super().__init__()
         self.levels = nn.ModuleList(conv_gn(cin + (2 if i == n_levels - 1 else 0), out) for i in range(n_levels))
+        self.fine = conv_gn(fine_channels, out, stride=2) if fine_channels else None
         self.fuse = conv_gn(out, out, k=1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], fine: torch.Tensor | None = None) -> torch.Tensor:
         size = feats[0].shape[-2:]
-        acc = None
+        acc = None if self.fine is None else self.fine(fine)  # built with fine_channels: ``fine`` is required
         for i, (conv, f) in enumerate(zip(self.levels, feats)):
             if i == len(feats) - 1:
                 f = torch.cat([f, coord_channels(f)], dim=1)
@@ -183,7 +196,8 @@ class SOLOv2Lite(InstanceSegModel):
         self.cfg: ModelConfig = cfg
         self.backbone = Backbone(cfg.backbone_widths, cfg.backbone_blocks)
         self.fpn = FPN(self.backbone.out_channels[1:], cfg.fpn_channels)
-        self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4)
+        self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4,
+                                             cfg.backbone_widths[0] if cfg.mask_fine else 0)
         self.head = GridHead(cfg.fpn_channels, cfg.head_channels, cfg.head_convs, cfg.num_classes, cfg.mask_channels)
         self.point_head = (PointHead(3 + cfg.backbone_widths[0] + cfg.mask_channels, cfg.point_hidden, cfg.point_layers)
                            if cfg.point_head else None)
@@ -225,7 +239,7 @@ class SOLOv2Lite(InstanceSegModel):
         x = normalise_pixels(images)
         c = self.backbone(x)
         p = self.fpn(c[1:])  # P2..P5
-        mask_feat = self.mask_branch(p)
+        mask_feat = self.mask_branch(p, c[0])
         cates, kernels = [], []
         for feat, grid in zip(p[1:], self.cfg.grids):
             cate, kernel = self.head(feat, grid)
