@@ -397,12 +397,15 @@ def test_a_score_threshold_keeps_exactly_the_detections_scoring_above_it(shapes_
     cfg = ModelConfig(num_classes=3, point_head=False, mask_classifier=mask_classifier)
     model = build_model(cfg).eval()
     with torch.no_grad():  # spread the grid scores over (0, 1) and make masks, as a trained model does
-        model.head.cate_out.weight.normal_(0, 0.3)
+        model.head.cate_out.weight.normal_(0, 0.1)
         model.head.cate_out.bias.fill_(-1.0)
         model.head.kernel_out.weight.mul_(300.0)  # confident masks: maskness ~1, scores stay near grid scores
     images, _ = _batch(shapes_root, cfg)
     with torch.no_grad():
         out = model(images)
+    # no grid score rounds to 1.0 in float32: tied top scores may be ordered either way, and so may
+    # Matrix NMS's decay between them (with std 0.3 here, 14 ties did, after a network change)
+    assert (torch.sigmoid(out["cate"]) < 1).all()
     model.cfg.update_thr, model.cfg.max_per_img = 0.0, 10_000  # no top-k cut: compare whole lists
     every = model.select(out, 0)
     assert every is not None and len(every[0]) > 10
