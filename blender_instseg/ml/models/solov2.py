@@ -84,7 +84,7 @@ class ModelConfig(ModelConfigBase):
     mask_cls_max_cells: int = 16
     mask_cls_min_iou: float = 0.5
     # roi: crops per mask in training, the first plain, the others jittered (RoIMaskClassifier.crops). 1 since
-    # 2026-12-02: predicted masks now show it real imperfect masks, and 3 views took a third of each step
+    # 2026-12-02: predicted masks now show it real imperfect masks, and 3 views cost a quarter of each step
     # (15 minutes: 2017 steps and mask AP 0.547 against 1520 and 0.536; docs/benchmarks.md)
     mask_cls_views: int = 1
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
