@@ -410,15 +410,14 @@ class SOLOv2Lite(InstanceSegModel):
         scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
         return cell, label, scores, logits
 
-    def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor, views: int = 1,
-                       generator: torch.Generator | None = None, flip_tta: bool = False) -> torch.Tensor:
-        """(K * views, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w);
-        ``views`` > 1 (training, RoI classifier only): jittered crops, view-major; ``flip_tta``
-        (inference, RoI classifier only): crop and mirror image together."""
+    def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor,
+                       flip_tta: bool = False) -> torch.Tensor:
+        """(K, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w); ``flip_tta``
+        (RoI classifier only): crop and mirror image together. The RoI classifier's training views
+        are cut in ``loss`` (``RoIMaskClassifier.crops``), batched over the images."""
         if isinstance(self.mask_cls, RoIMaskClassifier):
-            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, views, self.cfg.mask_cls_jitter,
-                                 generator, flip_tta)
-        assert self.mask_cls is not None and views == 1
+            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, flip_tta=flip_tta)
+        assert self.mask_cls is not None
         return self.mask_cls([m[b] for m in out["pool"]], weights)
 
     def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
