@@ -404,7 +404,7 @@ def cmd_step_time(args: argparse.Namespace) -> int:
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 t.append(time.perf_counter())
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.cfg.grad_clip)  # as Trainer.run
                 optim.step()
                 t.append(time.perf_counter())
                 if step >= args.warmup:
