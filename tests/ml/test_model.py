@@ -292,16 +292,15 @@ def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
     old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
     assert old.mask_cls_permute is False and old.mask_cls_flip_tta is False and old.mask_cls_stages == 2
     assert ModelConfig(num_classes=2).mask_cls_permute and ModelConfig(num_classes=2).mask_cls_flip_tta
+    # saved before the mask features read the stride-2 map: the same network (its weights load)
+    assert old.mask_fine is False and ModelConfig(num_classes=2).mask_fine
+    build_model(old).load_state_dict(build_model(ModelConfig(num_classes=2, point_head=True, mask_fine=False,
+                                                       mask_cls_stages=2)).state_dict())
     old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True})
     assert old.mask_cls_kind == "pooled" and type(build_model(old).mask_cls).__name__ == "MaskPooledClassifier"
     assert type(build_model(ModelConfig(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
     with pytest.raises(ValueError, match="mask_cls_kind"):
         build_model(ModelConfig(num_classes=2, mask_cls_kind="box"))
-    # saved before the mask features read the stride-2 map: the same network (its weights load)
-    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
-    assert old.mask_fine is False and ModelConfig(num_classes=2).mask_fine
-    build_model(old).load_state_dict(build_model(ModelConfig(num_classes=2, point_head=True, mask_fine=False,
-                                                       mask_cls_stages=2)).state_dict())
 
 
 def test_mask_features_read_the_backbone_stride_2_map() -> None:
