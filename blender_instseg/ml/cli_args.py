@@ -32,6 +32,9 @@ def train(p: argparse.ArgumentParser) -> None:
                     help="plain SOLOv2 masks, upsampled (default: more steps per CPU minute, higher AP at 15 minutes)")
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order and augmentation (default 0)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
+    p.add_argument("--ema-decay", type=float, default=0.99, metavar="D",
+                   help="evaluate, predict and checkpoints use the moving average of the weights with this decay "
+                        "(0: the live weights; default 0.99)")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between val evaluations (default: only at the end)")
     p.add_argument("--save-minutes", type=float, nargs="*", default=[], metavar="M",

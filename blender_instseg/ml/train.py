@@ -28,6 +28,7 @@ from ..core.fileio import atomic_write_json
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
 from .data import AugmentConfig, CocoSource, DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
 from .device import resolve_device
+from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,10 @@ class TrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 100
+    # evaluate, predict and every checkpoint's "model" use the moving average of the weights (ml/ema.py);
+    # 0: the live weights. On since 2026-12-02: the same AP at the end of a schedule, much higher in a
+    # run stopped before its end (docs/benchmarks.md). Runs saved before it existed resume without it.
+    ema_decay: float = 0.99
     grad_clip: float = 10.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
@@ -159,6 +164,7 @@ class Trainer:
             # the stop criterion and logistics come from this command line; the recipe from the run
             for k in ("epochs", "minutes", "steps", "data", "out", "checkpoint_every", "eval_every", "save_minutes", "workers"):
                 saved[k] = getattr(cfg, k)
+            saved.setdefault("ema_decay", 0.0)
             self.cfg = cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
         elif (self.run_dir / "last.pt").exists():
             raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
@@ -194,8 +200,12 @@ class Trainer:
                 self.model.load_state_dict(init["model"])
             except RuntimeError as exc:
                 raise CheckpointError(f"--init checkpoint does not match the model code: {str(exc).splitlines()[0][:160]}") from None
+        self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         if ckpt is not None:
-            self.model.load_state_dict(ckpt["model"])
+            # with an EMA, "model" holds the averaged weights and "train_weights" the live ones
+            self.model.load_state_dict(ckpt.get("train_weights", ckpt["model"]))
+            if self.ema is not None:
+                self.ema.model.load_state_dict(ckpt["model"])
             self.optim.load_state_dict(ckpt["optimizer"])
             self.step = int(ckpt["step"])
             self.train_seconds = float(ckpt.get("train_seconds", 0.0))
@@ -245,9 +255,11 @@ class Trainer:
     def save(self, extra_name: str | None = None) -> Path | None:
         if not self.main:
             return None
-        payload = {"model": self.model.state_dict(), "optimizer": self.optim.state_dict(), "step": self.step,
+        payload = {"model": self.inference_model().state_dict(), "optimizer": self.optim.state_dict(), "step": self.step,
                    "train_seconds": self.train_seconds, "rng": _rng_state(), "model_config": self.model_cfg.to_dict(),
                    "categories": self.categories, "train_config": asdict(self.cfg), "history": self.history}
+        if self.ema is not None:
+            payload["train_weights"] = self.model.state_dict()
         last = save_checkpoint(self.run_dir / "last.pt", payload)
         named = save_checkpoint(self.run_dir / (extra_name or f"checkpoint-{self.step:06d}.pt"), payload)
         if extra_name is None:
@@ -262,15 +274,21 @@ class Trainer:
             return None
         from .quick_eval import mask_ap
 
-        self.model.eval()
+        model = self.inference_model()
+        was_training = model.training
+        model.eval()
         try:
-            metrics = mask_ap(self.model, self.val_src, self.cfg.image_size, self.device)
+            metrics = mask_ap(model, self.val_src, self.cfg.image_size, self.device)
         finally:
-            self.model.train()
+            model.train(was_training)
         record = {"step": self.step, "train_seconds": round(self.train_seconds, 2), **metrics}
         self.history.append(record)
         self.emit("eval", step=self.step, metrics=metrics, train_seconds=round(self.train_seconds, 2))
         return metrics
+
+    def inference_model(self) -> torch.nn.Module:
+        """The network evaluate and predict get: the weights' moving average when the run keeps one."""
+        return self.ema.model if self.ema is not None else self.model
 
     # ------------------------------------------------------------------ loop
     def progress_fraction(self) -> float:
@@ -325,6 +343,8 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optim.step()
             self.step += 1
+            if self.ema is not None:
+                self.ema.update(self.model, self.step)
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.train_seconds += time.perf_counter() - t0
@@ -437,6 +457,8 @@ def run(args: argparse.Namespace) -> int:
         v = getattr(args, name)
         if v is not None and v <= 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if not 0.0 <= args.ema_decay < 1.0:
+        raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
     if args.model == "list":
         from .models_cmd import print_models
 
@@ -448,6 +470,7 @@ def run(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, image_size=args.image_size,
                       val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                      save_minutes=list(args.save_minutes), workers=args.workers, init=args.init)
+                      save_minutes=list(args.save_minutes), workers=args.workers, init=args.init,
+                      ema_decay=args.ema_decay)
     trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model)
     return trainer.run()
