@@ -17,6 +17,7 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
   inference one trained checkpoint scored (mask AP, AP50, AP75 on --data's held-out images) under
            inference settings given as model-config overrides, one run per --set (e.g. the class
            decision's ``mask_cls_grid_weight=0``, thresholds ``update_thr=0.05``); "" = as saved.
+           ``--live-weights``: the run's live weights instead of their moving average.
   classifier-gap  a SOLOv2 checkpoint's mask classifier: accuracy from GT masks vs from the best
            predicted mask of the same objects (does what it learned on GT masks transfer?).
   step-time ms per training step by part (data, forward, loss, backward, optimizer) for each --set of
@@ -360,6 +361,11 @@ def cmd_inference(args: argparse.Namespace) -> int:
 
     set_threads()
     model, ckpt = load_model(args.checkpoint, torch.device("cpu"))
+    if args.live_weights:
+        if "train_weights" not in ckpt:
+            print("this checkpoint keeps no moving average: its model weights are the live ones")
+            return 2
+        model.load_state_dict(ckpt["train_weights"])
     saved = dataclasses.replace(model.cfg)
     src = load_coco(pick_annotations(args.data, None))
     size = int(ckpt.get("train_config", {}).get("image_size", 256))
@@ -545,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
     inf.add_argument("--set", nargs="+", default=[""], metavar="K=V,...",
                      help='model-config overrides, one evaluation each ("" = the checkpoint\'s own)')
     inf.add_argument("--no-refine", action="store_true", help="skip the point head's subdivision (faster)")
+    inf.add_argument("--live-weights", action="store_true",
+                     help="score the checkpoint's live weights (train_weights) instead of their moving average")
     gap = sub.add_parser("classifier-gap", help="mask classifier accuracy from GT masks vs predicted masks")
     gap.add_argument("--checkpoint", required=True)
     gap.add_argument("--data", required=True, help="dataset folder (its annotations_val.json) or annotations JSON")
