@@ -60,8 +60,9 @@ def test_resume_continues_the_exact_step_sequence(shapes_root: Path, tmp_path: P
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 6
-    for k, v in a["model"].items():
-        torch.testing.assert_close(v, b["model"][k], rtol=1e-5, atol=1e-6, msg=f"weights differ after resume: {k}")
+    for key in ("model", "train_weights"):  # the moving average (the default) and the live weights
+        for k, v in a[key].items():
+            torch.testing.assert_close(v, b[key][k], rtol=1e-5, atol=1e-6, msg=f"{key} differ after resume: {k}")
 
 
 def test_init_starts_a_new_run_from_a_checkpoints_weights(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:

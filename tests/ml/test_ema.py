@@ -1,4 +1,5 @@
-"""The weights' moving average (ml/ema.py): its arithmetic, and a run that keeps one resumes exactly."""
+"""The weights' moving average (ml/ema.py): its arithmetic, the default run keeps one and predicts with it, and
+runs saved before it resume without. (Exact resume with it: tests/ml/test_cli.py.)"""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from blender_instseg.ml.checkpoint import load_model, save_checkpoint
 from blender_instseg.ml.ema import WeightEMA, decay_at
-from tests.ml.conftest import events, run_cli
+from tests.ml.conftest import run_cli
 
 pytestmark = pytest.mark.torch
 
@@ -43,32 +44,16 @@ def test_update_averages_float_tensors_and_copies_the_others() -> None:
         WeightEMA(live, decay=1.0)
 
 
-def test_a_run_with_an_ema_resumes_exactly_and_predicts_with_the_average(shapes_root: Path, tmp_path: Path) -> None:
-    common = ["--data", str(shapes_root), "--batch-size", "2", "--image-size", "64", "--checkpoint-every", "0",
-              "--ema-decay", "0.8"]
-    straight = run_cli("train", *common, "--out", str(tmp_path / "a"), "--steps", "6")
-    assert straight.returncode == 0, straight.stderr
-    assert run_cli("train", *common, "--out", str(tmp_path / "b"), "--steps", "3").returncode == 0
-    resumed = run_cli("train", *common[:-2], "--out", str(tmp_path / "b"), "--steps", "6", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert [e.get("step") for e in events(resumed.stdout) if e.event == "progress"][0] == 4
-    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
-    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert a["train_config"]["ema_decay"] == b["train_config"]["ema_decay"] == 0.8  # the run's, not the command's
-    for key in ("model", "train_weights"):
-        for k, v in a[key].items():
-            torch.testing.assert_close(v, b[key][k], rtol=1e-5, atol=1e-6, msg=f"{key} differ after resume: {k}")
-    moved = [k for k, v in a["model"].items() if v.is_floating_point() and not torch.equal(v, a["train_weights"][k])]
-    assert moved, "the averaged weights equal the live ones"
-    model, _ = load_model(tmp_path / "a" / "last.pt")
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, a["model"][k]), f"predict does not load the averaged weights: {k}"
-
-
 def test_runs_average_by_default_and_runs_saved_before_resume_without(trained_run: Path, shapes_root: Path,
                                                                      tmp_path: Path) -> None:
     ckpt = torch.load(trained_run / "last.pt", weights_only=True)
     assert ckpt["train_config"]["ema_decay"] == 0.99 and "train_weights" in ckpt
+    live = ckpt["train_weights"]
+    moved = [k for k, v in ckpt["model"].items() if v.is_floating_point() and not torch.equal(v, live[k])]
+    assert moved, "the averaged weights equal the live ones"
+    model, _ = load_model(trained_run / "last.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, ckpt["model"][k]), f"predict does not load the averaged weights: {k}"
     off = run_cli("train", "--data", str(shapes_root), "--out", str(tmp_path / "off"), "--steps", "1", "--batch-size",
                   "2", "--image-size", "64", "--ema-decay", "0")
     assert off.returncode == 0, off.stderr
