@@ -20,8 +20,9 @@ Modes (each prints plain numbers; results go in docs/benchmarks.md, section "Mod
            ``--live-weights``: the run's live weights instead of their moving average.
   classifier-gap  a SOLOv2 checkpoint's mask classifier: accuracy from GT masks vs from the best
            predicted mask of the same objects (does what it learned on GT masks transfer?).
-  step-time ms per training step by part (data, forward, loss, backward, optimizer) for each --set of
-           model-config overrides: where the CPU-minutes of the AP-per-minute benchmark go.
+  step-time ms per training step by part (data, forward, loss, backward, optimizer, weight average) for
+           each --set of model-config overrides: where the CPU-minutes of the AP-per-minute benchmark go
+           (``--profile``: the top ops; ``--channels-last``: that memory format).
   zoo      every architecture of the model zoo trained --minutes on the same data, then the table
            for docs/: mask AP, AP50, Boundary AP, AP on heavily occluded objects (visible_fraction
            < 0.5), CPU latency at 256^2 and 512^2 (predict's default threshold), parameters.
@@ -397,11 +398,19 @@ def cmd_step_time(args: argparse.Namespace) -> int:
             trainer = Trainer(TrainConfig(data=args.data, out=tmp, steps=1, batch_size=args.batch_size),
                               model_overrides=parse_overrides(text) if text else None, device="cpu")
             model, optim, ds = trainer.model.train(), trainer.optim, trainer.dataset
-            parts = dict.fromkeys(("data", "features", "loss", "backward", "optimizer"), 0.0)
+            if args.channels_last:
+                model.to(memory_format=torch.channels_last)
+            parts = dict.fromkeys(("data", "features", "loss", "backward", "optimizer", "ema"), 0.0)
+            profiler = None
             for step in range(args.warmup + args.steps):
+                if args.profile and step == args.warmup:
+                    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+                    profiler.__enter__()
                 keys = [((step * args.batch_size + i) % len(ds), 0) for i in range(args.batch_size)]
                 t = [time.perf_counter()]
                 images, targets = collate([ds[k] for k in keys])
+                if args.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 t.append(time.perf_counter())
                 out = model.features(images)
                 t.append(time.perf_counter())
@@ -413,12 +422,18 @@ def cmd_step_time(args: argparse.Namespace) -> int:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), trainer.cfg.grad_clip)  # as Trainer.run
                 optim.step()
                 t.append(time.perf_counter())
+                if trainer.ema is not None:  # as Trainer.run
+                    trainer.ema.update(model, step + 1)
+                t.append(time.perf_counter())
                 if step >= args.warmup:
                     for k, a, b in zip(parts, t, t[1:]):
                         parts[k] += (b - a) / args.steps
         total = sum(parts.values())
-        print(f"{text or '(default)':40s} " + "  ".join(f"{k} {1000 * v:.0f}" for k, v in parts.items())
+        print(f"{text or '(default)':40s} " + "  ".join(f"{k} {1000 * v:.1f}" for k, v in parts.items())
               + f"  total {1000 * total:.0f} ms/step ({60 / total:.0f} steps/min)", flush=True)
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12), flush=True)
     return 0
 
 
@@ -564,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--steps", type=int, default=30)
     st.add_argument("--warmup", type=int, default=10)
     st.add_argument("--batch-size", type=int, default=4)
+    st.add_argument("--channels-last", action="store_true", help="network and batches in the channels-last memory format")
+    st.add_argument("--profile", action="store_true", help="also print the torch profiler's top ops of the timed steps")
     args = p.parse_args(argv)
     if args.mode == "step-time":
         return cmd_step_time(args)
