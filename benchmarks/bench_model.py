@@ -389,15 +389,17 @@ def cmd_step_time(args: argparse.Namespace) -> int:
     import torch
 
     from blender_instseg.ml.data import collate
-    from blender_instseg.ml.device import set_threads
+    from blender_instseg.ml.device import autocast, set_threads
     from blender_instseg.ml.train import TrainConfig, Trainer, parse_overrides
 
     set_threads()
     for text in args.set:
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = Trainer(TrainConfig(data=args.data, out=tmp, steps=1, batch_size=args.batch_size),
+            trainer = Trainer(TrainConfig(data=args.data, out=tmp, steps=1, batch_size=args.batch_size,
+                                          precision=args.precision),
                               model_overrides=parse_overrides(text) if text else None, device="cpu")
             model, optim, ds = trainer.model.train(), trainer.optim, trainer.dataset
+            precision = trainer.precision
             if args.channels_last:
                 model.to(memory_format=torch.channels_last)
             parts = dict.fromkeys(("data", "features", "loss", "backward", "optimizer", "ema"), 0.0)
@@ -412,9 +414,10 @@ def cmd_step_time(args: argparse.Namespace) -> int:
                 if args.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 t.append(time.perf_counter())
-                out = model.features(images)
-                t.append(time.perf_counter())
-                loss = sum(model.loss(out, targets).values())
+                with autocast(precision, trainer.device):  # as Trainer.run
+                    out = model.features(images)
+                    t.append(time.perf_counter())
+                    loss = sum(v.float() for v in model.loss(out, targets).values())
                 t.append(time.perf_counter())
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
@@ -429,7 +432,8 @@ def cmd_step_time(args: argparse.Namespace) -> int:
                     for k, a, b in zip(parts, t, t[1:]):
                         parts[k] += (b - a) / args.steps
         total = sum(parts.values())
-        print(f"{text or '(default)':40s} " + "  ".join(f"{k} {1000 * v:.1f}" for k, v in parts.items())
+        label = f"{text or '(default)'} {precision}"
+        print(f"{label:40s} " + "  ".join(f"{k} {1000 * v:.1f}" for k, v in parts.items())
               + f"  total {1000 * total:.0f} ms/step ({60 / total:.0f} steps/min)", flush=True)
         if profiler is not None:
             profiler.__exit__(None, None, None)
@@ -580,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--warmup", type=int, default=10)
     st.add_argument("--batch-size", type=int, default=4)
     st.add_argument("--channels-last", action="store_true", help="network and batches in the channels-last memory format")
+    st.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="as train --precision")
     st.add_argument("--profile", action="store_true", help="also print the torch profiler's top ops of the timed steps")
     args = p.parse_args(argv)
     if args.mode == "step-time":

@@ -35,6 +35,9 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ema-decay", type=float, default=0.99, metavar="D",
                    help="evaluate, predict and checkpoints use the moving average of the weights with this decay "
                         "(0: the live weights; default 0.99)")
+    p.add_argument("--precision", default="fp32", metavar="fp32|bf16",
+                   help="training arithmetic: fp32 (default) or bf16 autocast (convolutions in bfloat16, weights "
+                        "and losses in fp32; for GPUs with bf16 units). Evaluate and predict run in fp32")
     p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
     p.add_argument("--eval-every", type=int, default=0, help="steps between val evaluations (default: only at the end)")
     p.add_argument("--save-minutes", type=float, nargs="*", default=[], metavar="M",

@@ -39,3 +39,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     if dev.type == "cpu":
         set_threads()
     return dev
+
+
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(name: str) -> str:
+    """A training precision's canonical name; unknown names are an error (a resumed run's saved one too)."""
+    name = (name or "fp32").lower()
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision {name!r}; use {' or '.join(PRECISIONS)}")
+    return name
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The training forward's mixed-precision context: bf16 autocast (convolutions and matmuls in
+    bfloat16; weights, gradients, losses and the optimizer in fp32; no loss scaling, unlike fp16),
+    or a disabled context for fp32. Opt-in: on the benchmark's 2-core CPU it halved the convolutions'
+    time but not the step's (as many steps in 15 minutes as fp32 runs, the same AP; docs/benchmarks.md);
+    it is meant for GPUs with bf16 units, where it was not measured (no GPU lent so far)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -27,7 +27,7 @@ from ..core import protocol
 from ..core.fileio import atomic_write_json
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
 from .data import AugmentConfig, CocoSource, DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
-from .device import resolve_device
+from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
 
@@ -56,6 +56,7 @@ class TrainConfig:
     # 0: the live weights. On since 2026-12-02: the same AP at the end of a schedule, much higher in a
     # run stopped before its end (docs/benchmarks.md). Runs saved before it existed resume without it.
     ema_decay: float = 0.99
+    precision: str = "fp32"  # or "bf16": autocast of the training forward (device.autocast)
     grad_clip: float = 10.0
     checkpoint_every: int = 200
     keep_checkpoints: int = 3
@@ -165,6 +166,7 @@ class Trainer:
             for k in ("epochs", "minutes", "steps", "data", "out", "checkpoint_every", "eval_every", "save_minutes", "workers"):
                 saved[k] = getattr(cfg, k)
             saved.setdefault("ema_decay", 0.0)
+            saved.setdefault("precision", "fp32")
             self.cfg = cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
         elif (self.run_dir / "last.pt").exists():
             raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
@@ -201,6 +203,7 @@ class Trainer:
             except RuntimeError as exc:
                 raise CheckpointError(f"--init checkpoint does not match the model code: {str(exc).splitlines()[0][:160]}") from None
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.precision = check_precision(cfg.precision)
         if ckpt is not None:
             # with an EMA, "model" holds the averaged weights and "train_weights" the live ones
             self.model.load_state_dict(ckpt.get("train_weights", ckpt["model"]))
@@ -321,7 +324,7 @@ class Trainer:
         last_emit = 0.0
         loss_avg: float | None = None
         stopped = ""
-        self.emit("log", message=f"training on {self.device} ({torch.get_num_threads()} threads), "
+        self.emit("log", message=f"training on {self.device} ({torch.get_num_threads()} threads, {self.precision}), "
                   f"{len(self.dataset)} train / {len(self.val_src.records) if self.val_src else 0} val images, "
                   f"{sum(p.numel() for p in self.model.parameters())} parameters, from step {self.step}")
         it = iter(loader)
@@ -336,8 +339,9 @@ class Trainer:
             lr = lr_at(cfg, self.step, self.progress_fraction())
             for g in self.optim.param_groups:
                 g["lr"] = lr
-            losses = net(images, targets)
-            loss = sum(losses.values())
+            with autocast(self.precision, self.device):
+                losses = net(images, targets)
+            loss = sum(v.float() for v in losses.values())
             self.optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -459,6 +463,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} must be positive")
     if not 0.0 <= args.ema_decay < 1.0:
         raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
+    precision = check_precision(args.precision)
     if args.model == "list":
         from .models_cmd import print_models
 
@@ -471,6 +476,6 @@ def run(args: argparse.Namespace) -> int:
                       val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                       save_minutes=list(args.save_minutes), workers=args.workers, init=args.init,
-                      ema_decay=args.ema_decay)
+                      ema_decay=args.ema_decay, precision=precision)
     trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model)
     return trainer.run()

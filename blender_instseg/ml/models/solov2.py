@@ -261,7 +261,8 @@ class SOLOv2Lite(InstanceSegModel):
                 continue
             feat = out["mask_feat"][b]
             e, h, w = feat.shape
-            logits = (out["kernel"][b, cells] @ feat.reshape(e, -1)).reshape(-1, h, w)
+            # .float(): under bf16 autocast (train --precision) the matmul runs in bf16; the losses in fp32
+            logits = (out["kernel"][b, cells] @ feat.reshape(e, -1)).reshape(-1, h, w).float()
             # pool each instance once (not each positive cell: 20 objects can own hundreds of cells)
             masks = t["masks"].float()
             masks_s4 = F.avg_pool2d(masks[None], kernel_size=4)[0] if masks.shape[-1] != w else masks
@@ -306,14 +307,14 @@ class SOLOv2Lite(InstanceSegModel):
         if cls_crops:
             assert isinstance(self.mask_cls, RoIMaskClassifier)
             cls_logits.append(self.mask_cls.classify(torch.cat(cls_crops)))
-        losses = {"cate": self.category_loss(out["cate"], targets)}
+        losses = {"cate": self.category_loss(out["cate"].float(), targets)}
         zero = out["mask_feat"].sum() * 0
         losses["mask"] = cfg.dice_weight * torch.cat(dice_terms).mean() if dice_terms else zero
         if self.mask_cls is not None:
-            losses["mask_cls"] = (cfg.mask_cls_weight * F.cross_entropy(torch.cat(cls_logits), torch.cat(cls_labels))
+            losses["mask_cls"] = (cfg.mask_cls_weight * F.cross_entropy(torch.cat(cls_logits).float(), torch.cat(cls_labels))
                                   if cls_logits else zero)
         if self.point_head is not None:
-            losses["point"] = (cfg.point_weight * point_bce_loss(torch.cat(point_logits), torch.cat(point_labels))
+            losses["point"] = (cfg.point_weight * point_bce_loss(torch.cat(point_logits).float(), torch.cat(point_labels))
                                if point_logits else zero)
         return losses
 
