@@ -12,6 +12,7 @@ pytestmark = pytest.mark.torch
 
 from blender_instseg.ml.checkpoint import load_checkpoint, load_model, save_checkpoint
 from blender_instseg.ml.data import TrainDataset, collate, load_coco
+from blender_instseg.ml.device import autocast
 from blender_instseg.ml.matrix_nms import matrix_nms
 from blender_instseg.ml.models import ModelConfig, build_model
 from blender_instseg.ml.models.point_head import PointHead
@@ -66,8 +67,9 @@ def _batch(shapes_root: Path, cfg: ModelConfig, n: int = 4):
     return collate([ds[(i, 0)] for i in range(n)])
 
 
-@pytest.mark.parametrize("point_head", [True, False])
-def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool) -> None:
+@pytest.mark.parametrize("point_head,precision", [(True, "fp32"), (False, "fp32"), (True, "bf16")])
+def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool, precision: str) -> None:
+    """bf16 as ``train --precision bf16`` runs it: autocast forward, fp32 losses, weights and gradients."""
     torch.manual_seed(0)
     cfg = ModelConfig(num_classes=3, point_head=point_head)
     model = build_model(cfg).train()
@@ -76,12 +78,34 @@ def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(25):
-        loss = sum(model(images, targets).values())
+        with autocast(precision, torch.device("cpu")):
+            loss = sum(v.float() for v in model(images, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
     assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:3])
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.grad is not None)
+
+
+def test_bf16_runs_the_network_in_bf16_with_losses_close_to_fp32(shapes_root: Path) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_classes=3, point_head=True)
+    model = build_model(cfg).train()
+    images, targets = _batch(shapes_root, cfg)
+    torch.manual_seed(1)
+    ref = model(images, targets)
+    torch.manual_seed(1)  # the same random picks (classifier cells, training points)
+    with autocast("bf16", torch.device("cpu")):
+        out = model.features(images)
+        low = model.loss(out, targets)
+    assert out["mask_feat"].dtype == torch.bfloat16 and out["cate"].dtype == torch.bfloat16
+    assert set(low) == set(ref)
+    for k, v in low.items():
+        assert v.dtype == torch.float32, k
+        a, b = float(v.detach()), float(ref[k].detach())
+        assert abs(a - b) <= 0.05 * abs(b) + 1e-3, (k, a, b)
 
 
 def test_save_load_predict_gives_identical_outputs(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
