@@ -4,7 +4,7 @@
 ``blender -b -P scripts/generate.py`` runs on Blender's bundled Python, which has numpy but not
 pycocotools or cv2. Installing into Blender's Python at run time is what the extension rules
 forbid, so instead the same wheels the extension bundles (``wheels/``, fetched by ``make wheels``)
-are unpacked once into ``build/blender-site/`` and that folder is put on ``sys.path``. In the
+are unpacked once into ``build/blender-site-pyXY/`` (per Python version) and that folder is put on ``sys.path``. In the
 project's own venv (module-mode bpy) both imports already work and nothing happens.
 
 Use from a script that runs inside Blender, before importing the package::
@@ -32,7 +32,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS_DIR = ROOT / "wheels"
-SITE_DIR = ROOT / "build" / "blender-site"
+# One folder per Python version: the wheels that fit 3.11 and 3.13 differ (pycocotools is cp311 vs
+# cp312-abi3), and two Blenders sharing one checkout must not unpack over each other.
+SITE_DIR = ROOT / "build" / f"blender-site-py{sys.version_info[0]}{sys.version_info[1]}"
 MODULES = ("pycocotools", "cv2")
 STAMP = ".wheels.json"
 
@@ -47,6 +49,18 @@ def _missing(modules: tuple[str, ...]) -> list[str]:
     return [m for m in modules if importlib.util.find_spec(m) is None]
 
 
+def wheel_fits_python(name: str, version: tuple[int, int]) -> bool:
+    """Whether a wheel file name's Python and ABI tags load in CPython ``version`` (e.g. (3, 13)):
+    ``cp311-cp311`` only in 3.11, ``cp312-abi3`` in 3.12 and newer, ``py3-none`` in any."""
+    parts = name[:-4].split("-")
+    if len(parts) < 5:
+        return False
+    py_tags, abi_tags = parts[-3].split("."), parts[-2].split(".")
+    if "abi3" in abi_tags:
+        return any(t.startswith("cp3") and int(t[3:] or 0) <= version[1] for t in py_tags)
+    return f"cp{version[0]}{version[1]}" in py_tags or "py3" in py_tags
+
+
 def _wheel_fits(name: str) -> bool:
     """Whether a wheel file name's tags can load in this interpreter (python/abi and OS/arch).
 
@@ -57,12 +71,8 @@ def _wheel_fits(name: str) -> bool:
     parts = name[:-4].split("-")
     if len(parts) < 5:
         return False
-    py_tags, abi_tags, plat_tags = parts[-3].split("."), parts[-2].split("."), parts[-1].split(".")
-    here = f"cp{sys.version_info[0]}{sys.version_info[1]}"
-    if "abi3" in abi_tags:
-        py_ok = any(t.startswith("cp3") and int(t[3:] or 0) <= sys.version_info[1] for t in py_tags)
-    else:
-        py_ok = here in py_tags or "py3" in py_tags
+    plat_tags = parts[-1].split(".")
+    py_ok = wheel_fits_python(name, (sys.version_info[0], sys.version_info[1]))
     machine = platform.machine().lower()
     arch_aliases = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "aarch64"}
     arch = arch_aliases.get(machine, machine)

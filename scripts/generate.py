@@ -28,6 +28,9 @@ def script_args(argv: list[str], in_blender_binary: bool = False) -> list[str]:
 def main() -> int:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+    from blender_instseg.core.protocol import reserve_stdout_for_events
+
+    reserve_stdout_for_events()  # before bpy: its C code must not write into the events stream
     try:
         import bpy  # noqa: F401
     except ImportError:

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import importlib
 import logging
+import platform
+import sys
 from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # Registration order; unregister runs in reverse. Add a submodule here and nowhere else.
 SUBMODULES: tuple[str, ...] = ("preferences", "props", "ops", "ui")
+# Third-party modules the add-on imports, bundled as wheels (blender_manifest.toml). Without them
+# only the preferences register, and they show DEPENDENCY_PROBLEM instead of a failed registration.
+REQUIRED_MODULES: tuple[str, ...] = ("pycocotools", "cv2")
+DEPENDENCY_PROBLEM: str = ""
 
 _modules: list[ModuleType] = []
 _classes: list[type] = []
@@ -68,12 +74,33 @@ def add_timer(func: Callable[[], float | None], *, first_interval: float = 0.0, 
     _timers.append(func)
 
 
+def dependency_problem() -> str:
+    """One line saying why the bundled third-party modules do not import here, or ''."""
+    for name in REQUIRED_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or an ABI error raised while loading the binary module
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            return (f"{name} does not import in this Blender (Python {sys.version_info[0]}.{sys.version_info[1]}, "
+                    f"{platform.system()} {platform.machine()}): {detail}. This build bundles wheels for Linux "
+                    "x86-64 with Python 3.11 (Blender 4.2-5.0) and 3.13 (Blender 5.1-5.3); docs/extension.md "
+                    "says how to build the zip for another platform")
+    return ""
+
+
 def register() -> None:
-    """Register every submodule in ``SUBMODULES`` order; on failure undo what was done and re-raise."""
+    """Register every submodule in ``SUBMODULES`` order; on failure undo what was done and re-raise.
+
+    Without the bundled third-party modules only ``preferences`` registers, showing why.
+    """
+    global DEPENDENCY_PROBLEM
     if _modules or _classes:
         unregister()  # a re-register (script reload) must not double-register
+    DEPENDENCY_PROBLEM = dependency_problem()
+    if DEPENDENCY_PROBLEM:
+        log.error("blender_instseg: %s", DEPENDENCY_PROBLEM)
     try:
-        for name in SUBMODULES:
+        for name in SUBMODULES if not DEPENDENCY_PROBLEM else SUBMODULES[:1]:
             module = importlib.import_module(f"{__name__}.{name}")
             _modules.append(module)
             for cls in getattr(module, "classes", ()):

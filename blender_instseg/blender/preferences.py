@@ -116,13 +116,22 @@ def resolve_output_dir(context: Any = None) -> str:
     return default_output_dir()
 
 
+def foreign_python_env() -> dict[str, str]:
+    """This process's environment minus what points a Python at this Python's modules.
+
+    The Python with torch is usually another interpreter (3.11 beside Blender 5.1+'s 3.13): a
+    PYTHONPATH or PYTHONHOME meant for Blender's Python would hand it numpy built for another ABI.
+    """
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def check_python(python: str, timeout: float = CHECK_TIMEOUT_S) -> PythonCheck:
     """Run ``python`` to see whether it can import torch, and on which device. Never raises."""
     fix = "set Preferences > Add-ons > Instance Segmentation Studio > Python to an interpreter with torch"
     try:
         proc = subprocess.run(
             [python, "-c", _CHECK_CODE], capture_output=True, text=True, timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL, env=foreign_python_env(),
         )
     except FileNotFoundError:
         return PythonCheck(False, f"Python not found: {python!r}; {fix}", python)
@@ -206,7 +215,14 @@ class InstsegPreferences(bpy.types.AddonPreferences):
     )
 
     def draw(self, context: bpy.types.Context) -> None:
+        from . import DEPENDENCY_PROBLEM
+
         layout = self.layout
+        if DEPENDENCY_PROBLEM:
+            box = layout.box()
+            box.alert = True
+            box.label(text="The add-on's panel is off: its bundled modules do not load here", icon="ERROR")
+            box.label(text=DEPENDENCY_PROBLEM)
         col = layout.column()
         col.prop(self, "python_path")
         if not self.python_path.strip():

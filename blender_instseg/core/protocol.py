@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -71,6 +72,24 @@ def emit(event: str, stream: IO[str] | None = None, **data: Any) -> None:
     out = sys.stdout if stream is None else stream
     out.write(encode_event(event, **data) + "\n")
     out.flush()
+
+
+def reserve_stdout_for_events() -> None:
+    """Keep file descriptor 1 for this process's events only: ``sys.stdout`` moves to a duplicate of
+    it, and fd 1 itself points at stderr from now on.
+
+    Libraries written in C print straight to fd 1, out of Python's reach: bpy logs a colour-management
+    line at import when its parent Python had bpy imported too (Blender 5.3), and Cycles' GPU probing
+    prints warnings. In a child whose stdout is the JSON-lines channel those lines belong on stderr.
+    Call it before importing such a library; without a real fd 1 (embedded Pythons) it does nothing.
+    """
+    try:
+        sys.stdout.flush()
+        events_fd = os.dup(1)
+    except (OSError, ValueError):
+        return
+    sys.stdout = os.fdopen(events_fd, "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
 
 
 def parse_line(line: str) -> Event:

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="module")
 def addon():
     """The add-on enabled from the checkout (the repo root is on sys.path), disabled afterwards."""
-    pytest.importorskip("bpy")
+    import bpy  # noqa: F401  (bpy puts Blender's scripts/modules, addon_utils among them, on sys.path)
     import addon_utils
 
     assert addon_utils.enable("blender_instseg", default_set=True) is not None

@@ -1,4 +1,5 @@
-"""The extension as users get it: built by Blender's own CLI, installed into real bpy 5.0.1.
+"""The extension as users get it: built by Blender's own CLI, installed into the real bpy of the
+Python running the tests (bpy 5.3.0 on Python 3.13 and bpy 5.0.1 on Python 3.11, scripts/run_tests.sh).
 
 Installs run in a child process (one bpy per process, and an add-on left enabled would leak into
 other tests) started with ``python -S`` and a PYTHONPATH that holds only bpy and numpy. So cv2 and
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -58,31 +60,58 @@ def _run_isolated(tmp: Path, script: str, *args: str, packages: tuple[str, ...] 
     assert proc.returncode == 0, f"child failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert lines, f"no RESULT line:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["_output"] = proc.stdout + proc.stderr
+    return result
 
 
 @pytest.fixture(scope="module")
-def built_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def built_zips(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Build once per module into a temp folder (wheels are fetched into wheels/ if missing)."""
     tmp = tmp_path_factory.mktemp("ext")
     layout = bx.Layout(stage_dir=tmp / "stage", out_dir=tmp / "dist")
     return bx.build(layout)
 
 
+@pytest.fixture(scope="module")
+def built_zip(built_zips: list[Path]) -> Path:
+    """The zip for the Blender running the tests (bpy 5.3 or 5.0)."""
+    import bpy
+
+    target = bx.target_for_blender(bpy.app.version)
+    assert target is not None, f"bpy {bpy.app.version_string} is outside every build target"
+    return built_zips[bx.TARGETS.index(target)]
+
+
 @pytest.mark.bpy
-def test_zip_has_the_addon_at_its_root_and_the_listed_wheels(built_zip: Path) -> None:
+def test_one_zip_per_blender_python_each_with_its_range_and_wheels(built_zips: list[Path]) -> None:
     manifest = bx.read_manifest(ROOT / bx.MANIFEST_NAME)
-    assert built_zip.name == f"{manifest['id']}-{manifest['version']}.zip"
-    names = set(zipfile.ZipFile(built_zip).namelist())
-    assert {"blender_manifest.toml", "__init__.py", "blender/__init__.py", "blender/preferences.py",
-            "core/__init__.py", "core/fileio.py"} <= names
-    wheels = {n for n in names if n.startswith("wheels/")}
-    assert wheels == {entry[2:] for entry in manifest["wheels"]}
+    assert [z.name for z in built_zips] == [f"blender_instseg-{manifest['version']}-blender4.2-5.0.zip",
+                                            f"blender_instseg-{manifest['version']}-blender5.1-5.3.zip"]
+    # the targets tile the repository manifest's declared range with no gap
+    assert bx.TARGETS[0].blender_min == manifest["blender_version_min"]
+    assert bx.TARGETS[-1].blender_max == manifest["blender_version_max"]
+    assert all(a.blender_max == b.blender_min for a, b in zip(bx.TARGETS, bx.TARGETS[1:]))
     assets = sorted(p.name for p in (ROOT / "assets").glob("*") if p.is_file() and p.name != ".keep")
-    assert {f"assets/{a}" for a in assets} <= names
-    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
-    # Blender's validator accepts the zip on its own too (build() already ran it on folder and zip).
-    bx.validate([built_zip])
+    for built, target in zip(built_zips, bx.TARGETS):
+        with zipfile.ZipFile(built) as zf:
+            names = set(zf.namelist())
+            inner = tomllib.loads(zf.read("blender_manifest.toml").decode("utf-8"))
+        assert {"blender_manifest.toml", "__init__.py", "blender/__init__.py", "blender/preferences.py",
+                "core/__init__.py", "core/fileio.py"} <= names
+        assert (inner["blender_version_min"], inner["blender_version_max"]) == (target.blender_min, target.blender_max)
+        wheels = {n for n in names if n.startswith("wheels/")}
+        assert wheels == {entry[2:] for entry in inner["wheels"]}
+        # exactly one pycocotools (the one this Python loads) and the abi3 OpenCV
+        assert sorted(w.split("-")[0] for w in wheels) == ["wheels/opencv_python_headless", "wheels/pycocotools"]
+        assert all(deps.wheel_fits_python(w[len("wheels/"):], target.version) for w in wheels)
+        assert {f"assets/{a}" for a in assets} <= names
+        assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or n.startswith("tests/")]
+        # Blender's validator accepts the zip on its own too (build() already ran it on folder and zip).
+        bx.validate([built])
+    index = json.loads((built_zips[0].parent / "index.json").read_text())
+    listed = {(d["archive_url"][2:], d["blender_version_min"], d["blender_version_max"]) for d in index["data"]}
+    assert listed == {(z.name, t.blender_min, t.blender_max) for z, t in zip(built_zips, bx.TARGETS)}
 
 
 @pytest.mark.bpy
@@ -212,9 +241,8 @@ print("RESULT " + json.dumps(out))
 
 
 @pytest.mark.bpy
-@pytest.mark.torch
-def test_install_enable_disable_uninstall_in_real_bpy(built_zip: Path, tmp_path: Path) -> None:
-    r = _run_isolated(tmp_path, INSTALL_SCRIPT, str(built_zip), MODULE, sys.executable,
+def test_install_enable_disable_uninstall_in_real_bpy(built_zip: Path, tmp_path: Path, torch_python: str) -> None:
+    r = _run_isolated(tmp_path, INSTALL_SCRIPT, str(built_zip), MODULE, torch_python,
                       packages=("bpy", "numpy"))
     user = str(tmp_path / "blender-user")
     # The child really lacked the third-party modules before the install ...
@@ -312,7 +340,9 @@ def test_deps_unpacks_bundled_wheels_for_a_python_without_them(tmp_path: Path) -
     assert r["before"] == []
     assert r["cv2"].startswith(str(site)) and r["pycocotools"].startswith(str(site))
     assert r["area"] == 18 and r["parts"] == 2 and r["sys_path_count"] == 1
-    assert json.loads((site / deps.STAMP).read_text()) == sorted(p.name for p in (ROOT / "wheels").glob("*.whl"))
+    fitting = sorted(p.name for p in (ROOT / "wheels").glob("*.whl") if deps._wheel_fits(p.name))
+    assert len(fitting) == 2  # pycocotools for this Python, and the abi3 OpenCV
+    assert json.loads((site / deps.STAMP).read_text()) == fitting
 
 
 def test_deps_without_wheels_says_to_run_make_wheels(tmp_path: Path) -> None:
@@ -325,7 +355,8 @@ def test_deps_without_wheels_says_to_run_make_wheels(tmp_path: Path) -> None:
 def test_deps_rejects_wheels_for_another_python(tmp_path: Path) -> None:
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / "pycocotools-2.0.11-cp313-cp313-manylinux2014_x86_64.whl").write_bytes(b"")
+    other = "cp310" if sys.version_info[:2] != (3, 10) else "cp39"
+    (wheels / f"pycocotools-2.0.11-{other}-{other}-manylinux2014_x86_64.whl").write_bytes(b"")
     with pytest.raises(deps.DependencyError, match="--python-version"):
         deps.ensure_third_party(wheels_dir=wheels, site_dir=tmp_path / "site", modules=("instseg_no_such_module",))
     assert not (tmp_path / "site").exists()
@@ -342,17 +373,16 @@ def test_deps_corrupt_wheel_leaves_no_half_unpacked_site(tmp_path: Path) -> None
 
 
 @pytest.mark.bpy
-@pytest.mark.torch
-def test_check_python_tells_missing_torch_from_wrong_path(tmp_path: Path) -> None:
+def test_check_python_tells_missing_torch_from_wrong_path(tmp_path: Path, torch_python: str) -> None:
     from blender_instseg.blender.preferences import check_python
 
-    good = check_python(sys.executable)
+    good = check_python(torch_python)
     assert good.ok and good.torch_version and good.device in {"cpu", "cuda", "mps"}
     wrong = check_python(str(tmp_path / "nope" / "python"))
     assert not wrong.ok and "Python not found" in wrong.message
     # A real Python that lacks torch: the venv's interpreter without its site-packages.
     no_torch = tmp_path / "python-no-torch"
-    no_torch.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "$@"\n', encoding="utf-8")
+    no_torch.write_text(f'#!/bin/sh\nexec "{torch_python}" -S "$@"\n', encoding="utf-8")
     no_torch.chmod(0o755)
     missing = check_python(str(no_torch))
     assert not missing.ok and "torch is not importable" in missing.message and "pip install torch" in missing.message
@@ -375,3 +405,69 @@ def test_deps_cli_one_line_error_and_success(tmp_path: Path) -> None:
                           capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert f"cv2: {tmp_path / 'site'}" in proc.stdout and f"pycocotools: {tmp_path / 'site'}" in proc.stdout
+
+
+NO_WHEELS_SCRIPT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import bpy
+import blender_instseg
+from blender_instseg import blender as fw
+
+out = {}
+blender_instseg.register()  # no cv2, no pycocotools in this Python: must not raise
+out["registered"] = [c.__name__ for c in fw.registered_classes()]
+out["problem"] = fw.DEPENDENCY_PROBLEM
+out["ops"] = sorted(n for n in dir(bpy.ops.instseg) if not n.startswith("_"))
+blender_instseg.unregister()
+out["after"] = [c.__name__ for c in fw.registered_classes()]
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.bpy
+def test_without_its_bundled_modules_only_the_preferences_register_with_one_line_why(tmp_path: Path) -> None:
+    """A Blender whose Python has no bundled wheel (another platform or Python): registering must
+    not fail with a traceback; the preferences say why in one line and nothing else registers."""
+    r = _run_isolated(tmp_path, NO_WHEELS_SCRIPT, str(ROOT), packages=("bpy", "numpy"))
+    assert set(r["registered"]) == {"INSTSEG_OT_check_python", "InstsegPreferences"}
+    assert r["ops"] == ["check_python"]
+    problem = r["problem"]
+    assert problem.startswith("pycocotools does not import in this Blender (Python ") and "\n" not in problem
+    assert "3.11 (Blender 4.2-5.0) and 3.13 (Blender 5.1-5.3)" in problem and "docs/extension.md" in problem
+    assert r["after"] == []
+
+
+OTHER_ZIP_SCRIPT = r"""
+import json, os, sys
+zip_path, mod_name = sys.argv[1], sys.argv[2]
+import bpy
+out = {}
+try:
+    out["install"] = sorted(bpy.ops.extensions.package_install_files(
+        filepath=zip_path, repo="user_default", enable_on_install=True))
+except RuntimeError as exc:
+    out["install"] = ["RuntimeError"]
+    out["error"] = str(exc)
+out["enabled"] = mod_name in bpy.context.preferences.addons
+repos = [r.module for r in bpy.context.preferences.extensions.repos]
+repo_dir = bpy.context.preferences.extensions.repos[repos.index("user_default")].directory
+out["installed"] = os.path.isdir(os.path.join(repo_dir, "blender_instseg"))
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.bpy
+def test_blender_refuses_the_zip_built_for_the_other_series(built_zips: list[Path], built_zip: Path,
+                                                            tmp_path: Path) -> None:
+    """An artist who picks the wrong zip gets Blender's own refusal (its version range), never a
+    registration that fails half-way: nothing is installed or enabled."""
+    import bpy
+
+    other = next(z for z in built_zips if z != built_zip)
+    target = bx.TARGETS[built_zips.index(other)]
+    r = _run_isolated(tmp_path, OTHER_ZIP_SCRIPT, str(other), MODULE, packages=("bpy", "numpy"))
+    assert not r["enabled"] and not r["installed"], r
+    bound = target.blender_max if bpy.app.version[:2] >= (5, 1) else target.blender_min
+    said = [line for line in r["_output"].splitlines() if "This Blender version (" in line]
+    assert len(said) == 1 and f"({bound})" in said[0], r["_output"][-2000:]

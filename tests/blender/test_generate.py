@@ -14,7 +14,7 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 
 from blender_instseg.blender.generate import main as generate  # noqa: E402
 from blender_instseg.blender.render import amodal, annotate  # noqa: E402

@@ -121,8 +121,13 @@ def built_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
         import build_extension as bx
     finally:
         sys.path.remove(str(ROOT / "scripts"))
+    import bpy
+
     tmp = tmp_path_factory.mktemp("ext-ops")
-    return bx.build(bx.Layout(stage_dir=tmp / "stage", out_dir=tmp / "dist"))
+    zips = bx.build(bx.Layout(stage_dir=tmp / "stage", out_dir=tmp / "dist"))
+    target = bx.target_for_blender(bpy.app.version)
+    assert target is not None, f"bpy {bpy.app.version_string} is outside every build target"
+    return zips[bx.TARGETS.index(target)]  # the zip for the Blender running the tests
 
 
 @pytest.fixture(scope="module")

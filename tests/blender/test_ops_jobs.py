@@ -7,7 +7,6 @@ operator talks to, not what is under test. The async path is driven by calling t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import stat
 import sys
@@ -19,7 +18,7 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 import addon_utils  # noqa: E402
 
 FAKE_TRAINER = """
@@ -237,8 +236,6 @@ def test_evaluate_without_checkpoint_or_dataset_reports(settings, tmp_path: Path
         bpy.ops.instseg.evaluate(python=sys.executable)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("blender_instseg.blender.generate") is None,
-                    reason="generator (blender_instseg.blender.generate) not in this tree yet")
 def test_generate_dataset_runs_the_generator_in_a_child(settings, tmp_path: Path) -> None:
     s = settings
     s.num_images, s.seed, s.resolution, s.min_objects, s.max_objects, s.masks_only = 2, 7, 32, 2, 3, True

@@ -1,7 +1,8 @@
 """The "Mine Hard Scenes (1 Round)" button: its checks and arguments, and one real round in background mode.
 
-The real round runs the loop under this interpreter (torch) with the generator as a child of the
-same kind the panel starts (``runner.generate_argv``): tiny masks-only scenes, a few steps.
+The real round runs the loop on the model side's Python (``torch_python``, as the button does with
+the "Python with torch" preference) with the generator as a child of the same kind the panel starts
+(``runner.generate_argv``, this Blender's Python): tiny masks-only scenes, a few steps.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,10 +43,10 @@ def test_mine_needs_a_val_split_and_a_checkpoint(scene, tmp_path: Path) -> None:
     state = bpy.context.window_manager.instseg_job
     (tmp_path / "ds").mkdir()
     with pytest.raises(RuntimeError, match="no validation split to mine"):
-        bpy.ops.instseg.mine_hard_scenes(python=sys.executable)
+        bpy.ops.instseg.mine_hard_scenes(python=torch_python)
     (tmp_path / "ds" / "annotations_val.json").write_text("{}")
     with pytest.raises(RuntimeError, match="checkpoint not found"):
-        bpy.ops.instseg.mine_hard_scenes(python=sys.executable)
+        bpy.ops.instseg.mine_hard_scenes(python=torch_python)
     assert state.last_error.startswith("checkpoint not found") and not state.running
 
     (tmp_path / "base").mkdir()
@@ -65,19 +66,17 @@ def test_mine_needs_a_val_split_and_a_checkpoint(scene, tmp_path: Path) -> None:
         mine.mine_args(bpy.context, "/py/torch", [])
 
 
-@pytest.mark.torch
 @pytest.mark.slow
-def test_one_round_from_the_button(scene, tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+def test_one_round_from_the_button(scene, tmp_path: Path, torch_python: str) -> None:
     gen = [sys.executable, "scripts/generate.py", "--resolution", "64", "--masks-only", "--min-objects", "2",
            "--max-objects", "4", "--no-preview", "--no-depth", "--progress", "none"]
     for cmd in ([*gen, "--out", str(tmp_path / "ds"), "--num-images", "6", "--seed", "1", "--val-fraction", "0.34"],
-                [sys.executable, "-m", "blender_instseg.ml", "train", "--data", str(tmp_path / "ds"), "--out",
+                [torch_python, "-m", "blender_instseg.ml", "train", "--data", str(tmp_path / "ds"), "--out",
                  str(tmp_path / "base"), "--steps", "3", "--image-size", "64", "--batch-size", "2", "--device", "cpu"]):
         res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-500:]
     state = bpy.context.window_manager.instseg_job
-    assert bpy.ops.instseg.mine_hard_scenes(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.mine_hard_scenes(python=torch_python) == {"FINISHED"}, state.last_error
     assert state.last_error == "" and state.status == "mine finished" and state.progress == 1.0
     loop = json.loads((tmp_path / "mining" / "loop.json").read_text())
     assert [rd["status"] for rd in loop["rounds"]] == ["done"]

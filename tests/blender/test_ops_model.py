@@ -8,18 +8,16 @@ read. Model quality is tested in tests/ml.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.bpy, pytest.mark.torch, pytest.mark.slow]
+pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 
-bpy = pytest.importorskip("bpy")
-pytest.importorskip("torch")
+import bpy  # noqa: E402
 
 
-def test_train_evaluate_predict_with_the_real_model(addon, tmp_path: Path) -> None:
+def test_train_evaluate_predict_with_the_real_model(addon, torch_python: str, tmp_path: Path) -> None:
     from tests.shapes import make_shapes_dataset
 
     gt = make_shapes_dataset(tmp_path / "shapes", n_images=4, size=64, seed=2)
@@ -35,12 +33,12 @@ def test_train_evaluate_predict_with_the_real_model(addon, tmp_path: Path) -> No
     bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
     state = bpy.context.window_manager.instseg_job
 
-    assert bpy.ops.instseg.train(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.train(python=torch_python) == {"FINISHED"}, state.last_error
     assert state.last_error == "" and state.progress == 1.0 and state.has_loss and state.loss > 0
     assert (tmp_path / "run" / "last.pt").is_file()
     assert state.summary == f"checkpoint: {tmp_path / 'run' / 'last.pt'}"
 
-    assert bpy.ops.instseg.evaluate(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.evaluate(python=torch_python) == {"FINISHED"}, state.last_error
     assert state.has_metrics and (tmp_path / "run" / "eval" / "metrics.json").is_file()
     assert 0.0 <= state.mask_ap <= 1.0 and 0.0 <= state.boundary_ap <= 1.0
 
@@ -56,7 +54,7 @@ def test_train_evaluate_predict_with_the_real_model(addon, tmp_path: Path) -> No
     sc.render.resolution_x = sc.render.resolution_y = 64
     sc.render.resolution_percentage = 100
     s.predict_samples = 1
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     out = tmp_path / "out" / "predict"
     assert (out / "predictions.json").is_file() and (out / "overlay.png").is_file()
     assert state.summary.endswith("objects missed") and state.status == "predict finished"

@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 from pycocotools import mask as mask_utils  # noqa: E402
 
 RES = 64

@@ -17,22 +17,21 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 
 RES = 64
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, torch_python: str) -> Path:
     """A 2-step model on 64x64 shapes: junk predictions, but the real model, checkpoint and server."""
-    pytest.importorskip("torch")
     from tests.shapes import make_shapes_dataset
 
     work = tmp_path_factory.mktemp("serve_model")
     data = make_shapes_dataset(work / "shapes", n_images=4, size=64, seed=2)
     run = work / "run"
-    proc = subprocess.run([sys.executable, "-m", "blender_instseg.ml", "train", "--data", str(data.parent), "--out",
+    proc = subprocess.run([torch_python, "-m", "blender_instseg.ml", "train", "--data", str(data.parent), "--out",
                            str(run), "--steps", "2", "--batch-size", "2", "--image-size", "64", "--checkpoint-every",
                            "0", "--device", "cpu"], cwd=ROOT, capture_output=True, text=True, timeout=180,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -85,26 +84,26 @@ def _tick_until_done(jobs) -> None:
         time.sleep(0.02)
 
 
-def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scene) -> None:
+def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scene, torch_python: str) -> None:
     import addon_utils
 
     from blender_instseg.blender import runner
     from blender_instseg.blender.ops import jobs
 
     state = bpy.context.window_manager.instseg_job
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     server = runner.SERVERS.current
     assert server is not None and server.alive and server.ready and server.served == 1
     first = _outcome()
     assert len(first[0]) > 0 and state.last_error == ""
 
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     assert runner.SERVERS.current is server and server.alive and server.served == 2
     assert _outcome() == first
 
     jobs.ASYNC_IN_BACKGROUND = True  # the click's timer path, ticked by hand
     try:
-        assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}
+        assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}
         assert state.running and state.status == "predicting"  # warm: no "starting the model"
         _tick_until_done(jobs)
     finally:
@@ -124,22 +123,22 @@ def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scen
         assert addon_utils.enable("blender_instseg", default_set=True) is not None
 
 
-def test_a_retrained_checkpoint_or_a_cancel_replaces_the_server(scene, checkpoint: Path) -> None:
+def test_a_retrained_checkpoint_or_a_cancel_replaces_the_server(scene, checkpoint: Path, torch_python: str) -> None:
     from blender_instseg.blender import runner
     from blender_instseg.blender.ops import jobs
 
     state = bpy.context.window_manager.instseg_job
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     old = runner.SERVERS.current
     st = checkpoint.stat()
     os.utime(checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # "retrained"
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     new = runner.SERVERS.current
     assert new is not old and new.pid != old.pid and old.job.proc.poll() is not None
 
     jobs.ASYNC_IN_BACKGROUND = True
     try:
-        assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}
+        assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}
         assert bpy.ops.instseg.cancel_job() == {"FINISHED"}
         _tick_until_done(jobs)
     finally:
@@ -218,14 +217,12 @@ def test_startup_errors_are_shown_and_non_servers_fall_back_to_the_one_shot_comm
 
 
 def test_with_the_models_threshold_the_view_keeps_what_scores_above_the_checkpoints_validated_one(
-        scene, checkpoint: Path, tmp_path: Path) -> None:
+        scene, checkpoint: Path, tmp_path: Path, torch_python: str) -> None:
     """Model's Threshold (the default): the panel sends no threshold, the server uses the checkpoint's
     best-F1 one, and the overlay shows exactly the predictions at or above it."""
-    import torch
-
     state = bpy.context.window_manager.instseg_job
     s = scene.instseg
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error  # threshold 0
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error  # threshold 0
     every = _outcome()[0]
     distinct = sorted({p["score"] for p in every})
     assert len(distinct) >= 2
@@ -233,14 +230,18 @@ def test_with_the_models_threshold_the_view_keeps_what_scores_above_the_checkpoi
     # not, can sit on the cut, so "at or above it" means the same in the model and in this test
     k = len(distinct) // 2
     cut = (distinct[k - 1] + distinct[k]) / 2
-    ckpt = torch.load(checkpoint, weights_only=True)
-    ckpt["history"] = [{"step": ckpt["step"], "score_threshold_f1": cut}]
+    # the checkpoint is rewritten on the model side's Python: torch is not in Blender's
     tuned = tmp_path / "tuned.pt"
-    torch.save(ckpt, tuned)
+    edit = ("import sys, torch; ckpt = torch.load(sys.argv[1], weights_only=True); "
+            "ckpt['history'] = [{'step': ckpt['step'], 'score_threshold_f1': float(sys.argv[3])}]; "
+            "torch.save(ckpt, sys.argv[2])")
+    proc = subprocess.run([torch_python, "-c", edit, str(checkpoint), str(tuned), repr(cut)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
     s.checkpoint = str(tuned)
     s.auto_threshold = True
     s.score_threshold = 0.99  # not used with the model's threshold
-    assert bpy.ops.instseg.predict_view(python=sys.executable) == {"FINISHED"}, state.last_error
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     kept = _outcome()[0]
     assert kept == [p for p in every if p["score"] >= cut] and 0 < len(kept) < len(every)
     assert len(state.matched) + len(state.unmatched) == len(kept)

@@ -61,7 +61,7 @@ def test_bad_input_and_png_round_trip() -> None:
 
 
 def test_blender_image_gets_the_pixels_bottom_up() -> None:
-    bpy = pytest.importorskip("bpy")
+    import bpy
     rgb, masks = _scene()
     out = overlay.draw_overlay(rgb, masks, ["a", "b", "c"])
     image = overlay.to_blender_image("test overlay", out.layer)

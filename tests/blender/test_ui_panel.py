@@ -15,7 +15,7 @@ import pytest
 
 pytestmark = pytest.mark.bpy
 
-bpy = pytest.importorskip("bpy")
+import bpy  # noqa: E402
 import addon_utils  # noqa: E402
 
 ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())

@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 16 <= args.resolution <= 8192 or args.samples < 1:
         return _fail("--resolution must be in [16, 8192] and --samples >= 1")
 
+    protocol.reserve_stdout_for_events()  # before bpy: its C code must not write into the events stream
     import bpy  # noqa: PLC0415 - after argument checks, so --help and bad input stay fast
     import addon_utils  # noqa: PLC0415
 
