@@ -2,7 +2,10 @@
 
 Every stage is a separate process, exactly as the Blender panel runs them, and each stage streams the
 JSON-lines events of ``blender_instseg.core.protocol``; this script prints them as one-line updates.
-Usage: ``python scripts/demo.py --out out/demo`` (``make demo`` does it in the project's venv).
+Run it with the Blender side's Python (bpy): generate and predict-view run on it, train and evaluate
+on ``--torch-python``, as the add-on's "Python with torch" preference does.
+Usage: ``python scripts/demo.py --out out/demo --torch-python PY`` (``make demo`` runs it with
+.venv-blender's Python 3.13 / bpy 5.3 and .venv's Python 3.11 / torch).
 """
 
 from __future__ import annotations
@@ -42,12 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-minutes", type=float, default=4.0, help="training budget in minutes (default: 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--torch-python", default=sys.executable, metavar="PY",
+                        help="Python with torch for train and evaluate (default: this one)")
     args = parser.parse_args(argv)
     if args.num_images < 10:
         parser.error("--num-images must be at least 10 (a validation split is needed)")
+    probe = subprocess.run([args.torch_python, "-c", "import torch"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        print(f"error: --torch-python {args.torch_python} cannot import torch (make venv creates .venv with it)",
+              file=sys.stderr)
+        return 2
     out: Path = args.out.resolve()
     data, run, report, view = out / "dataset", out / "run", out / "report", out / "view"
-    py = sys.executable
+    py, torch_py = sys.executable, args.torch_python
 
     run_stage("generate", [py, str(ROOT / "scripts" / "generate.py"), "--out", str(data),
                            "--num-images", str(args.num_images), "--seed", str(args.seed),
@@ -59,15 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     if check.returncode != 0:
         sys.exit(f"demo: the generated dataset does not validate: {check.stderr.strip().splitlines()[0]}")
     print(f"== validate: {check.stdout.strip().splitlines()[0] if check.stdout.strip() else 'ok'}", flush=True)
-    done = run_stage("train", [py, "-m", "blender_instseg.ml", "train", "--data", str(data), "--out", str(run),
+    done = run_stage("train", [torch_py, "-m", "blender_instseg.ml", "train", "--data", str(data), "--out", str(run),
                                "--minutes", str(args.train_minutes), "--device", args.device,
                                "--image-size", str(args.resolution)])
     checkpoint = done.get("checkpoint") or str(run / "last.pt")
-    run_stage("evaluate", [py, "-m", "blender_instseg.ml", "evaluate", "--checkpoint", checkpoint,
+    run_stage("evaluate", [torch_py, "-m", "blender_instseg.ml", "evaluate", "--checkpoint", checkpoint,
                            "--data", str(data), "--out", str(report), "--device", args.device])
     run_stage("predict-view", [py, "-m", "blender_instseg.blender.ops.predict_cli", "--checkpoint", checkpoint,
                                "--out", str(view), "--seed", str(args.seed + 10_000),
-                               "--resolution", str(args.resolution)])
+                               "--resolution", str(args.resolution), "--python", torch_py])
     metrics = json.loads((report / "metrics.json").read_text())
     segm, boundary = metrics.get("segm", {}), metrics.get("boundary", {})
     print(f"\nmask AP {segm.get('AP', float('nan')):.3f}  AP50 {segm.get('AP50', float('nan')):.3f}  "
