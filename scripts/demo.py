@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out: Path = args.out.resolve()
     data, run, report, view = out / "dataset", out / "run", out / "report", out / "view"
-    py, torch_py = sys.executable, args.torch_python
+    # absolute, not resolved: a venv's python is a symlink whose target lacks the venv's packages
+    py, torch_py = sys.executable, os.path.abspath(args.torch_python)
 
     run_stage("generate", [py, str(ROOT / "scripts" / "generate.py"), "--out", str(data),
                            "--num-images", str(args.num_images), "--seed", str(args.seed),
