@@ -258,9 +258,10 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def _heavy_occlusion_ap(gt_path: Path, preds_path: Path, below: float = 0.5) -> float | None:
     """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.metrics' buckets)."""
     from blender_instseg.core import metrics as M
+    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions
 
-    gt, _ = M.load_ground_truth(gt_path)
-    dt = M.load_predictions(preds_path, gt)
+    gt, _ = load_ground_truth(gt_path)
+    dt = load_predictions(preds_path, gt)
     occ = M.compute_metrics(gt, dt, occlusion_edges=(0.0, below, 1.0)).metrics["by_occlusion"]["buckets"]
     return occ[0]["AP"] if occ else None
 
@@ -325,14 +326,14 @@ def cmd_agnostic(args: argparse.Namespace) -> int:
     bottleneck), a small one that segmentation itself is."""
     from pycocotools.cocoeval import COCOeval
 
-    from blender_instseg.core import metrics as M
+    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions, quiet
 
-    gt, _ = M.load_ground_truth(args.gt)
-    dt = M.load_predictions(args.pred, gt)
+    gt, _ = load_ground_truth(args.gt)
+    dt = load_predictions(args.pred, gt)
     for use_cats in (1, 0):
         ev = COCOeval(gt, dt, iouType="segm")
         ev.params.useCats = use_cats
-        with M.quiet():
+        with quiet():
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
