@@ -19,7 +19,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from ..core.fileio import read_json
-from .ops.object_crops import object_crops
+from .layers.object_crops import object_crops
 from .targets import SoloTargets
 
 log = logging.getLogger(__name__)
@@ -205,7 +205,7 @@ class AugmentConfig:
 def mask_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
     """(N, H, W) masks -> (N, 4) float32 tight boxes x1 y1 x2 y2 on pixel edges (x2 = last column + 1).
 
-    The convention of ``ml/ops/boxes.py``; an empty mask gets (0, 0, 0, 0).
+    The convention of ``ml/layers/boxes.py``; an empty mask gets (0, 0, 0, 0).
     """
     n = len(masks)
     if n == 0:
@@ -298,7 +298,7 @@ class InstanceDataset(torch.utils.data.Dataset):
         return to_tensor(img), target
 
     def _bank_crops(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``bank_count`` random objects of the whole set as classifier crops (``ops.object_crops``),
+        """``bank_count`` random objects of the whole set as classifier crops (``layers.object_crops``),
         each flipped left-right with probability ``hflip``; drawn from the sample's RNG, so resumable."""
         picks = [int(p) for p in rng.integers(len(self.bank_index), size=self.bank_count)]
         todo = sorted({p for p in picks if p not in self.bank_cache})

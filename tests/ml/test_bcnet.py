@@ -18,7 +18,7 @@ from blender_instseg.ml.data import AugmentConfig, InstanceDataset, collate, loa
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.bcnet import BCNet, BCNetConfig, mask_contour, occluder_masks
 from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
-from blender_instseg.ml.ops.masks import crop_masks_to_rois
+from blender_instseg.ml.layers.masks import crop_masks_to_rois
 
 SIZE = 64
 

@@ -175,7 +175,7 @@ def test_mask_pooled_classifier_averages_each_map_under_the_mask() -> None:
 
 
 def test_square_crops_centre_a_square_on_each_mask_in_normalised_coordinates() -> None:
-    from blender_instseg.ml.ops.object_crops import square_crops
+    from blender_instseg.ml.layers.object_crops import square_crops
 
     w = torch.zeros(3, 64, 64)
     w[0, 10:20, 30:50] = 1.0   # box x 30..50, y 10..20: centre (40, 15), longer side 20
@@ -246,7 +246,7 @@ def test_classifier_trains_on_predicted_masks_only_where_they_overlap_their_obje
 
 
 def test_shuffle_channels_gives_each_crop_a_permutation_of_its_colours() -> None:
-    from blender_instseg.ml.ops.object_crops import shuffle_channels
+    from blender_instseg.ml.layers.object_crops import shuffle_channels
 
     rgb = torch.rand(64, 3, 5, 5)
     out = shuffle_channels(rgb, torch.Generator().manual_seed(0))
@@ -286,7 +286,7 @@ def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) 
     image) agree once normalised, and each carries its object's label; drawing is resumable."""
     from blender_instseg.ml.data import InstanceDataset, decode_segmentation
     from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
-    from blender_instseg.ml.ops.object_crops import sample_crops, square_crops
+    from blender_instseg.ml.layers.object_crops import sample_crops, square_crops
 
     src = load_coco(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, crop_bank=(6, 24))

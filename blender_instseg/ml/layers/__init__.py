@@ -1,1 +1,2 @@
-"""Detection ops in pure torch (torchvision is not available): boxes, NMS, anchors, RoIAlign."""
+"""Detection layers in pure torch (torchvision is not available): boxes, NMS, anchors, RoIAlign,
+mask crops and pasting, object crops. (Not ``ops``: in this project that name means Blender operators.)"""

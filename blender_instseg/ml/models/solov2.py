@@ -18,7 +18,7 @@ from torch import nn
 
 from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
 from ..matrix_nms import matrix_nms
-from ..ops.object_crops import shuffle_channels
+from ..layers.object_crops import shuffle_channels
 from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
@@ -90,7 +90,7 @@ class ModelConfig(ModelConfigBase):
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
     mask_cls_stages: int = 3  # roi: stride-2 stages of the crop CNN (3: 24 -> 3 px, the whole object in view)
-    mask_cls_permute: bool = True  # roi: bank crops' colour channels shuffled in training (ops.object_crops)
+    mask_cls_permute: bool = True  # roi: bank crops' colour channels shuffled in training (layers.object_crops)
     mask_cls_flip_tta: bool = True  # roi: inference classifies each crop and its mirror image
     # weight of the grid branch's class scores in the class decision (product of experts with the
     # classifier, reclassify); 0: the classifier alone
