@@ -17,8 +17,6 @@ import dataclasses
 import json
 import logging
 import os
-import queue
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,7 @@ from .. import __version__
 from ..core import dataset, plan, protocol
 from ..core.fileio import atomic_write_json
 from ..core.genconfig import GeneratorConfig, load_config
+from ..procs.child import Child
 
 log = logging.getLogger("blender_instseg.generate")
 
@@ -478,51 +477,15 @@ def run_shard(job: Job, indices: list[int], progress: Progress, stop: StopWatche
     return True
 
 
-def child_command(args_list: list[str]) -> list[str]:
-    """How to start another generator process: the Blender binary in background, or this Python with bpy.
-
-    The child imports this very package (from the folder it lives in) and gets the folders that
-    hold pycocotools and cv2 put on ``sys.path``, since a Blender binary ignores PYTHONPATH and
-    only this process knows where scripts/deps.py unpacked them.
-    """
-    import bpy
-    import cv2
-    import pycocotools
-
-    pkg_dir = Path(__file__).resolve().parents[1]
-    extra = [str(pkg_dir.parent)]
-    for mod in (pycocotools, cv2):
-        folder = str(Path(mod.__file__ or "").resolve().parents[1])
-        if folder not in extra:
-            extra.append(folder)
-    boot = (
-        "import sys; sys.path[:0] = [p for p in {extra!r} if p not in sys.path]; "
-        "a = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else sys.argv[1:]; "
-        "from {leaf}.blender.generate import main; sys.exit(main(a))"
-    ).format(extra=extra, leaf=pkg_dir.name)
-    if running_in_blender_binary():
-        return [bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", boot,
-                "--", *args_list]
-    return [sys.executable, "-u", "-c", boot, "--", *args_list]
-
-
-def running_in_blender_binary() -> bool:
-    """True inside a Blender executable; False for the bpy module in a normal Python (binary_path is '')."""
-    import bpy
-
-    path = bpy.app.binary_path or ""
-    return bool(path) and not Path(path).name.startswith("python")
-
-
 def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int, progress: Progress,
                 stop: StopWatcher, config_path: Path) -> None:
     """Start ``--workers`` children (one shard each, writing into the same folder) and relay their progress."""
+    from .children import worker_generator_argv
+
     k = args.workers
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // k)
-    procs: list[subprocess.Popen[str]] = []
-    events: queue.Queue[tuple[int, protocol.Event | None]] = queue.Queue()
-    stderr_tails: list[list[str]] = [[] for _ in range(k)]
+    workers: list[Child] = []
     for i in range(k):
         child_args = [
             "--out", str(args.out), "--num-images", str(args.num_images), "--seed", str(args.seed),
@@ -533,48 +496,33 @@ def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int,
             child_args += ["--variants-of", str(args.variants_of.resolve())]
         if args.verbose:
             child_args.append("--verbose")
-        proc = subprocess.Popen(child_command(child_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1)
-        procs.append(proc)
-
-        def pump_out(i: int = i, proc: subprocess.Popen[str] = proc) -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                events.put((i, protocol.parse_line(line)))
-            events.put((i, None))
-
-        def pump_err(i: int = i, proc: subprocess.Popen[str] = proc) -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                stderr_tails[i] = (stderr_tails[i] + [line.rstrip()])[-20:]
-
-        threading.Thread(target=pump_out, daemon=True).start()
-        threading.Thread(target=pump_err, daemon=True).start()
-    finished = 0
+        workers.append(Child(worker_generator_argv(child_args), name=f"worker {i}", require_done=False).start())
     errors: list[str] = []
     stop_sent = False
-    while finished < k:
-        if stop.stopped and not stop_sent:
-            for proc in procs:
-                protocol.send_line(proc.stdin)
-            stop_sent = True
-        try:
-            i, ev = events.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if ev is None:
-            finished += 1
-            continue
-        if ev.event == "progress" and ev.get("index") is not None:
-            progress.step(index=ev.get("index"), worker=i)
-        elif ev.event == "error":
-            errors.append(f"worker {i}: {ev.message}")
-        elif ev.event == "log" and ev.message:
-            log.debug("worker %d: %s", i, ev.message)
-    for i, proc in enumerate(procs):
-        rc = proc.wait()
+    try:
+        while True:
+            if stop.stopped and not stop_sent:
+                for w in workers:
+                    w.send("stop")
+                stop_sent = True
+            for i, w in enumerate(workers):
+                for ev in w.poll():
+                    if ev.event == "progress" and ev.get("index") is not None:
+                        progress.step(index=ev.get("index"), worker=i)
+                    elif ev.event == "error":
+                        errors.append(f"worker {i}: {ev.message}")
+                    elif ev.event == "log" and ev.message:
+                        log.debug("worker %d: %s", i, ev.message)
+            if all(w.finished for w in workers):
+                break
+            time.sleep(0.05)
+    finally:
+        for w in workers:
+            w.close()
+    for i, w in enumerate(workers):
+        rc = w.returncode
         if rc != 0 and not any(e.startswith(f"worker {i}:") for e in errors):
-            tail = next((ln for ln in reversed(stderr_tails[i]) if ln.strip()), "no message")
+            tail = next((ln.rstrip() for ln in reversed(w.stderr_tail().splitlines()) if ln.strip()), "no message")
             errors.append(f"worker {i} exited with code {rc}: {tail}")
     if errors:
         raise RuntimeError(errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
