@@ -22,6 +22,8 @@ print(" ".join(heavy))
     ("blender_instseg.procs", "blender_instseg.procs.child", "blender_instseg.procs.server",
      "blender_instseg.procs.argv"),
     ("blender_instseg.pipeline.stages", "blender_instseg.pipeline.loop", "blender_instseg.pipeline.__main__"),
+    ("blender_instseg.generator", "blender_instseg.generator.cli", "blender_instseg.generator.resume",
+     "blender_instseg.generator.progress", "blender_instseg.generator.workers"),
 ])
 def test_imports_pull_in_neither_bpy_nor_torch(modules: tuple[str, ...]) -> None:
     res = subprocess.run([sys.executable, "-c", CHECK, *modules], env=child_env(), capture_output=True, text=True,
