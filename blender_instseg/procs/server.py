@@ -16,7 +16,7 @@ import os
 import subprocess
 import threading
 import time
-from typing import Any, Hashable, Sequence
+from typing import Any, Callable, Hashable, Sequence
 
 from ..core import protocol
 from ..core.protocol import Event
