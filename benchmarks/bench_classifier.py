@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_instseg.ml.data import CocoSource, decode_segmentation, read_image, resolve_dataset, to_tensor  # noqa: E402
+from blender_instseg.ml.data import CocoSource, decode_to_size, read_image, resolve_dataset, to_tensor  # noqa: E402
 from blender_instseg.ml.models.mask_classifiers import RoIMaskClassifier  # noqa: E402
 from blender_instseg.ml.models.solov2 import normalise_pixels  # noqa: E402
 from blender_instseg.ml.layers.object_crops import object_crops, shuffle_channels  # noqa: E402
@@ -49,7 +49,7 @@ def cut_crops(src: CocoSource, size: int) -> tuple[torch.Tensor, torch.Tensor, t
             continue
         img = read_image(rec.path)
         h, w = img.shape[:2]
-        masks = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns]))
+        masks = torch.from_numpy(np.stack([decode_to_size(a["segmentation"], h, w) for a in anns]))
         crops.append(object_crops(to_tensor(img), masks, size).mul_(255).round_().to(torch.uint8))
         labels += [cat_index[int(a["category_id"])] for a in anns]
         areas.append(masks.flatten(1).sum(1))

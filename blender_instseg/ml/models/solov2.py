@@ -36,7 +36,7 @@ def normalise_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ModelConfig(ModelConfigBase):
+class Solov2Config(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
 
     arch: ClassVar[str] = "solov2"
@@ -189,11 +189,11 @@ class SOLOv2Lite(InstanceSegModel):
     summary = ("SOLOv2-lite: grid cells predict dynamic mask kernels, Matrix NMS, PointRend-style point head, "
                "second-look mask classifier")
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: Solov2Config) -> None:
         super().__init__(cfg)
         if len(cfg.grids) != 3 or len(cfg.scale_ranges) != 3 or len(cfg.level_strides) != 3:
             raise ValueError("grids, scale_ranges and level_strides need 3 entries (P3..P5)")
-        self.cfg: ModelConfig = cfg
+        self.cfg: Solov2Config = cfg
         self.backbone = Backbone(cfg.backbone_widths, cfg.backbone_blocks)
         self.fpn = FPN(self.backbone.out_channels[1:], cfg.fpn_channels)
         self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4,
@@ -213,14 +213,14 @@ class SOLOv2Lite(InstanceSegModel):
             raise ValueError(f"mask_cls_kind must be 'roi' or 'pooled', not {cfg.mask_cls_kind!r}")
 
     @classmethod
-    def crop_bank(cls, cfg: ModelConfig) -> tuple[int, int]:
+    def crop_bank(cls, cfg: Solov2Config) -> tuple[int, int]:
         """The RoI classifier without feature channels also learns from crops of other images' objects."""
         if cfg.mask_classifier and cfg.mask_cls_kind == "roi" and cfg.mask_cls_feat == 0:
             return cfg.mask_cls_bank, cfg.mask_cls_size
         return 0, 0
 
     @classmethod
-    def make_targets(cls, cfg: ModelConfig) -> TargetFn:
+    def make_targets(cls, cfg: Solov2Config) -> TargetFn:
         """SOLO grid assignment (``targets.assign_cells``): cell_index, cell_inst."""
         return SoloTargets(cfg.grids, cfg.scale_ranges, cfg.sigma)
 
