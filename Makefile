@@ -72,7 +72,7 @@ $(TVENV)/.stamp: requirements/typecheck.txt scripts/find_python.sh
 	touch $@
 
 typecheck: $(TVENV)/.stamp
-	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core blender_instseg/pipeline \
+	$(TVENV)/bin/mypy --config-file pyproject.toml blender_instseg/blender blender_instseg/core blender_instseg/pipeline blender_instseg/procs blender_instseg/generator \
 		scripts/build_extension.py scripts/deps.py
 
 bench: venv

@@ -3,7 +3,7 @@
 Why: in the full model the classifier names ~78 % of found objects right, and class-aware mask AP
 sits at ~0.85x the class-agnostic one, so its accuracy bounds the model's AP. A full training run
 takes 15 minutes per design; here the same network (``RoIMaskClassifier.classify``) trains on the
-crops the data set's crop bank cuts (``ops.object_crops.object_crops``: exact GT masks, flipped
+crops the data set's crop bank cuts (``layers.object_crops.object_crops``: exact GT masks, flipped
 left-right at random) in a minute or two, so designs can be compared on held-out crops before one
 is tried in the full model. Absolute numbers are optimistic (held-out crops use exact GT masks, the
 model sees predicted ones); the ranking is what this is for.
@@ -26,10 +26,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_instseg.ml.data import CocoSource, decode_segmentation, read_image, resolve_dataset, to_tensor  # noqa: E402
+from blender_instseg.ml.data import CocoSource, decode_to_size, read_image, resolve_dataset, to_tensor  # noqa: E402
 from blender_instseg.ml.models.mask_classifiers import RoIMaskClassifier  # noqa: E402
 from blender_instseg.ml.models.solov2 import normalise_pixels  # noqa: E402
-from blender_instseg.ml.ops.object_crops import object_crops, shuffle_channels  # noqa: E402
+from blender_instseg.ml.layers.object_crops import object_crops, shuffle_channels  # noqa: E402
 
 DEFAULT_DATA = "out/bench_gen"
 GENERATE = ("python scripts/generate.py --out out/bench_gen --num-images 700 --seed 100 --resolution 256 "
@@ -49,7 +49,7 @@ def cut_crops(src: CocoSource, size: int) -> tuple[torch.Tensor, torch.Tensor, t
             continue
         img = read_image(rec.path)
         h, w = img.shape[:2]
-        masks = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns]))
+        masks = torch.from_numpy(np.stack([decode_to_size(a["segmentation"], h, w) for a in anns]))
         crops.append(object_crops(to_tensor(img), masks, size).mul_(255).round_().to(torch.uint8))
         labels += [cat_index[int(a["category_id"])] for a in anns]
         areas.append(masks.flatten(1).sum(1))

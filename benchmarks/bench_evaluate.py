@@ -25,6 +25,7 @@ from pycocotools.cocoeval import COCOeval
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from blender_instseg.core import metrics as M  # noqa: E402
+from blender_instseg.core.eval_inputs import quiet  # noqa: E402
 from blender_instseg.core.evaluate import evaluate  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def make_data(n_images: int, k: int, size: int, seed: int = 0) -> tuple[dict, li
 
 def plain_pycocotools(gt: dict, preds: list[dict]) -> tuple[float, float, np.ndarray]:
     t, c = time.perf_counter(), time.process_time()
-    with M.quiet():
+    with quiet():
         coco = COCO()
         coco.dataset = copy.deepcopy(gt)
         coco.createIndex()

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def loop(out: Path, n: int, *, masks_only: bool, res: int, samples: int) -> tuple[float, dict[str, float], float]:
-    from blender_instseg.blender import generate
+    from blender_instseg.blender import generate, render_image
     from blender_instseg.blender.render import cycles as cy
     from blender_instseg.blender.scene import builder
     from blender_instseg.core import dataset
@@ -39,15 +39,15 @@ def loop(out: Path, n: int, *, masks_only: bool, res: int, samples: int) -> tupl
     cfg.validate()
     out.mkdir(parents=True, exist_ok=True)
     dataset.write_dataset_config(out, generate.dataset_config(cfg, 0, n))
-    job = generate.Job(cfg, out, 0, n, device=cy.choose_device("auto"))
+    job = render_image.RenderTask(cfg, out, 0, n, device=cy.choose_device("auto"))
     builder.reset_blender()
-    generate.render_index(job, n, {})  # warm-up (first Cycles sync, shape meshes), not counted
+    render_image.render_index(job, n, {})  # warm-up (first Cycles sync, shape meshes), not counted
     dataset.record_path(out, n).unlink()
     timings: dict[str, float] = {}
     fixups = hidden = objects = 0
     t0 = time.perf_counter()
     for i in range(n):
-        rec = generate.render_index(job, i, timings)
+        rec = render_image.render_index(job, i, timings)
         fixups += rec["amodal_fixups"]
         hidden += len(rec["hidden"])
         objects += rec["num_objects"]

@@ -25,7 +25,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from blender_instseg.core.fileio import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from blender_instseg.pipeline.stages import StageError, generator_argv, ml_argv, print_events, run_stage  # noqa: E402
+from blender_instseg.pipeline.stages import StageError, print_events, run_stage  # noqa: E402
+from blender_instseg.procs.argv import checkout_generate_script, generator_argv, ml_argv  # noqa: E402
 
 
 def stage(name: str, argv: list[str]) -> dict:
@@ -41,7 +42,7 @@ def generate(args: argparse.Namespace, out: Path, n: int, seed: int, val_fractio
            "--min-objects", str(args.min_objects), "--max-objects", str(args.max_objects),
            "--val-fraction", str(val_fraction), "--workers", str(args.workers), "--progress", "jsonl", "--no-preview"]
     gen += ["--masks-only"] if args.masks_only else ["--samples", str(args.samples)]
-    stage(f"generate {out.name}", generator_argv(args.python_bpy, gen))
+    stage(f"generate {out.name}", generator_argv(args.python_bpy, gen, script=checkout_generate_script()))
 
 
 def table(results: dict[str, Any]) -> str:

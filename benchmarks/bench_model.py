@@ -62,9 +62,9 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
     import numpy as np
     import torch
 
-    from blender_instseg.ml.data import list_images, load_coco, read_image
+    from blender_instseg.ml.data import list_images, load_coco_source, read_image
     from blender_instseg.ml.device import set_threads
-    from blender_instseg.ml.models import ModelConfig, build_model
+    from blender_instseg.ml.models import Solov2Config, build_model
     from blender_instseg.ml.predict import apply_score_threshold, predict_image, resolve_score_threshold
     from blender_instseg.ml.checkpoint import load_model
 
@@ -73,11 +73,12 @@ def latency_child(size: int, checkpoint: str | None, images: str | None, repeats
         model, ckpt = load_model(checkpoint)
     else:
         torch.manual_seed(0)
-        model, ckpt = build_model(ModelConfig(num_classes=8)).eval(), {}
+        model, ckpt = build_model(Solov2Config(num_classes=8)).eval(), {}
     typical = resolve_score_threshold(threshold, ckpt)[0]  # what predict uses by default
     apply_score_threshold(model, 0.0 if worst else typical)
     if images:
-        paths = ([r.path for r in load_coco(images).records] if images.endswith(".json") else list_images([images]))[:repeats]
+        paths = ([r.path for r in load_coco_source(images).records] if images.endswith(".json")
+                 else list_images([images]))[:repeats]
         imgs = [read_image(p) for p in paths]
     else:
         rng = np.random.default_rng(0)
@@ -258,9 +259,10 @@ def cmd_curve(args: argparse.Namespace) -> int:
 def _heavy_occlusion_ap(gt_path: Path, preds_path: Path, below: float = 0.5) -> float | None:
     """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.metrics' buckets)."""
     from blender_instseg.core import metrics as M
+    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions
 
-    gt, _ = M.load_ground_truth(gt_path)
-    dt = M.load_predictions(preds_path, gt)
+    gt, _ = load_ground_truth(gt_path)
+    dt = load_predictions(preds_path, gt)
     occ = M.compute_metrics(gt, dt, occlusion_edges=(0.0, below, 1.0)).metrics["by_occlusion"]["buckets"]
     return occ[0]["AP"] if occ else None
 
@@ -325,14 +327,14 @@ def cmd_agnostic(args: argparse.Namespace) -> int:
     bottleneck), a small one that segmentation itself is."""
     from pycocotools.cocoeval import COCOeval
 
-    from blender_instseg.core import metrics as M
+    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions, quiet
 
-    gt, _ = M.load_ground_truth(args.gt)
-    dt = M.load_predictions(args.pred, gt)
+    gt, _ = load_ground_truth(args.gt)
+    dt = load_predictions(args.pred, gt)
     for use_cats in (1, 0):
         ev = COCOeval(gt, dt, iouType="segm")
         ev.params.useCats = use_cats
-        with M.quiet():
+        with quiet():
             ev.evaluate()
             ev.accumulate()
             ev.summarize()
@@ -354,7 +356,7 @@ def cmd_inference(args: argparse.Namespace) -> int:
     import torch
 
     from blender_instseg.ml.checkpoint import load_model
-    from blender_instseg.ml.data import load_coco
+    from blender_instseg.ml.data import load_coco_source
     from blender_instseg.ml.device import set_threads
     from blender_instseg.ml.evaluate_cmd import pick_annotations
     from blender_instseg.ml.quick_eval import mask_ap
@@ -368,7 +370,7 @@ def cmd_inference(args: argparse.Namespace) -> int:
             return 2
         model.load_state_dict(ckpt["train_weights"])
     saved = dataclasses.replace(model.cfg)
-    src = load_coco(pick_annotations(args.data, None))
+    src = load_coco_source(pick_annotations(args.data, None))
     size = int(ckpt.get("train_config", {}).get("image_size", 256))
     for text in args.set:
         model.cfg = dataclasses.replace(saved, **(parse_overrides(text, type(saved)) if text else {}))
@@ -452,7 +454,7 @@ def cmd_classifier_gap(args: argparse.Namespace) -> int:
     import torch.nn.functional as F
 
     from blender_instseg.ml.checkpoint import load_model
-    from blender_instseg.ml.data import decode_segmentation, letterbox, load_coco, read_image, to_tensor
+    from blender_instseg.ml.data import decode_to_size, letterbox, load_coco_source, read_image, to_tensor
     from blender_instseg.ml.device import set_threads
     from blender_instseg.ml.evaluate_cmd import pick_annotations
     from blender_instseg.ml.models.solov2 import mask_iou_pairs
@@ -462,7 +464,7 @@ def cmd_classifier_gap(args: argparse.Namespace) -> int:
     if getattr(model, "mask_cls", None) is None:
         print("this checkpoint has no mask classifier")
         return 2
-    src = load_coco(pick_annotations(args.data, None))
+    src = load_coco_source(pick_annotations(args.data, None))
     label_of = {cid: i for i, cid in enumerate(src.category_ids)}
     size = int(ckpt.get("train_config", {}).get("image_size", 256))
     tta = bool(getattr(model.cfg, "mask_cls_flip_tta", False))
@@ -477,7 +479,7 @@ def cmd_classifier_gap(args: argparse.Namespace) -> int:
             if not anns or padded.shape[:2] != (h, w):  # GT masks must line up with the input unscaled
                 continue
             out = model(to_tensor(padded)[None])
-            gt = torch.from_numpy(np.stack([decode_segmentation(a["segmentation"], h, w) for a in anns])).float()
+            gt = torch.from_numpy(np.stack([decode_to_size(a["segmentation"], h, w) for a in anns])).float()
             gt_s4 = F.avg_pool2d(gt[None], 4)[0]
             labels = torch.tensor([label_of[int(a["category_id"])] for a in anns])
             cells = torch.arange(out["cate"].shape[1])

@@ -61,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     import addon_utils
     import numpy as np
 
-    from blender_instseg.blender import runner
+    from blender_instseg.blender.children import SERVERS
     from blender_instseg.blender.ops import predict, view_render
     from blender_instseg.blender.scene import builder
     from blender_instseg.core.genconfig import GeneratorConfig
+    from blender_instseg.procs.argv import child_env, ml_argv
+    from blender_instseg.procs.child import drive, run_blocking
+    from blender_instseg.procs.server import ServerCall, ServerPool
 
     built = builder.build_scene(GeneratorConfig(), args.seed)
     addon_utils.enable("blender_instseg", default_set=True)
@@ -89,12 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     # cold: the first click starts the warm server (Python + import torch + checkpoint load)
     cold = []
     for _ in range(args.cold_repeats):
-        runner.SERVERS.stop_all()
+        SERVERS.stop_all()
         cold.append(click())
-    server = runner.SERVERS.current
+    server = SERVERS.current
     assert server is not None and server.alive
     warm = [click() for _ in range(args.repeats)]
-    assert runner.SERVERS.current is server, "the warm server was replaced between clicks"
+    assert SERVERS.current is server, "the warm server was replaced between clicks"
 
     t_render = []
     for _ in range(args.repeats):
@@ -103,29 +106,29 @@ def main(argv: list[str] | None = None) -> int:
         t_render.append(time.perf_counter() - t0)
     out = work / "out" / "predict"
     key = predict.server_key(sys.executable, ckpt, "cpu")
-    serve_argv = runner.ml_argv(sys.executable, "predict", ["--serve", "--checkpoint", str(ckpt), "--device", "cpu",
-                                                           "--score-threshold", f"{s.score_threshold:g}"])
+    serve_argv = ml_argv(sys.executable, "predict", ["--serve", "--checkpoint", str(ckpt), "--device", "cpu",
+                                                    "--score-threshold", f"{s.score_threshold:g}"])
     request = {"image": str(out / "view.png"), "out": str(work / "p.json"), "score_threshold": s.score_threshold}
 
-    def model_call(pool: runner.ServerPool) -> tuple[float, float]:
-        call = runner.ServerCall(pool, key, serve_argv, request, env=runner.child_env(), name="predict")
+    def model_call(pool: ServerPool) -> tuple[float, float]:
+        call = ServerCall(pool, key, serve_argv, request, env=child_env(), name="predict")
         t0 = time.perf_counter()
-        res = runner.drive(call, name="predict")
+        res = drive(call, name="predict")
         assert res.ok and res.done is not None, res.error
         return time.perf_counter() - t0, float(res.done.get("ms"))
 
-    warm_model = [model_call(runner.SERVERS) for _ in range(args.repeats)]
+    warm_model = [model_call(SERVERS) for _ in range(args.repeats)]
     cold_model = []
     for _ in range(args.cold_repeats):
-        pool = runner.ServerPool()
+        pool = ServerPool()
         cold_model.append(model_call(pool)[0])
         pool.stop_all()
     t_child = []
     for _ in range(args.cold_repeats):
         t0 = time.perf_counter()
-        res = runner.run_blocking(runner.ml_argv(sys.executable, "predict", [
+        res = run_blocking(ml_argv(sys.executable, "predict", [
             "--checkpoint", str(ckpt), "--images", str(out / "view.png"), "--out", str(work / "p1.json"),
-            "--device", "cpu"]), env=runner.child_env(), name="predict")
+            "--device", "cpu"]), env=child_env(), name="predict")
         t_child.append(time.perf_counter() - t0)
         assert res.ok, res.error
     n_model_preds = len(json.loads((out / "predictions.json").read_text()))
@@ -149,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         predict.apply_predictions(bpy.context, view, gt_preds, work / "apply", {1: "object"})
         t_apply.append(time.perf_counter() - t0)
-    runner.SERVERS.stop_all()
+    SERVERS.stop_all()
 
     def runs(ts: list[float]) -> str:
         return str([round(t, 2) for t in ts])

@@ -21,8 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from blender_instseg.pipeline.stages import StageError, child_env, print_events  # noqa: E402
+from blender_instseg.pipeline.stages import StageError, print_events  # noqa: E402
 from blender_instseg.pipeline.stages import run_stage as _run_stage  # noqa: E402
+from blender_instseg.procs.argv import child_env  # noqa: E402
 
 
 def run_stage(name: str, argv: list[str]) -> dict:

@@ -50,8 +50,8 @@ def main() -> int:
     finally:
         if sys.path and sys.path[0] == str(HERE):
             sys.path.pop(0)
+    from blender_instseg.blender.children import running_in_blender_binary
     from blender_instseg.blender.generate import main as generate_main
-    from blender_instseg.blender.generate import running_in_blender_binary
 
     return generate_main(script_args(sys.argv, running_in_blender_binary()))
 

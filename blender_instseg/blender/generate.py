@@ -1,10 +1,12 @@
-"""The dataset generation loop and its command line (``scripts/generate.py`` calls ``main``).
+"""The generator's driver and ``main`` (``scripts/generate.py`` calls it): one process, a shard, or a worker pool.
 
-One image = build the scene from (config, per-image seed) -> settle visibility -> Cycles render
-with the Object Index pass in memory -> visible + amodal masks -> files -> record (written last,
-atomically). A record on disk means the image is complete, so a rerun of the same command skips
-finished indices and ``--workers`` / ``--shard`` runs produce the same records as one process; the
-merge orders records by index, so the COCO files are byte-identical whatever produced them.
+The driver checks the arguments and resolves the config (``generator.cli``), writes or checks
+config.json (``generator.resume``), then renders every unfinished index in this process
+(``render_image.render_index``) or in ``--workers`` children (``generator.workers``), and merges
+the records into COCO files and the optional exports. A record on disk means the image is
+complete, so a rerun of the same command skips finished indices and ``--workers`` / ``--shard``
+runs produce the same records as one process; the merge orders records by index, so the COCO
+files are byte-identical whatever produced them.
 
 Exit codes: 0 done (or stopped on request), 1 a render or child process failed, 2 bad arguments
 or unusable paths (one line on stderr, nothing written).
@@ -14,179 +16,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
-import queue
-import subprocess
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .. import __version__
 from ..core import dataset, plan, protocol
-from ..core.fileio import atomic_write_json
-from ..core.genconfig import GeneratorConfig, load_config
+from ..core.genconfig import GeneratorConfig
+from ..generator import cli
+from ..generator.cli import UsageError, prepare_out_dir
+from ..generator.progress import Progress, StopWatcher
+from ..generator.resume import write_or_check_config
+from ..generator.workers import run_workers
+from .children import worker_generator_argv
+from .render_image import RenderTask, render_index
 
 log = logging.getLogger("blender_instseg.generate")
-
-PROG = "generate.py"
-DESCRIPTION = "Render procedural scenes with Cycles into a COCO instance-segmentation dataset (exact masks)."
-EPILOG = """\
-examples:
-  python scripts/generate.py --out out/ds --num-images 100 --seed 1 --masks-only
-  blender -b -P scripts/generate.py -- --out out/ds --num-images 100 --seed 1 --samples 32
-  python scripts/generate.py --out out/ds --num-images 1000 --workers 2 --export yolo --val-fraction 0.2
-  python scripts/generate.py --out out/ds --num-images 100 --export semantic panoptic
-  python scripts/generate.py --out out/shard3 --num-images 1000 --shard 3 --num-shards 8 --no-merge
-  python scripts/generate.py --out out/all --merge out/shard0 out/shard1 ...
-Rerunning the same command resumes: finished images (those with records/NNNNNN.json) are skipped.
-"""
-
-
-#: --export formats -> the OutputConfig switch each one turns on
-EXPORTS = ("yolo", "semantic", "panoptic")
-
-
-class UsageError(ValueError):
-    """Bad command-line arguments: reported on one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, not usage + message
-        raise UsageError(message)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g = p.add_argument_group("dataset")
-    g.add_argument("--out", type=Path, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
-    g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
-    g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
-    g.add_argument("--config", type=Path, metavar="FILE", help="generator config (.json or .toml); flags below override it")
-    g.add_argument("--variants-of", type=Path, metavar="PLAN.json",
-                   help='render variants of given scenes instead: a JSON list of {"seed": S, "count": C[, "first": K]}; '
-                        "image i is the i-th variant in plan order (--num-images defaults to the plan's total)")
-    s = p.add_argument_group("scene and render (override the config)")
-    s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
-    s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
-    s.add_argument("--masks-only", action="store_true", default=None,
-                   help="fast labels: 1 sample, no bounces, no materials; images/ holds a 1-sample clay render")
-    s.add_argument("--min-objects", type=int, metavar="A", help="fewest objects per scene")
-    s.add_argument("--max-objects", type=int, metavar="B", help="most objects per scene")
-    s.add_argument("--physics", action="store_true", default=None, help="drop objects onto the ground (rigid body)")
-    s.add_argument("--allow-hidden", action="store_true", default=None,
-                   help="do not move fully hidden objects into view (they are still listed in hidden[])")
-    s.add_argument("--device", choices=("auto", "cpu", "gpu"), help="Cycles device (auto: GPU when available)")
-    s.add_argument("--no-depth", action="store_true", help="skip depth/*.exr")
-    o = p.add_argument_group("output")
-    o.add_argument("--mask-format", choices=("rle", "polygon"), help="segmentation format of the merged COCO")
-    o.add_argument("--export", choices=EXPORTS, nargs="+", action="extend", default=[], metavar="FORMAT",
-                   help="also write: yolo (ultralytics YOLO-seg labels/), semantic (semantic/ category maps), "
-                        "panoptic (COCO panoptic/ + panoptic*.json); any of them")
-    o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
-    o.add_argument("--no-preview", action="store_true", help="skip preview.png")
-    o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
-    o.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
-                   help="merge these dataset/shard folders into --out instead of rendering")
-    r = p.add_argument_group("scale and control")
-    r.add_argument("--workers", type=int, default=1, metavar="K", help="parallel child processes on this machine")
-    r.add_argument("--shard", type=int, default=None, metavar="I", help="render only indices i with i %% num_shards == shard")
-    r.add_argument("--num-shards", type=int, default=None, metavar="N", help="number of shards (job arrays)")
-    r.add_argument("--only-index", type=int, default=None, metavar="I", help="re-render just this image index from its seed")
-    r.add_argument("--threads", type=int, default=0, metavar="T", help="Cycles threads (0 = all cores; workers split them)")
-    r.add_argument("--progress", choices=("auto", "bar", "jsonl", "none"), default="auto",
-                   help="progress output: bar on a terminal, jsonl protocol events for a parent process")
-    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    return p
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# configuration
-
-
-def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
-    """Defaults < --config file < flags; validated. Raises ValueError (one line) on any problem."""
-    cfg = load_config(args.config) if args.config is not None else GeneratorConfig()
-    if args.resolution is not None:
-        text = args.resolution.lower()
-        try:
-            w, h = (int(v) for v in text.split("x")) if "x" in text else (int(text), int(text))
-        except ValueError:
-            raise UsageError(f"--resolution must be R or WxH, got {args.resolution!r}") from None
-        cfg.render.resolution = [w, h]
-    if args.samples is not None:
-        cfg.render.samples = args.samples
-    if args.masks_only:
-        cfg.render.masks_only = True
-    if args.min_objects is not None:
-        cfg.objects.min_count = args.min_objects
-    if args.max_objects is not None:
-        cfg.objects.max_count = args.max_objects
-    if args.physics:
-        cfg.physics.enabled = True
-    if args.allow_hidden:
-        cfg.objects.allow_hidden = True
-    if args.device is not None:
-        cfg.render.device = args.device
-    if args.no_depth:
-        cfg.render.depth = False
-    if args.mask_format is not None:
-        cfg.output.mask_format = args.mask_format
-    apply_exports(cfg, args.export)
-    if args.val_fraction is not None:
-        cfg.output.val_fraction = args.val_fraction
-    if args.no_preview:
-        cfg.output.preview = False
-    return cfg.validate()
-
-
-def apply_exports(cfg: GeneratorConfig, exports: list[str]) -> None:
-    """Turn on ``output.export_<format>`` for each --export format (never off: the config may ask too)."""
-    for name in exports:
-        setattr(cfg.output, f"export_{name}", True)
-
-
-def check_args(args: argparse.Namespace) -> None:
-    if args.out is None:
-        raise UsageError("--out is required")
-    if args.num_images is not None and args.num_images < 0:
-        raise UsageError(f"--num-images must be >= 0, got {args.num_images}")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.threads < 0:
-        raise UsageError(f"--threads must be >= 0, got {args.threads}")
-    if (args.shard is None) != (args.num_shards is None):
-        raise UsageError("--shard and --num-shards go together")
-    if args.num_shards is not None:
-        if args.num_shards < 1:
-            raise UsageError(f"--num-shards must be >= 1, got {args.num_shards}")
-        if not 0 <= args.shard < args.num_shards:
-            raise UsageError(f"--shard must be in [0, {args.num_shards - 1}], got {args.shard}")
-        if args.workers > 1:
-            raise UsageError("--workers cannot be combined with --shard (a shard is one process)")
-    if args.only_index is not None and args.only_index < 0:
-        raise UsageError(f"--only-index must be >= 0, got {args.only_index}")
-
-
-def prepare_out_dir(out: Path) -> None:
-    """Create the folder and prove it is writable before any work starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out exists and is not a folder: {out}")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as exc:
-        raise UsageError(f"--out is not writable: {out} ({exc.strerror or exc})") from None
 
 
 def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
                    variants_of: list[plan.PlanEntry] | None = None) -> dict[str, Any]:
+    """config.json of a dataset: the settings, seed, categories and version (and a variant plan's perturbation)."""
     conf: dict[str, Any] = {
         "generator": cfg.to_dict(),
         "seed": seed,
@@ -207,265 +59,7 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
     return conf
 
 
-def _identity(conf: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a dataset config that must match for a resume: everything that changes pixels or labels."""
-    gen = json.loads(json.dumps(conf.get("generator", {})))
-    out = gen.get("output", {})
-    for key in ("mask_format", *(f"export_{name}" for name in EXPORTS), "preview"):
-        out.pop(key, None)
-    gen.get("render", {}).pop("device", None)
-    return {"generator": gen, "seed": conf.get("seed"), "variants_of": conf.get("variants_of")}
-
-
-def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True) -> None:
-    path = out / dataset.CONFIG_FILE
-    if path.exists():
-        try:
-            old = dataset.read_dataset_config(out)
-        except (ValueError, FileNotFoundError) as exc:
-            raise UsageError(f"{out} holds an unreadable dataset config ({exc}); use a new --out") from None
-        a, b = _identity(old), _identity(conf)
-        if a != b:
-            diff = _first_diff(a, b)
-            raise UsageError(f"{out} holds a dataset made with other settings ({diff}); use a new --out or the same settings")
-        if not write or old.get("num_images") == conf["num_images"]:
-            return
-    if write:
-        atomic_write_json(path, conf, indent=2)
-
-
-def _first_diff(a: Any, b: Any, where: str = "") -> str:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                return _first_diff(a.get(k), b.get(k), f"{where}.{k}" if where else k)
-    return f"{where}: {a!r} vs {b!r}"
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# rendering one image
-
-
-@dataclass
-class Job:
-    """What one process renders."""
-
-    cfg: GeneratorConfig
-    out: Path
-    seed: int
-    num_images: int
-    threads: int = 0
-    device: str = "CPU"
-    variants: list[tuple[int, int]] | None = None  # image index -> (parent seed, variant number)
-
-
-def split_of(index: int, val_fraction: float) -> str:
-    """Deterministic by index, evenly spread, independent of shards: val when floor((i+1)f) > floor(i f)."""
-    if val_fraction <= 0:
-        return "train"
-    import math
-
-    return "val" if math.floor((index + 1) * val_fraction) > math.floor(index * val_fraction) else "train"
-
-
-class _Timer:
-    """Accumulates wall time per phase into a dict when one is given (benchmarks); a no-op otherwise."""
-
-    def __init__(self, sink: dict[str, float] | None) -> None:
-        self.sink = sink
-        self.t = time.perf_counter()
-
-    def lap(self, name: str) -> None:
-        if self.sink is not None:
-            now = time.perf_counter()
-            self.sink[name] = self.sink.get(name, 0.0) + now - self.t
-            self.t = now
-
-
-def render_index(job: Job, index: int, timings: dict[str, float] | None = None) -> dict[str, Any]:
-    """Render image ``index`` and write its files, then its record; returns the record.
-
-    ``timings``, when given, accumulates seconds per phase (build, check, render, annotate, write).
-    """
-    import numpy as np
-
-    from .render import annotate, output
-    from .render import cycles as cy
-    from .scene import builder
-
-    cfg = job.cfg
-    parent: int | None = None
-    if job.variants is not None:
-        parent, variant = job.variants[index]
-        seed = plan.variant_seed(parent, variant)
-    else:
-        seed = builder.image_seed(job.seed, index)
-    w, h = cfg.render.resolution
-    masks_only = cfg.render.masks_only
-    timer = _Timer(timings)
-    built = builder.build_scene(cfg, seed, build_appearance=not masks_only, parent_seed=parent)
-    timer.lap("build")
-    settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
-                                 device=job.device, threads=job.threads, seed=seed,
-                                 filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01)
-    labels, passes = _settle_and_render(built, cfg, settings, timer)
-    ids = cy.index_map(labels)
-    annotations, hidden, fixups = annotate.build_annotations(built, ids)
-    timer.lap("annotate")
-
-    stem = f"{index:06d}"
-    file_name = f"images/{stem}.png"
-    mask_file = f"masks/{stem}.png"
-    depth_file = f"depth/{stem}.exr" if cfg.render.depth else None
-    output.write_rgb(job.out / file_name, cy.rgb8(passes))
-    timer.lap("write_rgb")
-    output.write_id_map(job.out / mask_file, ids)
-    if depth_file is not None:
-        depth = cy.depth_map(labels)
-        output.write_depth(job.out / depth_file, depth if depth is not None else np.zeros((h, w), np.float32))
-    record = {
-        "index": index,
-        "seed": seed,
-        "file_name": file_name,
-        "width": w,
-        "height": h,
-        "split": split_of(index, cfg.output.val_fraction),
-        "mask_file": mask_file,
-        "depth_file": depth_file,
-        "annotations": annotations,
-        "hidden": hidden,
-        "num_objects": len(built.objects),
-        "amodal_fixups": fixups,
-        "scene": built.params,
-    }
-    if parent is not None:
-        record.update(parent_seed=parent, variant=variant)
-    dataset.write_record(job.out, record)  # last: the record marks the image complete
-    timer.lap("write_labels")
-    return record
-
-
-def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
-                       timer: _Timer) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Move fully hidden objects into view (a few tries, deterministic), then render; returns (labels, image).
-
-    Label passes (Object Index, Depth) always come from a render with pixel-centre rays. Checks are
-    1-sample index renders: at full size when they also give the labels (masks-only mode, or RGB
-    with anti-aliasing, where the anti-aliased RGB render cannot), else at reduced size before one
-    RGB render that gives both. Objects still hidden in the label render are recorded in hidden[].
-    """
-    import bpy
-    import numpy as np
-
-    from .render import cycles as cy
-    from .scene import builder
-
-    oc = cfg.objects
-    check = dict(vars(settings))
-    # in masks-only mode the check render also gives the (clay) image, so it keeps its shading
-    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only)
-    check_settings = cy.RenderSettings(**check)
-    w, h = settings.width, settings.height
-    labels_from_check = settings.masks_only or settings.filter_width != 0.01
-    percentage = 100 if labels_from_check else (50 if max(w, h) <= 256 else 25)
-    last: dict[str, Any] | None = None
-    if not oc.allow_hidden and oc.max_resample > 0 and built.objects:
-        rng = built.rngs["resample"]
-        for attempt in range(oc.max_resample + 1):
-            cy.configure(check_settings, percentage=percentage)
-            passes = cy.render()
-            present = set(np.flatnonzero(np.bincount(cy.index_map(passes).ravel())).tolist())
-            missing = [o for o in built.objects if o.instance_id not in present]
-            if not missing or attempt == oc.max_resample:
-                last = passes
-                break
-            for so in missing:
-                builder.move_object(so, built.objects, cfg, rng, built.camera)
-            bpy.context.view_layer.update()
-    if labels_from_check and last is None:
-        cy.configure(check_settings)
-        last = cy.render()
-    if settings.masks_only:
-        assert last is not None
-        timer.lap("render")
-        return last, last
-    timer.lap("check")
-    cy.configure(settings)
-    passes = cy.render()
-    timer.lap("render")
-    if labels_from_check:
-        assert last is not None
-        return last, passes
-    return passes, passes
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# progress
-
-
-class Progress:
-    """Terminal bar, JSON-lines protocol events, or nothing."""
-
-    def __init__(self, mode: str, total: int, stream: IO[str] | None = None) -> None:
-        self.mode = mode
-        self.total = total
-        self.done = 0
-        self.start = time.monotonic()
-        self.stream = stream or sys.stdout
-
-    def step(self, n: int = 1, **extra: Any) -> None:
-        self.done += n
-        self.emit(**extra)
-
-    def emit(self, **extra: Any) -> None:
-        elapsed = max(time.monotonic() - self.start, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else None
-        if self.mode == "jsonl":
-            protocol.emit("progress", self.stream, step=self.done, total=self.total, images_per_s=round(rate, 3),
-                          eta_s=None if eta is None else round(eta, 1), phase="render", **extra)
-        elif self.mode == "bar":
-            width = 30
-            frac = self.done / self.total if self.total else 1.0
-            bar = "#" * int(frac * width) + "-" * (width - int(frac * width))
-            eta_s = "?" if eta is None else f"{eta:.0f}s"
-            sys.stderr.write(f"\r[{bar}] {self.done}/{self.total} {rate:.2f} img/s ETA {eta_s} ")
-            sys.stderr.flush()
-            if self.done >= self.total:
-                sys.stderr.write("\n")
-
-    def finish(self) -> None:
-        if self.mode == "bar" and self.done < self.total:
-            sys.stderr.write("\n")
-
-
-class StopWatcher:
-    """Reads stdin on a daemon thread; a protocol 'stop' line asks the loop to stop after the current image."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.event = threading.Event()
-        if enabled and sys.stdin is not None and not sys.stdin.isatty():
-            threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            for line in sys.stdin:
-                if protocol.is_stop_command(line):
-                    self.event.set()
-                    return
-        except (OSError, ValueError):
-            return
-
-    @property
-    def stopped(self) -> bool:
-        return self.event.is_set()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# the loops
-
-
-def run_shard(job: Job, indices: list[int], progress: Progress, stop: StopWatcher) -> bool:
+def run_shard(task: RenderTask, indices: list[int], progress: Progress, stop: StopWatcher) -> bool:
     """Render ``indices`` in order (skipping none: the caller removed finished ones). False if stopped."""
     from .scene import builder
 
@@ -473,111 +67,9 @@ def run_shard(job: Job, indices: list[int], progress: Progress, stop: StopWatche
     for index in indices:
         if stop.stopped:
             return False
-        render_index(job, index)
+        render_index(task, index)
         progress.step(index=index)
     return True
-
-
-def child_command(args_list: list[str]) -> list[str]:
-    """How to start another generator process: the Blender binary in background, or this Python with bpy.
-
-    The child imports this very package (from the folder it lives in) and gets the folders that
-    hold pycocotools and cv2 put on ``sys.path``, since a Blender binary ignores PYTHONPATH and
-    only this process knows where scripts/deps.py unpacked them.
-    """
-    import bpy
-    import cv2
-    import pycocotools
-
-    pkg_dir = Path(__file__).resolve().parents[1]
-    extra = [str(pkg_dir.parent)]
-    for mod in (pycocotools, cv2):
-        folder = str(Path(mod.__file__ or "").resolve().parents[1])
-        if folder not in extra:
-            extra.append(folder)
-    boot = (
-        "import sys; sys.path[:0] = [p for p in {extra!r} if p not in sys.path]; "
-        "a = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else sys.argv[1:]; "
-        "from {leaf}.blender.generate import main; sys.exit(main(a))"
-    ).format(extra=extra, leaf=pkg_dir.name)
-    if running_in_blender_binary():
-        return [bpy.app.binary_path, "-b", "--factory-startup", "--python-exit-code", "1", "--python-expr", boot,
-                "--", *args_list]
-    return [sys.executable, "-u", "-c", boot, "--", *args_list]
-
-
-def running_in_blender_binary() -> bool:
-    """True inside a Blender executable; False for the bpy module in a normal Python (binary_path is '')."""
-    import bpy
-
-    path = bpy.app.binary_path or ""
-    return bool(path) and not Path(path).name.startswith("python")
-
-
-def run_workers(args: argparse.Namespace, cfg: GeneratorConfig, total_todo: int, progress: Progress,
-                stop: StopWatcher, config_path: Path) -> None:
-    """Start ``--workers`` children (one shard each, writing into the same folder) and relay their progress."""
-    k = args.workers
-    cores = os.cpu_count() or 1
-    threads = args.threads or max(1, cores // k)
-    procs: list[subprocess.Popen[str]] = []
-    events: queue.Queue[tuple[int, protocol.Event | None]] = queue.Queue()
-    stderr_tails: list[list[str]] = [[] for _ in range(k)]
-    for i in range(k):
-        child_args = [
-            "--out", str(args.out), "--num-images", str(args.num_images), "--seed", str(args.seed),
-            "--config", str(config_path), "--shard", str(i), "--num-shards", str(k), "--no-merge",
-            "--progress", "jsonl", "--threads", str(threads),
-        ]
-        if args.variants_of is not None:
-            child_args += ["--variants-of", str(args.variants_of.resolve())]
-        if args.verbose:
-            child_args.append("--verbose")
-        proc = subprocess.Popen(child_command(child_args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, bufsize=1)
-        procs.append(proc)
-
-        def pump_out(i: int = i, proc: subprocess.Popen[str] = proc) -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                events.put((i, protocol.parse_line(line)))
-            events.put((i, None))
-
-        def pump_err(i: int = i, proc: subprocess.Popen[str] = proc) -> None:
-            assert proc.stderr is not None
-            for line in proc.stderr:
-                stderr_tails[i] = (stderr_tails[i] + [line.rstrip()])[-20:]
-
-        threading.Thread(target=pump_out, daemon=True).start()
-        threading.Thread(target=pump_err, daemon=True).start()
-    finished = 0
-    errors: list[str] = []
-    stop_sent = False
-    while finished < k:
-        if stop.stopped and not stop_sent:
-            for proc in procs:
-                protocol.send_line(proc.stdin)
-            stop_sent = True
-        try:
-            i, ev = events.get(timeout=0.2)
-        except queue.Empty:
-            continue
-        if ev is None:
-            finished += 1
-            continue
-        if ev.event == "progress" and ev.get("index") is not None:
-            progress.step(index=ev.get("index"), worker=i)
-        elif ev.event == "error":
-            errors.append(f"worker {i}: {ev.message}")
-        elif ev.event == "log" and ev.message:
-            log.debug("worker %d: %s", i, ev.message)
-    for i, proc in enumerate(procs):
-        rc = proc.wait()
-        if rc != 0 and not any(e.startswith(f"worker {i}:") for e in errors):
-            tail = next((ln for ln in reversed(stderr_tails[i]) if ln.strip()), "no message")
-            errors.append(f"worker {i} exited with code {rc}: {tail}")
-    if errors:
-        raise RuntimeError(errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""))
 
 
 def finish_dataset(out: Path, cfg: GeneratorConfig, roots: list[Path] | None = None) -> dict[str, Path]:
@@ -598,6 +90,7 @@ def finish_dataset(out: Path, cfg: GeneratorConfig, roots: list[Path] | None = N
 
 
 def write_preview(out: Path, count: int = 8) -> Path:
+    """preview.png: a contact sheet of the first ``count`` finished images and their id maps."""
     from .render import output
 
     done = sorted(dataset.completed_indices(out))[:count]
@@ -612,15 +105,10 @@ def write_preview(out: Path, count: int = 8) -> Path:
     return path
 
 
-def _progress_mode(requested: str) -> str:
-    if requested != "auto":
-        return requested
-    return "bar" if sys.stdout.isatty() else "none"
-
-
 def run(args: argparse.Namespace) -> int:
-    check_args(args)
-    mode = _progress_mode(args.progress)
+    """Do what the parsed command asks; returns the exit code (``main`` turns exceptions into codes 1 and 2)."""
+    cli.check_args(args)
+    mode = cli.progress_mode(args.progress)
     out: Path = args.out
 
     if args.merge:
@@ -629,31 +117,18 @@ def run(args: argparse.Namespace) -> int:
         for d in args.merge:
             if not d.is_dir():
                 raise UsageError(f"--merge folder not found: {d}")
-        conf = dataset.read_dataset_config(args.merge[0])
-        cfg = GeneratorConfig.from_dict(conf.get("generator", {})).validate()
-        if args.mask_format:
-            cfg.output.mask_format = args.mask_format
-        apply_exports(cfg, args.export)
-        if args.no_preview:
-            cfg.output.preview = False
+        cfg = cli.merge_config(args, dataset.read_dataset_config(args.merge[0]))
         prepare_out_dir(out)
         merged = finish_dataset(out, cfg, roots=list(args.merge))
         if mode == "jsonl":
             protocol.emit("done", out=str(out), files={k: str(v) for k, v in merged.items()})
         return 0
 
-    cfg = resolve_config(args)
+    cfg = cli.resolve_config(args)
     from .scene import meshes
 
     meshes.check_assets(cfg.asset_names())
-    entries = plan.read_plan(args.variants_of) if args.variants_of is not None else None
-    pairs = plan.expand_plan(entries) if entries is not None else None
-    if pairs is not None and args.num_images is not None and args.num_images != len(pairs):
-        raise UsageError(f"--num-images {args.num_images} differs from the {len(pairs)} variants of the plan")
-    num_images = len(pairs) if pairs is not None else args.num_images if args.num_images is not None else 10
-    args.num_images = num_images
-    if args.only_index is not None and args.only_index >= num_images:
-        raise UsageError(f"--only-index {args.only_index} is outside --num-images {num_images}")
+    entries, pairs, num_images = cli.resolve_plan(args)
     prepare_out_dir(out)
     is_child = args.num_shards is not None
     conf = dataset_config(cfg, args.seed, num_images, entries)
@@ -662,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
     from .render import cycles as cy
 
     device = cy.choose_device(cfg.render.device)
-    job = Job(cfg, out, args.seed, num_images, threads=args.threads, device=device, variants=pairs)
+    task = RenderTask(cfg, out, args.seed, num_images, threads=args.threads, device=device, variants=pairs)
     stop = StopWatcher(mode == "jsonl")
 
     if args.only_index is not None:
@@ -676,10 +151,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     if args.workers > 1 and len(todo) > 1:
         # children read the settings back from config.json, so they cannot disagree with the parent
-        run_workers(args, cfg, len(todo), progress, stop, out / dataset.CONFIG_FILE)
+        run_workers(args, progress, stop, out / dataset.CONFIG_FILE, worker_generator_argv)
         completed = not stop.stopped
     else:
-        completed = run_shard(job, todo, progress, stop)
+        completed = run_shard(task, todo, progress, stop)
     progress.finish()
     elapsed = time.monotonic() - t0
     if not completed:
@@ -707,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (argv without the program name). Returns the exit code; never raises for bad input."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = cli.build_parser()
     verbose = "-v" in argv or "--verbose" in argv
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr, force=True)

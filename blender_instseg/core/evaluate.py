@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import metrics as M
+from .eval_inputs import InputError, load_ground_truth, load_predictions
 from .fileio import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,13 @@ def evaluate(gt: str | Path | dict, predictions: str | Path | list, *, out_dir: 
     Returns the metrics.json content. With ``out_dir`` the report files are written there.
     Images for the worst-images plot are looked up under ``image_root``, by default the folder
     of the ground-truth file (COCO ``file_name`` is relative to it); missing images are drawn on grey.
-    Raises ``metrics.InputError`` (a ValueError) with a one-line message on bad input.
+    Raises ``eval_inputs.InputError`` (a ValueError) with a one-line message on bad input.
     """
     if worst < 0:
-        raise M.InputError(f"--worst must be >= 0, got {worst}")
+        raise InputError(f"--worst must be >= 0, got {worst}")
     t0, c0 = time.perf_counter(), time.process_time()
-    coco_gt, gt_root = M.load_ground_truth(gt)
-    coco_dt = M.load_predictions(predictions, coco_gt)
+    coco_gt, gt_root = load_ground_truth(gt)
+    coco_dt = load_predictions(predictions, coco_gt)
     t_load, c_load = time.perf_counter() - t0, time.process_time() - c0
     result = M.compute_metrics(coco_gt, coco_dt, score_threshold=score_threshold,
                                dilation_ratio=dilation_ratio, worst=worst)
@@ -48,7 +49,7 @@ def evaluate(gt: str | Path | dict, predictions: str | Path | list, *, out_dir: 
         return metrics
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise M.InputError(f"report folder is a file: {out}")
+        raise InputError(f"report folder is a file: {out}")
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     if plots:

@@ -19,7 +19,7 @@ import torch
 from pycocotools import mask as mask_utils
 
 from ..core.fileio import read_json
-from .ops.object_crops import object_crops
+from .layers.object_crops import object_crops
 from .targets import SoloTargets
 
 log = logging.getLogger(__name__)
@@ -54,8 +54,9 @@ class CocoSource:
         return [int(c["id"]) for c in self.categories]
 
 
-def load_coco(path: str | Path, image_ids: Sequence[int] | None = None, check_images: bool = True) -> CocoSource:
-    """Read and check a COCO instances file; every failure is a one-line ``DataError``."""
+def load_coco_source(path: str | Path, image_ids: Sequence[int] | None = None, check_images: bool = True) -> CocoSource:
+    """Read and check a COCO instances file, resolved against its image folder as a ``CocoSource``;
+    every failure is a one-line ``DataError``. (``core.dataset.load_coco`` reads the plain dict.)"""
     p = Path(path)
     try:
         coco = read_json(p, "annotations file")
@@ -118,12 +119,12 @@ def resolve_dataset(data: str | Path, *, val_split: str | None = None, val_fract
     else:
         train_path = p
     if val_path is not None:
-        train = load_coco(train_path)
-        val = load_coco(val_path)
+        train = load_coco_source(train_path)
+        val = load_coco_source(val_path)
         if val.category_ids != train.category_ids:
             raise DataError(f"categories of {val_path.name} differ from {train_path.name}")
         return train, val
-    full = load_coco(train_path)
+    full = load_coco_source(train_path)
     if val_fraction <= 0 or len(full.records) < 2:
         return full, None
     rng = np.random.default_rng(seed)
@@ -153,8 +154,9 @@ def read_image(path: Path) -> np.ndarray:
     return img
 
 
-def decode_segmentation(seg: Any, h: int, w: int) -> np.ndarray:
-    """COCO polygon / RLE (compressed or not) -> (h, w) uint8."""
+def decode_to_size(seg: Any, h: int, w: int) -> np.ndarray:
+    """COCO polygon / RLE (compressed or not) -> (h, w) uint8, resized (nearest) when the RLE's own
+    size differs. ``core.coco.decode_segmentation`` (the validator's) refuses such a mask instead."""
     if isinstance(seg, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if seg else None
         if rle is None:
@@ -205,7 +207,7 @@ class AugmentConfig:
 def mask_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
     """(N, H, W) masks -> (N, 4) float32 tight boxes x1 y1 x2 y2 on pixel edges (x2 = last column + 1).
 
-    The convention of ``ml/ops/boxes.py``; an empty mask gets (0, 0, 0, 0).
+    The convention of ``ml/layers/boxes.py``; an empty mask gets (0, 0, 0, 0).
     """
     n = len(masks)
     if n == 0:
@@ -276,11 +278,12 @@ class InstanceDataset(torch.utils.data.Dataset):
         img = self._image(i)
         h0, w0 = img.shape[:2]
         anns = [a for a in rec.anns if not a.get("iscrowd", 0)]
-        masks = np.stack([decode_segmentation(a["segmentation"], h0, w0) for a in anns]) if anns else np.zeros((0, h0, w0), np.uint8)
+        masks = (np.stack([decode_to_size(a["segmentation"], h0, w0) for a in anns]) if anns
+                 else np.zeros((0, h0, w0), np.uint8))
         labels = np.array([self.label_of[int(a["category_id"])] for a in anns], np.int64)
         n = len(masks)
         if self.amodal and n:  # augmented together with the visible masks (one stack, same crop and flip)
-            amodal = np.stack([decode_segmentation(a["amodal_segmentation"], h0, w0) if a.get("amodal_segmentation")
+            amodal = np.stack([decode_to_size(a["amodal_segmentation"], h0, w0) if a.get("amodal_segmentation")
                                else masks[k] for k, a in enumerate(anns)])
             masks = np.concatenate([masks, amodal])
         img, masks = self._augment(img, masks, rng)
@@ -298,7 +301,7 @@ class InstanceDataset(torch.utils.data.Dataset):
         return to_tensor(img), target
 
     def _bank_crops(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``bank_count`` random objects of the whole set as classifier crops (``ops.object_crops``),
+        """``bank_count`` random objects of the whole set as classifier crops (``layers.object_crops``),
         each flipped left-right with probability ``hflip``; drawn from the sample's RNG, so resumable."""
         picks = [int(p) for p in rng.integers(len(self.bank_index), size=self.bank_count)]
         todo = sorted({p for p in picks if p not in self.bank_cache})
@@ -307,7 +310,7 @@ class InstanceDataset(torch.utils.data.Dataset):
             img = self._image(i)
             h, w = img.shape[:2]
             anns = self.source.records[i].anns
-            masks = torch.from_numpy(np.stack([decode_segmentation(anns[self.bank_index[p][1]]["segmentation"], h, w)
+            masks = torch.from_numpy(np.stack([decode_to_size(anns[self.bank_index[p][1]]["segmentation"], h, w)
                                                for p in mine]))
             cut = object_crops(to_tensor(img), masks, self.bank_size).mul_(255).round_().to(torch.uint8)
             self.bank_cache.update(zip(mine, cut))

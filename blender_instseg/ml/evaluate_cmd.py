@@ -13,7 +13,7 @@ from pathlib import Path
 from ..core import protocol
 from ..core.fileio import atomic_write_json
 from .checkpoint import categories_match, load_model
-from .data import DataError, load_coco
+from .data import DataError, load_coco_source
 from .device import resolve_device
 from .predict import run_inference
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     ann_path = pick_annotations(args.data, args.split)
-    src = load_coco(ann_path)
+    src = load_coco_source(ann_path)
     if not categories_match(src.categories, ckpt["categories"]):
         raise DataError(f"categories of {ann_path} differ from the checkpoint's")
     size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))

@@ -37,7 +37,7 @@ from pycocotools import mask as mask_utils
 from ..core import protocol
 from ..core.fileio import atomic_write_bytes, atomic_write_json
 from .checkpoint import categories_match, load_model, score_threshold_of
-from .data import DataError, letterbox, list_images, load_coco, read_image, to_tensor
+from .data import DataError, letterbox, list_images, load_coco_source, read_image, to_tensor
 from .device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,10 @@ def to_coco_results(image_id: int, pred: dict[str, np.ndarray], category_ids: Se
     return out
 
 
-def draw_overlay(img: np.ndarray, pred: dict[str, np.ndarray], names: Sequence[str], score_threshold: float) -> np.ndarray:
-    """RGB image with each kept instance filled (alpha 0.45), outlined and labelled."""
+def draw_predictions(img: np.ndarray, pred: dict[str, np.ndarray], names: Sequence[str],
+                     score_threshold: float) -> np.ndarray:
+    """RGB image with each instance scoring >= ``score_threshold`` filled (alpha 0.45), outlined and
+    labelled: the ``--overlays`` PNGs. (The panel draws its own: ``blender/ui/overlay.draw_overlay``.)"""
     canvas = img.copy()
     rng = np.random.default_rng(0)
     for mask, label, score in zip(pred["masks"], pred["labels"], pred["scores"]):
@@ -92,14 +94,14 @@ def draw_overlay(img: np.ndarray, pred: dict[str, np.ndarray], names: Sequence[s
 def _image_list(paths: Sequence[str], gt: str | None, categories: list[dict[str, Any]]) -> tuple[list[tuple[int, Path]], bool]:
     """-> ([(image_id, path)], from_dataset). One annotations JSON gives its own ids."""
     if len(paths) == 1 and paths[0].lower().endswith(".json"):
-        src = load_coco(paths[0])
+        src = load_coco_source(paths[0])
         if not categories_match(src.categories, categories):
             raise DataError(f"categories of {paths[0]} differ from the checkpoint's")
         return [(r.image_id, r.path) for r in src.records], True
     files = list_images(paths)
     if gt is None:
         return [(i + 1, p) for i, p in enumerate(files)], False
-    src = load_coco(gt, check_images=False)
+    src = load_coco_source(gt, check_images=False)
     if not categories_match(src.categories, categories):
         raise DataError(f"categories of {gt} differ from the checkpoint's")
     by_path = {r.path.resolve(): r.image_id for r in src.records}
@@ -148,7 +150,7 @@ def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], categor
         results.extend(to_coco_results(iid, pred, category_ids))
         images.append({"id": iid, "file_name": str(path), "width": int(img.shape[1]), "height": int(img.shape[0])})
         if overlays is not None:
-            ok, buf = cv2.imencode(".png", draw_overlay(img, pred, names, overlay_threshold)[..., ::-1])
+            ok, buf = cv2.imencode(".png", draw_predictions(img, pred, names, overlay_threshold)[..., ::-1])
             if ok:
                 atomic_write_bytes(overlays / f"{Path(path).stem}_{iid}.png", buf.tobytes())
         now = time.perf_counter()

@@ -32,8 +32,9 @@ from ..core.concat import concat_coco
 from ..core.fileio import atomic_write_json, read_json
 from ..core.plan import variant_seed, write_plan
 from ..core.protocol import Event
+from ..procs.argv import checkout_generate_script, generator_argv, ml_argv
 from . import ranking
-from .stages import StageError, StopSignal, generator_argv, ml_argv, run_stage
+from .stages import StageError, StopSignal, run_stage
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +223,7 @@ class Loop:
     def _generator_prefix(self, args: list[str]) -> list[str]:
         if self.cfg.generator_cmd:
             return [*self.cfg.generator_cmd, *args]
-        return generator_argv(self.cfg.python_bpy, args)
+        return generator_argv(self.cfg.python_bpy, args, script=checkout_generate_script())
 
     def _used_variants(self, r: int) -> dict[int, int]:
         used: dict[int, int] = {}

@@ -34,9 +34,9 @@ zip_path, work, TESTS_PARENT = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 MOD = "bl_ext.user_default.blender_instseg"
 out = {"install": sorted(bpy.ops.extensions.package_install_files(
     filepath=zip_path, repo="user_default", enable_on_install=True))}
-runner = importlib.import_module(MOD + ".blender.runner")
-out["package_name"] = runner.package_name()
-out["package_dir"] = str(runner.package_dir())
+procs_argv = importlib.import_module(MOD + ".procs.argv")
+out["package_name"] = procs_argv.package_name()
+out["package_dir"] = str(procs_argv.package_dir())
 
 # a known scene: two cubes side by side under an orthographic camera
 for ob in list(bpy.data.objects):

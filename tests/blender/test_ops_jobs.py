@@ -135,12 +135,12 @@ def test_missing_interpreter_and_missing_dataset(settings, tmp_path: Path) -> No
 
 
 def _start_train(tmp_path: Path, mode: str):
-    from blender_instseg.blender import runner
     from blender_instseg.blender.ops import jobs, train
+    from blender_instseg.procs.argv import child_env, ml_argv
 
     ctx = bpy.context
-    spec = jobs.JobSpec("train", runner.ml_argv(_fake_python(tmp_path, mode), "train", train.train_args(ctx)),
-                        lambda c, r: f"checkpoint: {r.done.get('checkpoint')}", env=runner.child_env())
+    spec = jobs.JobSpec("train", ml_argv(_fake_python(tmp_path, mode), "train", train.train_args(ctx)),
+                        lambda c, r: f"checkpoint: {r.done.get('checkpoint')}", env=child_env())
     ok, _ = jobs.start(ctx, spec)
     assert ok and jobs.is_running() and bpy.app.timers.is_registered(jobs.tick)
     return jobs

@@ -2,7 +2,7 @@
 
 The real round runs the loop on the model side's Python (``torch_python``, as the button does with
 the "Python with torch" preference) with the generator as a child of the same kind the panel starts
-(``runner.generate_argv``, this Blender's Python): tiny masks-only scenes, a few steps.
+(``children.panel_generator_argv``, this Blender's Python): tiny masks-only scenes, a few steps.
 """
 
 from __future__ import annotations

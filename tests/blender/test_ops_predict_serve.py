@@ -1,7 +1,7 @@
 """Predict View keeps one warm model server: reused across clicks, restarted when it must be, never orphaned.
 
 The model tests use a real 2-step checkpoint and the real ``ml predict --serve`` child; the
-restart/fallback rules of ``runner.ServerCall`` are checked with tiny scripted servers (no torch).
+restart/fallback rules of ``procs.server.ServerCall`` are checked with tiny scripted servers (no torch).
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, torch_python: str) -> P
 @pytest.fixture()
 def scene(addon, checkpoint: Path, tmp_path: Path):
     """Three cubes under an orthographic camera, the checkpoint set, every prediction kept."""
-    from blender_instseg.blender import runner
+    from blender_instseg.blender.children import SERVERS
 
-    runner.SERVERS.stop_all()
+    SERVERS.stop_all()
     for ob in list(bpy.data.objects):
         bpy.data.objects.remove(ob)
     sc = bpy.context.scene
@@ -65,7 +65,7 @@ def scene(addon, checkpoint: Path, tmp_path: Path):
     s.match_iou_threshold = 0.01
     bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
     yield sc
-    runner.SERVERS.stop_all()
+    SERVERS.stop_all()
 
 
 def _outcome() -> tuple:
@@ -87,18 +87,18 @@ def _tick_until_done(jobs) -> None:
 def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scene, torch_python: str) -> None:
     import addon_utils
 
-    from blender_instseg.blender import runner
+    from blender_instseg.blender.children import SERVERS
     from blender_instseg.blender.ops import jobs
 
     state = bpy.context.window_manager.instseg_job
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
-    server = runner.SERVERS.current
+    server = SERVERS.current
     assert server is not None and server.alive and server.ready and server.served == 1
     first = _outcome()
     assert len(first[0]) > 0 and state.last_error == ""
 
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
-    assert runner.SERVERS.current is server and server.alive and server.served == 2
+    assert SERVERS.current is server and server.alive and server.served == 2
     assert _outcome() == first
 
     jobs.ASYNC_IN_BACKGROUND = True  # the click's timer path, ticked by hand
@@ -111,7 +111,7 @@ def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scen
         if bpy.app.timers.is_registered(jobs.tick):
             bpy.app.timers.unregister(jobs.tick)
     assert state.status == "predict finished" and state.last_error == ""
-    assert runner.SERVERS.current is server and server.served == 3
+    assert SERVERS.current is server and server.served == 3
     assert _outcome() == first
 
     proc = server.job.proc
@@ -124,16 +124,16 @@ def test_clicks_reuse_one_warm_server_in_both_paths_and_unregister_stops_it(scen
 
 
 def test_a_retrained_checkpoint_or_a_cancel_replaces_the_server(scene, checkpoint: Path, torch_python: str) -> None:
-    from blender_instseg.blender import runner
+    from blender_instseg.blender.children import SERVERS
     from blender_instseg.blender.ops import jobs
 
     state = bpy.context.window_manager.instseg_job
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
-    old = runner.SERVERS.current
+    old = SERVERS.current
     st = checkpoint.stat()
     os.utime(checkpoint, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))  # "retrained"
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
-    new = runner.SERVERS.current
+    new = SERVERS.current
     assert new is not old and new.pid != old.pid and old.job.proc.poll() is not None
 
     jobs.ASYNC_IN_BACKGROUND = True
@@ -147,7 +147,7 @@ def test_a_retrained_checkpoint_or_a_cancel_replaces_the_server(scene, checkpoin
             bpy.app.timers.unregister(jobs.tick)
     assert not state.running
     new.job.proc.wait(10)  # the server answers its request, then honours "stop"
-    assert runner.SERVERS.current is None or runner.SERVERS.current is not new
+    assert SERVERS.current is None or SERVERS.current is not new
 
 
 # -- the restart / fallback rules, with scripted servers (no torch) ------------------------------
@@ -183,17 +183,18 @@ print(json.dumps({"event": "done", "out": sys.argv[1]}), flush=True)
 
 
 def _call(tmp_path: Path, mode: str):
-    from blender_instseg.blender import runner
+    from blender_instseg.procs.child import drive
+    from blender_instseg.procs.server import ServerCall, ServerPool
 
     script = tmp_path / "server.py"
     script.write_text(SCRIPTED)
     one_shot = tmp_path / "one_shot.py"
     one_shot.write_text(ONE_SHOT)
-    pool = runner.ServerPool()
-    call = runner.ServerCall(pool, ("scripted", mode), [sys.executable, str(script), mode, str(tmp_path / "marker")],
-                             {"image": "unused.png", "out": str(tmp_path / "p.json")},
-                             fallback_argv=[sys.executable, str(one_shot), str(tmp_path / "fallback.json")], timeout=30)
-    return pool, call, runner.drive(call, name="predict")
+    pool = ServerPool()
+    call = ServerCall(pool, ("scripted", mode), [sys.executable, str(script), mode, str(tmp_path / "marker")],
+                      {"image": "unused.png", "out": str(tmp_path / "p.json")},
+                      fallback_argv=[sys.executable, str(one_shot), str(tmp_path / "fallback.json")], timeout=30)
+    return pool, call, drive(call, name="predict")
 
 
 def test_a_server_dying_mid_request_is_restarted_once(tmp_path: Path) -> None:

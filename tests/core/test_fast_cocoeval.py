@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from blender_instseg.core.fast_cocoeval import GivenIoUEvaluator
-from blender_instseg.core.metrics import quiet
+from blender_instseg.core.eval_inputs import quiet
 
 
 class StockGivenIoU(COCOeval):

@@ -1,5 +1,5 @@
 """core.metrics: numbers equal plain pycocotools, Boundary AP equals the official definition,
-breakdowns and per-image counts match hand-built cases, bad input fails with one line."""
+breakdowns and per-image counts match hand-built cases (input checks: test_eval_inputs.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from blender_instseg.core import metrics as M
-from tests.shapes import make_shapes_dataset
+from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions, quiet
 
 
 def rle(mask: np.ndarray) -> dict:
@@ -58,14 +58,8 @@ def perfect_predictions(gt: dict, score: float = 1.0) -> list[dict]:
              "segmentation": copy.deepcopy(a["segmentation"])} for a in gt["annotations"]]
 
 
-@pytest.fixture()
-def shapes(tmp_path: Path) -> tuple[Path, dict]:
-    path = make_shapes_dataset(tmp_path / "shapes", n_images=12, size=96, seed=1)
-    return path, json.loads(path.read_text())
-
-
 def _plain_pycocotools(gt_path: Path, preds: list[dict], cat_ids: list[int] | None = None) -> np.ndarray:
-    with M.quiet():
+    with quiet():
         gt = COCO(str(gt_path))
         dt = gt.loadRes(copy.deepcopy(preds))
         ev = COCOeval(gt, dt, iouType="segm")
@@ -104,7 +98,7 @@ def _official_boundary_stats(gt_path: Path | dict, preds: list[dict], dilation_r
             crowd = np.array(iscrowd, bool)
             return np.where(crowd[None, :], mious, np.minimum(mious, bious))  # crowd keeps mask IoU
 
-    with M.quiet():
+    with quiet():
         if isinstance(gt_path, dict):
             gt = COCO()
             gt.dataset = copy.deepcopy(gt_path)
@@ -120,8 +114,8 @@ def _official_boundary_stats(gt_path: Path | dict, preds: list[dict], dilation_r
 
 
 def _run(gt_src, preds, **kw) -> M.Evaluation:
-    gt, _ = M.load_ground_truth(gt_src)
-    dt = M.load_predictions(preds, gt)
+    gt, _ = load_ground_truth(gt_src)
+    dt = load_predictions(preds, gt)
     return M.compute_metrics(gt, dt, **kw)
 
 
@@ -260,64 +254,6 @@ def test_empty_predictions_are_a_documented_zero(shapes) -> None:
     assert all(w["error"] == 1.0 for w in _run(path, [], worst=100).metrics["worst_images"])
 
 
-def test_ground_truth_with_polygons_and_no_iscrowd_loads() -> None:
-    gt = {"images": [{"id": 1, "width": 40, "height": 30}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1,
-                           "segmentation": [[5, 5, 25, 5, 25, 20, 5, 20]]}],
-          "categories": [{"id": 1, "name": "box"}]}
-    coco, root = M.load_ground_truth(gt)
-    assert root is None and "iscrowd" not in gt["annotations"][0]  # the caller's dict is untouched
-    ann = coco.anns[1]
-    assert ann["iscrowd"] == 0 and ann["area"] == mask_utils.area(ann["segmentation"]) > 0
-    m = M.compute_metrics(coco, M.load_predictions(perfect_predictions({"annotations": [ann]}), coco)).metrics
-    assert m["segm"]["AP"] == pytest.approx(1.0)  # pycocotools: tp / (tp + fp + eps) with tp = 1
-
-
-def test_rle_check_accepts_real_and_rejects_malformed() -> None:
-    rng = np.random.default_rng(0)
-    good, sizes = [], []
-    for _ in range(200):
-        h, w = (int(v) for v in rng.integers(1, 50, 2))
-        m = (rng.random((h, w)) < rng.random()).astype(np.uint8)
-        good.append(rle(m)["counts"])
-        sizes.append(h * w)
-    assert not M.check_rle_counts(good, sizes).any()
-    bad = ["", "abc", "!!!!", "PPPP", good[0][:-1], good[1] + "1", "é", good[2], good[3] + "0"]
-    flags = M.check_rle_counts(bad, [64] * 7 + [sizes[2] + 1, sizes[3]])
-    assert flags.all()
-
-
-@pytest.mark.parametrize("mutate, message", [
-    (lambda p: p[0].update(image_id=999), "not in the ground truth"),
-    (lambda p: p[0].update(category_id=77), "category id"),
-    (lambda p: p[0]["segmentation"].update(counts="!!not-rle"), "malformed RLE"),
-    (lambda p: p[0]["segmentation"].update(counts=p[0]["segmentation"]["counts"][:-2]), "malformed RLE"),
-    (lambda p: p[0]["segmentation"].update(size=[32, 32]), "does not match"),
-    (lambda p: p[0].pop("score"), "no 'score'"),
-    (lambda p: p[0].update(score=float("nan")), "finite"),
-    (lambda p: p[0].update(segmentation="abc"), "segmentation must be"),
-    (lambda p: p.append(7), "not an object"),
-])
-def test_bad_predictions_raise_one_line_errors(shapes, mutate, message: str) -> None:
-    path, gt = shapes
-    preds = perfect_predictions(gt)
-    mutate(preds)
-    coco, _ = M.load_ground_truth(path)
-    with pytest.raises(M.InputError, match=message) as info:
-        M.load_predictions(preds, coco)
-    assert "\n" not in str(info.value)
-
-
-def test_bad_ground_truth_raises(tmp_path: Path) -> None:
-    with pytest.raises(M.InputError, match="no 'annotations'"):
-        M.load_ground_truth({"images": [], "categories": []})
-    with pytest.raises(FileNotFoundError):
-        M.load_ground_truth(tmp_path / "missing.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(ValueError, match="not valid JSON"):
-        M.load_ground_truth(bad)
-
 
 def test_given_iou_evaluator_is_identical_to_stock_on_real_masks(shapes) -> None:
     """Segm IoU of real drawn masks, crowd regions and extra ignored ground truth: the vectorised
@@ -328,8 +264,8 @@ def test_given_iou_evaluator_is_identical_to_stock_on_real_masks(shapes) -> None
     preds = perturbed_predictions(gt, seed=7)
     gt["annotations"][0]["iscrowd"] = 1
     gt["annotations"][5]["iscrowd"] = 1
-    coco, _ = M.load_ground_truth(gt)
-    dt = M.load_predictions(preds, coco)
+    coco, _ = load_ground_truth(gt)
+    dt = load_predictions(preds, coco)
     stock = M.run_eval(COCOeval(coco, dt, iouType="segm"))
     given = GivenIoUEvaluator(stock)
     ignore = {a["id"] for a in gt["annotations"][1::3]}
@@ -346,7 +282,7 @@ def test_given_iou_evaluator_is_identical_to_stock_on_real_masks(shapes) -> None
         ref._prepare = prepare
         ref = M.run_eval(ref)
         fast = given.run(stock.ious, extra)
-        with M.quiet():
+        with quiet():
             fast.summarize()
         for k in ("precision", "recall", "scores"):
             np.testing.assert_array_equal(fast.eval[k], ref.eval[k])

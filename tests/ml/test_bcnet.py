@@ -14,11 +14,11 @@ from pycocotools import mask as mask_utils
 
 pytestmark = pytest.mark.torch
 
-from blender_instseg.ml.data import AugmentConfig, InstanceDataset, collate, load_coco
+from blender_instseg.ml.data import AugmentConfig, InstanceDataset, collate, load_coco_source
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.bcnet import BCNet, BCNetConfig, mask_contour, occluder_masks
 from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
-from blender_instseg.ml.ops.masks import crop_masks_to_rois
+from blender_instseg.ml.layers.masks import crop_masks_to_rois
 
 SIZE = 64
 
@@ -83,7 +83,7 @@ def _write_coco(root: Path) -> Path:
 
 
 def test_dataset_delivers_amodal_and_occluder_masks(tmp_path: Path) -> None:
-    src = load_coco(_write_coco(tmp_path / "ds"))
+    src = load_coco_source(_write_coco(tmp_path / "ds"))
     cfg = BCNetConfig(num_classes=1)
     still = AugmentConfig(scale_min=1.0, scale_max=1.0, hflip=0.0, brightness=0, contrast=0, saturation=0)
     ds = InstanceDataset(src, src.category_ids, SIZE, seed=0, augment=still, make_targets=BCNet.make_targets(cfg),
@@ -101,7 +101,7 @@ def test_dataset_delivers_amodal_and_occluder_masks(tmp_path: Path) -> None:
 
 
 def test_bilayer_losses_train_both_layers_and_inference_uses_the_occludee_mask(tmp_path: Path) -> None:
-    src = load_coco(_write_coco(tmp_path / "ds"))
+    src = load_coco_source(_write_coco(tmp_path / "ds"))
     cfg = BCNetConfig(num_classes=1)
     ds = InstanceDataset(src, src.category_ids, SIZE, seed=0, make_targets=BCNet.make_targets(cfg), amodal=True)
     torch.manual_seed(0)

@@ -10,7 +10,7 @@ import torch
 
 pytestmark = pytest.mark.torch
 
-from blender_instseg.ml.data import InstanceDataset, collate, load_coco
+from blender_instseg.ml.data import InstanceDataset, collate, load_coco_source
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.maskrcnn import MaskRCNN, MaskRCNNConfig, match_anchors
 from tests.ml.conftest import fit_one_image_best_iou, run_cli
@@ -66,7 +66,7 @@ def test_postprocess_pastes_masks_into_the_original_image_through_the_letterbox(
 def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     """60 steps on one image with 4 objects of 3 classes: every object comes back with its class and
     mask IoU > 0.5 -- anchors, deltas, RoIAlign, crops and pasting must agree for that."""
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     images, targets = collate([InstanceDataset(src, src.category_ids, 64, seed=0)[(7, 0)]])
     gt = targets[0]["masks"].bool()
     assert len(gt) == 4 and len(set(targets[0]["labels"].tolist())) == 3

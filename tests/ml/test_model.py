@@ -11,10 +11,10 @@ import torch
 pytestmark = pytest.mark.torch
 
 from blender_instseg.ml.checkpoint import load_checkpoint, load_model, save_checkpoint
-from blender_instseg.ml.data import TrainDataset, collate, load_coco
+from blender_instseg.ml.data import TrainDataset, collate, load_coco_source
 from blender_instseg.ml.device import autocast
 from blender_instseg.ml.matrix_nms import matrix_nms
-from blender_instseg.ml.models import ModelConfig, build_model
+from blender_instseg.ml.models import Solov2Config, build_model
 from blender_instseg.ml.models.point_head import PointHead
 from blender_instseg.ml.predict import predict_image, to_coco_results
 from blender_instseg.ml.data import read_image
@@ -61,8 +61,8 @@ def test_point_head_starts_as_bilinear_upsampling_and_refines_to_full_resolution
     assert torch.allclose(refined, up, atol=1e-5)  # zero-initialised residual
 
 
-def _batch(shapes_root: Path, cfg: ModelConfig, n: int = 4):
-    src = load_coco(shapes_root / "annotations.json")
+def _batch(shapes_root: Path, cfg: Solov2Config, n: int = 4):
+    src = load_coco_source(shapes_root / "annotations.json")
     ds = TrainDataset(src, src.category_ids, 64, cfg.grids, cfg.scale_ranges, cfg.sigma, seed=0)
     return collate([ds[(i, 0)] for i in range(n)])
 
@@ -71,7 +71,7 @@ def _batch(shapes_root: Path, cfg: ModelConfig, n: int = 4):
 def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool, precision: str) -> None:
     """bf16 as ``train --precision bf16`` runs it: autocast forward, fp32 losses, weights and gradients."""
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=point_head)
+    cfg = Solov2Config(num_classes=3, point_head=point_head)
     model = build_model(cfg).train()
     images, targets = _batch(shapes_root, cfg)
     assert sum(len(t["cell_index"]) for t in targets) > 0
@@ -91,7 +91,7 @@ def test_a_few_training_steps_lower_the_loss(shapes_root: Path, point_head: bool
 
 def test_bf16_runs_the_network_in_bf16_with_losses_close_to_fp32(shapes_root: Path) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=True)
+    cfg = Solov2Config(num_classes=3, point_head=True)
     model = build_model(cfg).train()
     images, targets = _batch(shapes_root, cfg)
     torch.manual_seed(1)
@@ -175,7 +175,7 @@ def test_mask_pooled_classifier_averages_each_map_under_the_mask() -> None:
 
 
 def test_square_crops_centre_a_square_on_each_mask_in_normalised_coordinates() -> None:
-    from blender_instseg.ml.ops.object_crops import square_crops
+    from blender_instseg.ml.layers.object_crops import square_crops
 
     w = torch.zeros(3, 64, 64)
     w[0, 10:20, 30:50] = 1.0   # box x 30..50, y 10..20: centre (40, 15), longer side 20
@@ -224,7 +224,7 @@ def test_classifier_trains_on_predicted_masks_only_where_they_overlap_their_obje
     torch.manual_seed(0)
     counts = {}
     for min_iou in (0.0, 1.01):
-        cfg = ModelConfig(num_classes=3, mask_cls_max_cells=4, mask_cls_views=1, mask_cls_min_iou=min_iou)
+        cfg = Solov2Config(num_classes=3, mask_cls_max_cells=4, mask_cls_views=1, mask_cls_min_iou=min_iou)
         model = build_model(cfg).train()
         images, targets = _batch(shapes_root, cfg)
         seen: list[int] = []
@@ -246,7 +246,7 @@ def test_classifier_trains_on_predicted_masks_only_where_they_overlap_their_obje
 
 
 def test_shuffle_channels_gives_each_crop_a_permutation_of_its_colours() -> None:
-    from blender_instseg.ml.ops.object_crops import shuffle_channels
+    from blender_instseg.ml.layers.object_crops import shuffle_channels
 
     rgb = torch.rand(64, 3, 5, 5)
     out = shuffle_channels(rgb, torch.Generator().manual_seed(0))
@@ -284,11 +284,11 @@ def test_roi_classifier_flip_tta_is_the_mean_of_the_crop_and_its_mirror(stages: 
 def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) -> None:
     """The data set's bank crops (raw image) and the model's crops of the same GT mask (normalised
     image) agree once normalised, and each carries its object's label; drawing is resumable."""
-    from blender_instseg.ml.data import InstanceDataset, decode_segmentation
+    from blender_instseg.ml.data import InstanceDataset, decode_to_size
     from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
-    from blender_instseg.ml.ops.object_crops import sample_crops, square_crops
+    from blender_instseg.ml.layers.object_crops import sample_crops, square_crops
 
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, crop_bank=(6, 24))
     _, t = ds[(0, 0)]
     crops, labels = t["object_crops"], t["object_crop_labels"]
@@ -302,7 +302,7 @@ def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) 
         ann = src.records[i].anns[j]
         assert src.category_ids[label] == ann["category_id"]
         img = torch.from_numpy(read_image(src.records[i].path).transpose(2, 0, 1).copy()).float() / 255
-        mask = torch.from_numpy(decode_segmentation(ann["segmentation"], *img.shape[1:])).float()
+        mask = torch.from_numpy(decode_to_size(ann["segmentation"], *img.shape[1:])).float()
         soft = torch.nn.functional.avg_pool2d(mask[None, None], 4)[0]
         mine = sample_crops((img - PIXEL_MEAN) / PIXEL_STD, soft, square_crops(soft), 24)[0]
         bank = cached[p].clone()
@@ -311,27 +311,27 @@ def test_crop_bank_cuts_objects_as_the_classifier_crops_them(shapes_root: Path) 
 
 
 def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
-    assert ModelConfig.from_dict({"num_classes": 2}).mask_classifier is False
+    assert Solov2Config.from_dict({"num_classes": 2}).mask_classifier is False
     # saved before channel shuffling and flip TTA: resumed and predicted as they were trained
-    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
+    old = Solov2Config.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
     assert old.mask_cls_permute is False and old.mask_cls_flip_tta is False and old.mask_cls_stages == 2
-    assert ModelConfig(num_classes=2).mask_cls_permute and ModelConfig(num_classes=2).mask_cls_flip_tta
+    assert Solov2Config(num_classes=2).mask_cls_permute and Solov2Config(num_classes=2).mask_cls_flip_tta
     # saved before the mask features read the stride-2 map: the same network (its weights load)
-    assert old.mask_fine is False and ModelConfig(num_classes=2).mask_fine
-    build_model(old).load_state_dict(build_model(ModelConfig(num_classes=2, point_head=True, mask_fine=False,
+    assert old.mask_fine is False and Solov2Config(num_classes=2).mask_fine
+    build_model(old).load_state_dict(build_model(Solov2Config(num_classes=2, point_head=True, mask_fine=False,
                                                        mask_cls_stages=2)).state_dict())
-    old = ModelConfig.from_dict({"num_classes": 2, "mask_classifier": True})
+    old = Solov2Config.from_dict({"num_classes": 2, "mask_classifier": True})
     assert old.mask_cls_kind == "pooled" and type(build_model(old).mask_cls).__name__ == "MaskPooledClassifier"
-    assert type(build_model(ModelConfig(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
+    assert type(build_model(Solov2Config(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"
     with pytest.raises(ValueError, match="mask_cls_kind"):
-        build_model(ModelConfig(num_classes=2, mask_cls_kind="box"))
+        build_model(Solov2Config(num_classes=2, mask_cls_kind="box"))
 
 
 def test_mask_features_read_the_backbone_stride_2_map() -> None:
     """mask_fine adds a stride-2 conv of the first backbone stage to the stride-4 mask features: they
     change with that stage's output, which without it reaches them only through the FPN's deeper maps."""
     torch.manual_seed(0)
-    model = build_model(ModelConfig(num_classes=2)).eval()
+    model = build_model(Solov2Config(num_classes=2)).eval()
     assert model.mask_branch.fine is not None
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
@@ -342,13 +342,13 @@ def test_mask_features_read_the_backbone_stride_2_map() -> None:
         after = model.features(images)["mask_feat"]
     assert before.shape == (1, 32, 16, 16) and fine.shape[-2:] == before.shape[-2:]
     assert not torch.allclose(before, after)
-    assert build_model(ModelConfig(num_classes=2, mask_fine=False)).mask_branch.fine is None
+    assert build_model(Solov2Config(num_classes=2, mask_fine=False)).mask_branch.fine is None
 
 
 @pytest.mark.parametrize("kind", ["roi", "pooled"])
 def test_mask_classifier_trains_and_names_each_mask_at_most_topk_times(shapes_root: Path, kind: str) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=2, mask_cls_kind=kind)
+    cfg = Solov2Config(num_classes=3, point_head=False, mask_cls_topk=2, mask_cls_kind=kind)
     model = build_model(cfg).train()
     images, targets = _batch(shapes_root, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -380,7 +380,7 @@ def test_the_class_decision_is_a_product_of_the_classifier_and_the_grid(shapes_r
     ignored (weight 0) the classifier's; every score is objectness x a probability, so never above
     the cell's grid score (what select's early threshold relies on)."""
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_topk=3)
+    cfg = Solov2Config(num_classes=3, point_head=False, mask_cls_topk=3)
     model = build_model(cfg).eval()
     images, _ = _batch(shapes_root, cfg)
     with torch.no_grad():
@@ -417,7 +417,7 @@ def test_a_score_threshold_keeps_exactly_the_detections_scoring_above_it(shapes_
     """select() drops candidates under the final threshold before computing masks (for speed); the
     result must equal thresholding the full output, Matrix NMS decay included."""
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_classifier=mask_classifier)
+    cfg = Solov2Config(num_classes=3, point_head=False, mask_classifier=mask_classifier)
     model = build_model(cfg).eval()
     with torch.no_grad():  # spread the grid scores over (0, 1) and make masks, as a trained model does
         model.head.cate_out.weight.normal_(0, 0.1)
@@ -449,9 +449,9 @@ def test_roi_classifier_loss_pairs_each_crop_with_its_own_label(shapes_root: Pat
     from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD, SOLOv2Lite
 
     torch.manual_seed(0)
-    cfg = ModelConfig(num_classes=3, point_head=False, mask_cls_views=1, mask_cls_bank=5, mask_cls_permute=False)
+    cfg = Solov2Config(num_classes=3, point_head=False, mask_cls_views=1, mask_cls_bank=5, mask_cls_permute=False)
     model = build_model(cfg).train()
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, make_targets=SOLOv2Lite.make_targets(cfg),
                          crop_bank=SOLOv2Lite.crop_bank(cfg))
     images, targets = collate([ds[(i, 0)] for i in range(3)])

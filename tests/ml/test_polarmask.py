@@ -16,7 +16,7 @@ from tests.ml.conftest import fit_one_image_best_iou  # noqa: E402
 
 pytestmark = pytest.mark.torch
 
-from blender_instseg.ml.data import InstanceDataset, collate, load_coco
+from blender_instseg.ml.data import InstanceDataset, collate, load_coco_source
 from blender_instseg.ml.losses import polar_iou_loss
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.polarmask import (PolarMask, PolarMaskConfig, assign_polar_targets, instance_outline,
@@ -185,7 +185,7 @@ def test_postprocess_draws_the_polygon_through_the_letterbox() -> None:
 def test_learns_one_image_end_to_end(shapes_root: Path) -> None:
     """40 steps on one image with 4 objects of 3 classes: every object comes back with its class and mask
     IoU > 0.5 -- locations, ray targets, the ray scale and the rasteriser must agree for that."""
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     # level ranges for a 64-px input (the defaults are the paper's, for 256 px and up: at 64 px they would
     # put these 5..10 px objects on the 2x2 P5 grid); a smaller network for speed
     cfg = PolarMaskConfig(num_classes=3, ray_ranges=((0.0, 0.25), (0.25, 0.5), (0.5, 100.0)),

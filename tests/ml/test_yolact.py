@@ -9,7 +9,7 @@ pytestmark = pytest.mark.torch
 
 from blender_instseg.ml.models.yolact import (BACKGROUND, IGNORE, YolactConfig, box_crop, fast_nms, match_anchors,
                                               yolact_anchors)
-from blender_instseg.ml.ops.boxes import nms
+from blender_instseg.ml.layers.boxes import nms
 
 
 def test_fast_nms_hand_computed() -> None:

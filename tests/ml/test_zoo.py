@@ -14,7 +14,7 @@ from pycocotools import mask as mask_utils
 pytestmark = pytest.mark.torch
 
 from blender_instseg.ml.checkpoint import load_model, save_checkpoint
-from blender_instseg.ml.data import InstanceDataset, collate, load_coco, mask_boxes_xyxy, read_image
+from blender_instseg.ml.data import InstanceDataset, collate, load_coco_source, mask_boxes_xyxy, read_image
 from blender_instseg.ml.models import ARCHITECTURES, build_model, config_from_dict
 from blender_instseg.ml.predict import apply_score_threshold, predict_image, to_coco_results
 from blender_instseg.ml.train import parse_overrides
@@ -26,7 +26,7 @@ ARCHS = list(ARCHITECTURES)
 def _model_and_batch(arch: str, shapes_root: Path, n: int = 4):
     cfg_cls, model_cls = ARCHITECTURES[arch]
     cfg = cfg_cls(num_classes=3)
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, make_targets=model_cls.make_targets(cfg),
                          amodal=model_cls.needs_amodal)
     torch.manual_seed(0)
@@ -188,7 +188,7 @@ def test_generic_targets_hold_tight_boxes_and_amodal_masks(shapes_root: Path) ->
     masks = np.zeros((2, 8, 8), np.uint8)
     masks[0, 2:5, 3:7] = 1
     np.testing.assert_array_equal(mask_boxes_xyxy(masks), [[3, 2, 7, 5], [0, 0, 0, 0]])
-    src = load_coco(shapes_root / "annotations.json")
+    src = load_coco_source(shapes_root / "annotations.json")
     ds = InstanceDataset(src, src.category_ids, 64, seed=0, amodal=True)
     _, t = ds[(0, 0)]
     assert set(t) == {"labels", "masks", "boxes", "amodal_masks"}

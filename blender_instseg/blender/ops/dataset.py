@@ -6,7 +6,9 @@ from typing import Any
 
 import bpy
 
-from .. import runner
+from ...procs.argv import child_env
+from ...procs.child import ChildResult
+from ..children import panel_generator_argv
 from ..props import resolve_paths, settings
 from . import jobs
 from .base import JobOperatorMixin
@@ -36,14 +38,14 @@ class INSTSEG_OT_generate_dataset(JobOperatorMixin, bpy.types.Operator):
         args = generate_args(context)
         out = resolve_paths(context).dataset
         out.parent.mkdir(parents=True, exist_ok=True)
-        argv = runner.generate_argv(args, bootstrap_dir=resolve_paths(context).root)
+        argv = panel_generator_argv(args)
 
-        def on_done(ctx: Any, result: runner.JobResult) -> str:
+        def on_done(ctx: Any, result: ChildResult) -> str:
             done = result.done.data if result.done is not None else {}
             n = done.get("images", done.get("num_images", settings(ctx).num_images))
             return f"dataset: {n} images in {out}"
 
-        return jobs.JobSpec("generate", argv, on_done, env=runner.child_env(), cwd=str(out.parent),
+        return jobs.JobSpec("generate", argv, on_done, env=child_env(), cwd=str(out.parent),
                             label=f"generating {settings(context).num_images} images")
 
 

@@ -14,7 +14,7 @@ import bpy
 
 from .. import OperatorReturn
 from ...core.fileio import read_json
-from .. import runner
+from ...procs.argv import child_env, core_argv, ml_argv
 from ..props import job_state, resolve_paths, settings
 from . import jobs
 from .base import JobOperatorMixin, python_for
@@ -76,17 +76,17 @@ class INSTSEG_OT_evaluate(JobOperatorMixin, bpy.types.Operator):
             pred = Path(bpy.path.abspath(s.predictions_path))
             if not pred.is_file():
                 raise ValueError(f"predictions file not found: {pred}")
-            argv = runner.core_argv(python, "evaluate", ["--gt", str(gt), "--pred", str(pred), "--out", str(report),
-                                                         "--score-threshold", f"{s.score_threshold:g}"])
+            argv = core_argv(python, "evaluate", ["--gt", str(gt), "--pred", str(pred), "--out", str(report),
+                                                  "--score-threshold", f"{s.score_threshold:g}"])
             require_done = False  # the core CLI prints a report, not protocol events
         else:
             if not paths.checkpoint.is_file():
                 raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
-            argv = runner.ml_argv(python, "evaluate", ["--checkpoint", str(paths.checkpoint),
-                                                       "--data", str(paths.dataset), "--out", str(report),
-                                                       "--device", s.device])
+            argv = ml_argv(python, "evaluate", ["--checkpoint", str(paths.checkpoint),
+                                                "--data", str(paths.dataset), "--out", str(report),
+                                                "--device", s.device])
         return jobs.JobSpec("evaluate", argv, lambda ctx, result: load_metrics(ctx, report),
-                            env=runner.child_env(), cwd=str(report), label="evaluating", require_done=require_done)
+                            env=child_env(), cwd=str(report), label="evaluating", require_done=require_done)
 
 
 class INSTSEG_OT_open_report(bpy.types.Operator):

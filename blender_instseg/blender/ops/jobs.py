@@ -19,7 +19,8 @@ from typing import Any, Callable
 import bpy
 
 from ...core.protocol import Event
-from .. import runner
+from ...procs.child import Child, ChildResult, ChildStartError, Drivable, drive, run_blocking
+from ..children import SERVERS
 from ..props import job_state
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ STOP_GRACE_S = 10.0
 TERM_GRACE_S = 5.0
 
 # on_done(context, result) -> summary line; raise ValueError/OSError for a failure the user should see
-DoneHook = Callable[[Any, runner.JobResult], str]
+DoneHook = Callable[[Any, ChildResult], str]
 
 
 @dataclass
@@ -42,15 +43,15 @@ class JobSpec:
     label: str = ""  # shown while running
     require_done: bool = True  # False for plain CLIs without protocol events
     extra: dict[str, Any] = field(default_factory=dict)
-    # Builds the child to drive instead of ``runner.Job(argv)``: e.g. a request to a warm server
-    # (``runner.ServerCall``), which answers without a process start per click.
-    make_job: Callable[[], runner.Drivable] | None = None
+    # Builds the child to drive instead of ``Child(argv)``: e.g. a request to a warm server
+    # (``procs.server.ServerCall``), which answers without a process start per click.
+    make_job: Callable[[], Drivable] | None = None
 
 
 @dataclass
 class _Active:
     spec: JobSpec
-    job: runner.Drivable
+    job: Drivable
     stop_requested_at: float | None = None
     terminated_at: float | None = None
 
@@ -107,7 +108,7 @@ def apply_event(state: Any, ev: Event, kind: str = "") -> None:
         state.last_error = ev.message
 
 
-def finish(context: Any, spec: JobSpec, result: runner.JobResult) -> tuple[bool, str]:
+def finish(context: Any, spec: JobSpec, result: ChildResult) -> tuple[bool, str]:
     """Record the outcome in the panel state; returns (ok, message for Operator.report)."""
     state = job_state(context)
     state.running = False
@@ -139,10 +140,10 @@ def run_now(context: Any, spec: JobSpec, timeout: float | None = None) -> tuple[
     reset_state(state, spec)
     on_event = lambda ev: apply_event(state, ev, spec.kind)  # noqa: E731
     if spec.make_job is not None:
-        result = runner.drive(spec.make_job(), on_event, name=spec.kind, timeout=timeout)
+        result = drive(spec.make_job(), on_event, name=spec.kind, timeout=timeout)
     else:
-        result = runner.run_blocking(spec.argv, on_event, env=spec.env, cwd=spec.cwd, name=spec.kind,
-                                     timeout=timeout, require_done=spec.require_done)
+        result = run_blocking(spec.argv, on_event, env=spec.env, cwd=spec.cwd, name=spec.kind,
+                              timeout=timeout, require_done=spec.require_done)
     return finish(context, spec, result)
 
 
@@ -153,15 +154,15 @@ def start(context: Any, spec: JobSpec) -> tuple[bool, str]:
         return False, f"another job is running ({_active.spec.kind}); cancel it first"
     state = job_state(context)
     reset_state(state, spec)
-    job: runner.Drivable
+    job: Drivable
     if spec.make_job is not None:
         job = spec.make_job()
     else:
-        job = runner.Job(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind, require_done=spec.require_done)
+        job = Child(spec.argv, env=spec.env, cwd=spec.cwd, name=spec.kind, require_done=spec.require_done)
     try:
         job.start()
-    except runner.RunnerError as exc:
-        return finish(context, spec, runner.JobResult(returncode=None, error=str(exc)))
+    except ChildStartError as exc:
+        return finish(context, spec, ChildResult(returncode=None, error=str(exc)))
     _active = _Active(spec, job)
     from .. import add_timer
 
@@ -229,7 +230,7 @@ def shutdown() -> None:
     if active is not None:
         active.job.stop(grace_s=2.0, term_s=2.0)
         active.job.close()
-    runner.SERVERS.stop_all()
+    SERVERS.stop_all()
 
 
 def tag_redraw(context: Any) -> None:

@@ -1,7 +1,7 @@
 """Mine hard scenes: one round of the mining loop (``python -m blender_instseg.pipeline loop``) per press.
 
 The loop runs under the Python with torch (it starts the trainer and evaluator from there) and
-renders its new scenes with this Blender (``runner.generate_argv``, passed as ``--generator-cmd``).
+renders its new scenes with this Blender (``children.panel_generator_argv``, passed as ``--generator-cmd``).
 Each press asks for one more round than the Mining Folder's loop.json has finished, so an
 interrupted round is completed first rather than skipped. See docs/loop.md.
 """
@@ -15,7 +15,9 @@ from typing import Any
 import bpy
 
 from ...core.fileio import read_json
-from .. import runner
+from ...procs.argv import child_env, pipeline_argv
+from ...procs.child import ChildResult
+from ..children import panel_generator_argv
 from ..props import resolve_paths, settings
 from . import jobs
 from .base import JobOperatorMixin, python_for
@@ -66,13 +68,13 @@ class INSTSEG_OT_mine_hard_scenes(JobOperatorMixin, bpy.types.Operator):
     def build_spec(self, context: Any) -> jobs.JobSpec:
         python = python_for(self, context)
         paths = resolve_paths(context)
-        generator = runner.generate_argv([], bootstrap_dir=paths.root)  # ends with "--": the loop appends its args
+        generator = panel_generator_argv([])  # ends with "--": the loop appends its args
         args = mine_args(context, python, generator)
         paths.mining.mkdir(parents=True, exist_ok=True)
         rounds = args[args.index("--rounds") + 1]
-        argv = [python, "-u", "-m", f"{runner.package_dir().name}.pipeline", *args]
+        argv = pipeline_argv(python, args[0], args[1:])
 
-        def on_done(ctx: Any, result: runner.JobResult) -> str:
+        def on_done(ctx: Any, result: ChildResult) -> str:
             done = result.done.data if result.done is not None else {}
             if done.get("stopped"):
                 return f"mining stopped; press again to finish round {rounds}"
@@ -81,7 +83,7 @@ class INSTSEG_OT_mine_hard_scenes(JobOperatorMixin, bpy.types.Operator):
             held = f", held-out mask AP {_ap(curve[-2])} -> {_ap(curve[-1])}" if measured else ""
             return f"round {done.get('rounds', rounds)}{held}; checkpoint: {done.get('checkpoint')}"
 
-        return jobs.JobSpec("mine", argv, on_done, env=runner.child_env(), cwd=str(paths.mining),
+        return jobs.JobSpec("mine", argv, on_done, env=child_env(), cwd=str(paths.mining),
                             label=f"mining hard scenes (round {rounds})")
 
 

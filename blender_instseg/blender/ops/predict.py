@@ -6,7 +6,7 @@ the object it most likely is; matched objects get selected (Blender outlines the
 becomes active, and class/score are stored as custom properties. The previous selection is kept
 so "Restore Selection" can undo it.
 
-The model runs in a warm server (``ml predict --serve`` in ``runner.SERVERS``), started by the
+The model runs in a warm server (``ml predict --serve`` in ``children.SERVERS``), started by the
 first click and reused by later ones while the Python, checkpoint (path and mtime) and device stay
 the same, so only the first click pays for starting Python, importing torch and loading weights.
 Cancel, a changed checkpoint/Python/device and add-on unregister stop it.
@@ -26,7 +26,10 @@ from pycocotools import mask as mask_utils
 
 from ...core import matching
 from ...core.fileio import atomic_write_bytes, read_json
-from .. import runner
+from ...procs.argv import child_env, ml_argv
+from ...procs.child import ChildResult
+from ...procs.server import ServerCall
+from ..children import SERVERS
 from ..props import job_state, resolve_paths, settings
 from ..ui import overlay as ov
 from . import jobs
@@ -207,7 +210,7 @@ def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir:
 
 def server_key(python: str, checkpoint: Path, device: str) -> tuple[str, str, int, str]:
     """What a warm predict server is valid for: a retrained checkpoint (new mtime) or another Python/device
-    gets a fresh server (``runner.ServerPool`` stops the old one)."""
+    gets a fresh server (``procs.server.ServerPool`` stops the old one)."""
     ckpt = checkpoint.resolve()
     return (python, str(ckpt), ckpt.stat().st_mtime_ns, device)
 
@@ -272,24 +275,24 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
         threshold = [] if s.auto_threshold else ["--score-threshold", f"{s.score_threshold:g}"]
         min_score = 0.0 if s.auto_threshold else None
 
-        def on_done(ctx: Any, result: runner.JobResult) -> str:
+        def on_done(ctx: Any, result: ChildResult) -> str:
             return apply_predictions(ctx, view, preds_path, out_dir, categories, min_score)
 
-        argv = runner.ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
-                                                  "--out", str(preds_path), *threshold, "--device", s.device])
+        argv = ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
+                                           "--out", str(preds_path), *threshold, "--device", s.device])
         key = server_key(python, paths.checkpoint, s.device)
-        serve_argv = runner.ml_argv(python, "predict", ["--serve", "--checkpoint", str(paths.checkpoint),
-                                                        *threshold, "--device", s.device])
+        serve_argv = ml_argv(python, "predict", ["--serve", "--checkpoint", str(paths.checkpoint),
+                                                 *threshold, "--device", s.device])
         request: dict[str, Any] = {"image": str(view_png), "out": str(preds_path)}
         if not s.auto_threshold:
             request["score_threshold"] = float(s.score_threshold)
-        env, cwd = runner.child_env(), str(out_dir)
+        env, cwd = child_env(), str(out_dir)
 
-        def make_call() -> runner.ServerCall:
-            return runner.ServerCall(runner.SERVERS, key, serve_argv, request, env=env, cwd=cwd, fallback_argv=argv,
-                                     name="predict", timeout=REQUEST_TIMEOUT_S)
+        def make_call() -> ServerCall:
+            return ServerCall(SERVERS, key, serve_argv, request, env=env, cwd=cwd, fallback_argv=argv,
+                              name="predict", timeout=REQUEST_TIMEOUT_S)
 
-        warm = runner.SERVERS.current
+        warm = SERVERS.current
         label = "predicting" if warm is not None and warm.key == key and warm.alive else "predicting (starting the model)"
         return jobs.JobSpec("predict", argv, on_done, env=env, cwd=cwd, label=label, make_job=make_call)
 

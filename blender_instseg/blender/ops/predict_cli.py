@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     import bpy  # noqa: PLC0415 - after argument checks, so --help and bad input stay fast
     import addon_utils  # noqa: PLC0415
 
-    from .. import runner
+    from ...procs.argv import package_name
 
     if args.blend is not None:
         bpy.ops.wm.open_mainfile(filepath=str(args.blend))
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             return _fail(str(exc))
         builder.build_scene(cfg, args.seed)
-    name = runner.package_name()
+    name = package_name()
     if addon_utils.enable(name, default_set=True) is None:
         return _fail(f"could not enable the add-on {name}")
     scene = bpy.context.scene

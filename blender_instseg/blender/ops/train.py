@@ -6,7 +6,8 @@ from typing import Any
 
 import bpy
 
-from .. import runner
+from ...procs.argv import child_env, ml_argv
+from ...procs.child import ChildResult
 from ..props import resolve_paths, settings
 from . import jobs
 from .base import JobOperatorMixin, python_for
@@ -42,12 +43,12 @@ class INSTSEG_OT_train(JobOperatorMixin, bpy.types.Operator):
         paths = resolve_paths(context)
         paths.run.mkdir(parents=True, exist_ok=True)
 
-        def on_done(ctx: Any, result: runner.JobResult) -> str:
+        def on_done(ctx: Any, result: ChildResult) -> str:
             done = result.done.data if result.done is not None else {}
             ckpt = done.get("checkpoint") or str(paths.run / "last.pt")
             return f"checkpoint: {ckpt}"
 
-        return jobs.JobSpec("train", runner.ml_argv(python, "train", args), on_done, env=runner.child_env(),
+        return jobs.JobSpec("train", ml_argv(python, "train", args), on_done, env=child_env(),
                             cwd=str(paths.run), label="training")
 
 

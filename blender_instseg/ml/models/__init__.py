@@ -15,14 +15,14 @@ from .bcnet import BCNet, BCNetConfig
 from .implicit_pointrend import ImplicitPointRend, ImplicitPointRendConfig
 from .maskrcnn import MaskRCNN, MaskRCNNConfig
 from .polarmask import PolarMask, PolarMaskConfig
-from .solov2 import ModelConfig, SOLOv2Lite
+from .solov2 import Solov2Config, SOLOv2Lite
 from .yolact import Yolact, YolactConfig
 
 DEFAULT_ARCH = "solov2"
 
 ARCHITECTURES: dict[str, tuple[type[ModelConfigBase], type[InstanceSegModel]]] = {
     cfg.arch: (cfg, model) for cfg, model in (
-        (ModelConfig, SOLOv2Lite),
+        (Solov2Config, SOLOv2Lite),
         (YolactConfig, Yolact),
         (MaskRCNNConfig, MaskRCNN),
         (PolarMaskConfig, PolarMask),
@@ -60,6 +60,6 @@ def build_model(cfg: ModelConfigBase | dict[str, Any]) -> InstanceSegModel:
     return model_cls(cfg)
 
 
-__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "InstanceSegModel", "ModelConfig", "ModelConfigBase", "SOLOv2Lite",
+__all__ = ["ARCHITECTURES", "DEFAULT_ARCH", "InstanceSegModel", "Solov2Config", "ModelConfigBase", "SOLOv2Lite",
            "Yolact", "YolactConfig",
            "architecture", "build_model", "config_from_dict", "describe"]

@@ -23,7 +23,7 @@ registry (``ml/models/__init__.py``). The contract:
 * ``needs_amodal`` (class attribute): the data set also decodes ``amodal_segmentation``.
 * ``crop_bank(cfg)`` (class method): (crops per sample, side); when non-zero the data set adds
   ``object_crops`` / ``object_crop_labels`` of random objects from the whole training set to each
-  sample's targets (``ops/object_crops.py``), for a classifier that reads object crops.
+  sample's targets (``layers/object_crops.py``), for a classifier that reads object crops.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class InstanceSegModel(nn.Module, ABC):
     def crop_bank(cls, cfg: Any) -> tuple[int, int]:
         """(crops per sample, crop side): the data set adds ``object_crops`` (N, 4, side, side) image +
         stride-4 mask crops of random objects from the whole training set, and their
-        ``object_crop_labels`` (N,), to each sample's targets (``ops.object_crops``). (0, 0): none."""
+        ``object_crop_labels`` (N,), to each sample's targets (``layers.object_crops``). (0, 0): none."""
         return 0, 0
 
     def set_score_threshold(self, threshold: float) -> None:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.masks import crop_masks_to_rois
+from ..layers.masks import crop_masks_to_rois
 from .backbone import conv_gn
 from .base import TargetFn
 from .maskrcnn import MaskRCNN, MaskRCNNConfig

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from ..losses import point_bce_loss
-from .solov2 import GridHead, ModelConfig, SOLOv2Lite
+from .solov2 import GridHead, Solov2Config, SOLOv2Lite
 from .point_head import mask_boxes, point_sample, uncertain_points_with_randomness
 
 
 @dataclass
-class ImplicitPointRendConfig(ModelConfig):
+class ImplicitPointRendConfig(Solov2Config):
     """SOLOv2-lite's settings plus the implicit head's; ``point_head`` is always false (the implicit
     head replaces it), so ``train --point-head`` (the default) has no effect here."""
 

@@ -10,7 +10,7 @@ these pick the class (``SOLOv2Lite.reclassify``).
   layout, and layout (silhouette, outline) is what tells a cube from a cylinder.
 * ``RoIMaskClassifier`` (the default): a square crop around each mask, resampled to a fixed size (so
   every object is seen at the same scale), of the image and the mask itself (optionally also mask
-  features), read by a small CNN. Pure torch: ``ops/object_crops.py`` (``affine_grid`` +
+  features), read by a small CNN. Pure torch: ``layers/object_crops.py`` (``affine_grid`` +
   ``grid_sample``) stands in for torchvision's RoIAlign.
 """
 
@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.object_crops import jitter_crops, sample_crops, square_crops
+from ..layers.object_crops import jitter_crops, sample_crops, square_crops
 from .backbone import conv_gn
 
 
@@ -76,7 +76,7 @@ class RoIMaskClassifier(nn.Module):
         """image: (3, H, W) normalised input; feat: (E, h, w) mask features at the weights' resolution;
         weights: (K, h, w) soft masks in [0, 1] -> (K * views, C) class logits, view-major (all
         masks' first view, then all second views, ...). Training views > 1 jitter the crop
-        (``ops.object_crops.jitter_crops``), standing in for the imperfect predicted masks of inference.
+        (``layers.object_crops.jitter_crops``), standing in for the imperfect predicted masks of inference.
         ``flip_tta`` (inference): the mean log-probabilities of each crop and its mirror image, which
         are valid logits (+0.7 to +3.4 points of held-out accuracy for the classifier alone).
         """

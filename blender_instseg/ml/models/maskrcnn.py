@@ -1,7 +1,7 @@
 """Mask R-CNN (He et al., 2017), made small for CPUs, on the zoo's shared backbone + FPN.
 
 Two stages: a region proposal network (RPN) scores and refines anchors on P2..P5; the best
-proposals are pooled with RoIAlign (``ml/ops``, pure torch: torchvision is not available) into a box
+proposals are pooled with RoIAlign (``ml/layers``, pure torch: torchvision is not available) into a box
 head (class + box refinement) and, for the final detections, a mask head that predicts a 28x28 mask
 per box, pasted back into the image. Settings follow detectron2's ``mask_rcnn_R_50_FPN`` defaults,
 scaled down where noted (sampling counts, widths, the FPN level rule) for 256-pixel inputs.
@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..ops.boxes import (batched_nms, box_iou, clip_boxes, decode_boxes, encode_boxes, generate_anchors,
+from ..layers.boxes import (batched_nms, box_iou, clip_boxes, decode_boxes, encode_boxes, generate_anchors,
                          nonempty_boxes)
-from ..ops.masks import crop_masks_to_rois, paste_masks_in_image
-from ..ops.roi_align import multilevel_roi_align
+from ..layers.masks import crop_masks_to_rois, paste_masks_in_image
+from ..layers.roi_align import multilevel_roi_align
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, empty_prediction
 from .fpn import FPN

@@ -7,7 +7,7 @@ per pixel, so the mask costs nothing to train beyond the 36 numbers, but only st
 outlines (seen from the location) are exact.
 
 Geometry (shared by the targets, the loss and the rasteriser): continuous pixel coordinates as in
-``ops/boxes.py`` (pixel ``i`` covers ``[i, i + 1)``); the location of feature cell ``(i, j)`` of a
+``layers/boxes.py`` (pixel ``i`` covers ``[i, i + 1)``); the location of feature cell ``(i, j)`` of a
 level with stride ``s`` is the centre of pixel ``(i s + s / 2, j s + s / 2)`` (FCOS's points), so
 a location whose pixel is in a mask lies inside the mask's outline; ray ``k`` points at angle
 ``2 pi k / num_rays`` from +x towards +y (image down), i.e. direction ``(cos, sin)``.
@@ -36,7 +36,7 @@ from torch import nn
 
 from ...core.coco import bbox_of_mask, mask_to_polygons
 from ..losses import polar_iou_loss, sigmoid_focal_loss
-from ..ops.boxes import batched_nms, clip_boxes
+from ..layers.boxes import batched_nms, clip_boxes
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, empty_prediction
 from .fpn import FPN

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..losses import dice_loss, point_bce_loss, sigmoid_focal_loss
 from ..matrix_nms import matrix_nms
-from ..ops.object_crops import shuffle_channels
+from ..layers.object_crops import shuffle_channels
 from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
@@ -36,7 +36,7 @@ def normalise_pixels(x: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
-class ModelConfig(ModelConfigBase):
+class Solov2Config(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
 
     arch: ClassVar[str] = "solov2"
@@ -90,7 +90,7 @@ class ModelConfig(ModelConfigBase):
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
     mask_cls_stages: int = 3  # roi: stride-2 stages of the crop CNN (3: 24 -> 3 px, the whole object in view)
-    mask_cls_permute: bool = True  # roi: bank crops' colour channels shuffled in training (ops.object_crops)
+    mask_cls_permute: bool = True  # roi: bank crops' colour channels shuffled in training (layers.object_crops)
     mask_cls_flip_tta: bool = True  # roi: inference classifies each crop and its mirror image
     # weight of the grid branch's class scores in the class decision (product of experts with the
     # classifier, reclassify); 0: the classifier alone
@@ -189,11 +189,11 @@ class SOLOv2Lite(InstanceSegModel):
     summary = ("SOLOv2-lite: grid cells predict dynamic mask kernels, Matrix NMS, PointRend-style point head, "
                "second-look mask classifier")
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: Solov2Config) -> None:
         super().__init__(cfg)
         if len(cfg.grids) != 3 or len(cfg.scale_ranges) != 3 or len(cfg.level_strides) != 3:
             raise ValueError("grids, scale_ranges and level_strides need 3 entries (P3..P5)")
-        self.cfg: ModelConfig = cfg
+        self.cfg: Solov2Config = cfg
         self.backbone = Backbone(cfg.backbone_widths, cfg.backbone_blocks)
         self.fpn = FPN(self.backbone.out_channels[1:], cfg.fpn_channels)
         self.mask_branch = MaskFeatureBranch(cfg.fpn_channels, cfg.mask_channels, 4,
@@ -213,14 +213,14 @@ class SOLOv2Lite(InstanceSegModel):
             raise ValueError(f"mask_cls_kind must be 'roi' or 'pooled', not {cfg.mask_cls_kind!r}")
 
     @classmethod
-    def crop_bank(cls, cfg: ModelConfig) -> tuple[int, int]:
+    def crop_bank(cls, cfg: Solov2Config) -> tuple[int, int]:
         """The RoI classifier without feature channels also learns from crops of other images' objects."""
         if cfg.mask_classifier and cfg.mask_cls_kind == "roi" and cfg.mask_cls_feat == 0:
             return cfg.mask_cls_bank, cfg.mask_cls_size
         return 0, 0
 
     @classmethod
-    def make_targets(cls, cfg: ModelConfig) -> TargetFn:
+    def make_targets(cls, cfg: Solov2Config) -> TargetFn:
         """SOLO grid assignment (``targets.assign_cells``): cell_index, cell_inst."""
         return SoloTargets(cfg.grids, cfg.scale_ranges, cfg.sigma)
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses import sigmoid_focal_loss
-from ..ops.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, generate_anchors
+from ..layers.boxes import box_iou, clip_boxes, decode_boxes, encode_boxes, generate_anchors
 from .backbone import Backbone, conv_gn
 from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
 from .fpn import FPN

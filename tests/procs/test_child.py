@@ -1,4 +1,4 @@
-"""runner.Job / run_blocking against small real child processes (no mocks: real pipes, real signals)."""
+"""procs.child.Child / run_blocking against small real child processes (no mocks: real pipes, real signals)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.bpy  # importing blender_instseg.blender imports bpy
-
-from blender_instseg.blender import runner  # noqa: E402
+from blender_instseg.procs import child
+from blender_instseg.procs.argv import child_env, package_dir
 
 PROGRESS_THEN_DONE = """
     import json, sys, time
@@ -73,7 +72,7 @@ def _child(tmp_path: Path, name: str, body: str) -> list[str]:
 
 
 def test_progress_then_done_via_poll(tmp_path: Path) -> None:
-    job = runner.Job(_child(tmp_path, "ok", PROGRESS_THEN_DONE) + ["4"], name="trainer").start()
+    job = child.Child(_child(tmp_path, "ok", PROGRESS_THEN_DONE) + ["4"], name="trainer").start()
     events = []
     deadline = time.monotonic() + 20
     while not job.finished and time.monotonic() < deadline:
@@ -91,7 +90,7 @@ def test_progress_then_done_via_poll(tmp_path: Path) -> None:
 
 def test_crash_reports_last_stderr_line(tmp_path: Path) -> None:
     seen = []
-    res = runner.run_blocking(_child(tmp_path, "crash", CRASH), seen.append, name="trainer", timeout=30)
+    res = child.run_blocking(_child(tmp_path, "crash", CRASH), seen.append, name="trainer", timeout=30)
     assert not res.ok and res.returncode == 1
     assert res.error.startswith("trainer failed (exit code 1)")
     assert "RuntimeError: CUDA exploded in step 2" in res.error
@@ -99,26 +98,26 @@ def test_crash_reports_last_stderr_line(tmp_path: Path) -> None:
 
 
 def test_error_event_message_wins(tmp_path: Path) -> None:
-    res = runner.run_blocking(_child(tmp_path, "err", ERROR_EVENT), timeout=30)
+    res = child.run_blocking(_child(tmp_path, "err", ERROR_EVENT), timeout=30)
     assert not res.ok and res.error == "dataset has no images" and res.returncode == 2
 
 
 def test_exit_zero_without_done_is_a_failure(tmp_path: Path) -> None:
-    res = runner.run_blocking(_child(tmp_path, "nodone", NO_DONE), name="predictor", timeout=30)
+    res = child.run_blocking(_child(tmp_path, "nodone", NO_DONE), name="predictor", timeout=30)
     assert not res.ok and res.returncode == 0
     assert res.error.startswith("predictor exited without finishing")
 
 
 def test_junk_lines_become_log_events(tmp_path: Path) -> None:
     seen = []
-    res = runner.run_blocking(_child(tmp_path, "junk", JUNK), seen.append, timeout=30)
+    res = child.run_blocking(_child(tmp_path, "junk", JUNK), seen.append, timeout=30)
     assert res.ok
     assert [e.event for e in seen] == ["log", "log", "log", "progress", "done"]
     assert seen[1].message == "{broken json"
 
 
 def test_stop_line_gives_clean_exit(tmp_path: Path) -> None:
-    job = runner.Job(_child(tmp_path, "stoppable", STOPPABLE), name="trainer").start()
+    job = child.Child(_child(tmp_path, "stoppable", STOPPABLE), name="trainer").start()
     assert job.wait(timeout=1.0) is False  # still running
     t0 = time.monotonic()
     rc = job.stop(grace_s=10, term_s=5)
@@ -130,7 +129,7 @@ def test_stop_line_gives_clean_exit(tmp_path: Path) -> None:
 
 
 def test_stubborn_child_is_killed(tmp_path: Path) -> None:
-    job = runner.Job(_child(tmp_path, "stubborn", STUBBORN), name="stubborn").start()
+    job = child.Child(_child(tmp_path, "stubborn", STUBBORN), name="stubborn").start()
     first = []
     deadline = time.monotonic() + 20
     while not first and time.monotonic() < deadline:  # make sure it is up and has set SIG_IGN
@@ -147,43 +146,34 @@ def test_stubborn_child_is_killed(tmp_path: Path) -> None:
 
 def test_timeout_stops_and_reports(tmp_path: Path) -> None:
     t0 = time.monotonic()
-    res = runner.run_blocking(_child(tmp_path, "stoppable", STOPPABLE), name="trainer", timeout=0.5)
+    res = child.run_blocking(_child(tmp_path, "stoppable", STOPPABLE), name="trainer", timeout=0.5)
     assert time.monotonic() - t0 < 15
     assert not res.ok and res.error.startswith("trainer timed out")
 
 
 def test_missing_interpreter_is_an_error_not_an_exception(tmp_path: Path) -> None:
-    res = runner.run_blocking([str(tmp_path / "no-such-python"), "-c", "pass"], name="trainer")
+    res = child.run_blocking([str(tmp_path / "no-such-python"), "-c", "pass"], name="trainer")
     assert not res.ok and res.returncode is None
     assert res.error.startswith("cannot start trainer")
-    with pytest.raises(runner.RunnerError):
-        runner.Job([str(tmp_path / "no-such-python")]).start()
+    with pytest.raises(child.ChildStartError):
+        child.Child([str(tmp_path / "no-such-python")]).start()
 
 
 def test_child_env_puts_package_parent_first(tmp_path: Path) -> None:
-    env = runner.child_env()
+    env = child_env()
     first = env["PYTHONPATH"].split(":")[0]
-    assert Path(first) == runner.package_dir().parent
-    res = runner.run_blocking(
+    assert Path(first) == package_dir().parent
+    res = child.run_blocking(
         [sys.executable, "-c",
          "import json, blender_instseg.core.protocol as p; p.emit('done', path=p.__file__)"],
         env=env, cwd=str(tmp_path), timeout=30)
-    assert res.ok and res.done.get("path").startswith(str(runner.package_dir()))
-
-
-def test_generate_bootstrap_runs_main_of_the_package(tmp_path: Path) -> None:
-    argv = runner.generate_argv(["--help"], binary_path="", bootstrap_dir=tmp_path)
-    assert argv[0] == sys.executable and argv[-2:] == ["--", "--help"]
-    boot = Path(argv[2]).read_text()
-    assert runner.package_name() in boot
-    binary = runner.generate_argv(["--seed", "3"], binary_path="/opt/blender/blender", bootstrap_dir=tmp_path)
-    assert binary[:2] == ["/opt/blender/blender", "-b"] and binary[-3:] == ["--", "--seed", "3"]
+    assert res.ok and res.done.get("path").startswith(str(package_dir()))
 
 
 def test_plain_cli_without_events_can_succeed(tmp_path: Path) -> None:
     argv = [sys.executable, "-c", "print('AP 1.000'); print('report written')"]
-    res = runner.run_blocking(argv, name="evaluate", timeout=30, require_done=False)
+    res = child.run_blocking(argv, name="evaluate", timeout=30, require_done=False)
     assert res.ok and res.done is None and res.error is None
-    res = runner.run_blocking([sys.executable, "-c", "import sys; sys.exit('error: no such file')"],
-                              name="evaluate", timeout=30, require_done=False)
+    res = child.run_blocking([sys.executable, "-c", "import sys; sys.exit('error: no such file')"],
+                             name="evaluate", timeout=30, require_done=False)
     assert not res.ok and res.error == "evaluate failed (exit code 1): error: no such file"

@@ -1,4 +1,4 @@
-"""Pure-torch detection ops (ml/ops): boxes, NMS, anchors and RoIAlign against hand-computed cases."""
+"""Pure-torch detection layers (ml/layers): boxes, NMS, anchors and RoIAlign against hand-computed cases."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import torch
 
 pytestmark = pytest.mark.torch
 
-from blender_instseg.ml.ops.boxes import (batched_nms, box_area, box_iou, cell_anchors, clip_boxes, cxcywh_to_xyxy,
+from blender_instseg.ml.layers.boxes import (batched_nms, box_area, box_iou, cell_anchors, clip_boxes, cxcywh_to_xyxy,
                                           decode_boxes, encode_boxes, generate_anchors, nms, nonempty_boxes,
                                           xyxy_to_cxcywh)
-from blender_instseg.ml.ops.masks import crop_masks_to_rois, paste_masks_in_image
-from blender_instseg.ml.ops.roi_align import assign_fpn_levels, multilevel_roi_align, roi_align
+from blender_instseg.ml.layers.masks import crop_masks_to_rois, paste_masks_in_image
+from blender_instseg.ml.layers.roi_align import assign_fpn_levels, multilevel_roi_align, roi_align
 
 
 # ---------------------------------------------------------------- boxes

@@ -1,0 +1,198 @@
+"""The generator's command line: flags, their checks, and the config they resolve to (defaults < --config < flags).
+
+Bad arguments raise ``UsageError`` (one line; ``main`` exits 2 with it) before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..core import plan
+from ..core.genconfig import GeneratorConfig, load_config
+
+PROG = "generate.py"
+DESCRIPTION = "Render procedural scenes with Cycles into a COCO instance-segmentation dataset (exact masks)."
+EPILOG = """\
+examples:
+  python scripts/generate.py --out out/ds --num-images 100 --seed 1 --masks-only
+  blender -b -P scripts/generate.py -- --out out/ds --num-images 100 --seed 1 --samples 32
+  python scripts/generate.py --out out/ds --num-images 1000 --workers 2 --export yolo --val-fraction 0.2
+  python scripts/generate.py --out out/ds --num-images 100 --export semantic panoptic
+  python scripts/generate.py --out out/shard3 --num-images 1000 --shard 3 --num-shards 8 --no-merge
+  python scripts/generate.py --out out/all --merge out/shard0 out/shard1 ...
+Rerunning the same command resumes: finished images (those with records/NNNNNN.json) are skipped.
+"""
+
+
+#: --export formats -> the OutputConfig switch each one turns on
+EXPORTS = ("yolo", "semantic", "panoptic")
+
+
+class UsageError(ValueError):
+    """Bad command-line arguments: reported on one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, not usage + message
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``scripts/generate.py`` (``--help`` prints them); errors raise ``UsageError``."""
+    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("dataset")
+    g.add_argument("--out", type=Path, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
+    g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
+    g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
+    g.add_argument("--config", type=Path, metavar="FILE", help="generator config (.json or .toml); flags below override it")
+    g.add_argument("--variants-of", type=Path, metavar="PLAN.json",
+                   help='render variants of given scenes instead: a JSON list of {"seed": S, "count": C[, "first": K]}; '
+                        "image i is the i-th variant in plan order (--num-images defaults to the plan's total)")
+    s = p.add_argument_group("scene and render (override the config)")
+    s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
+    s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
+    s.add_argument("--masks-only", action="store_true", default=None,
+                   help="fast labels: 1 sample, no bounces, no materials; images/ holds a 1-sample clay render")
+    s.add_argument("--min-objects", type=int, metavar="A", help="fewest objects per scene")
+    s.add_argument("--max-objects", type=int, metavar="B", help="most objects per scene")
+    s.add_argument("--physics", action="store_true", default=None, help="drop objects onto the ground (rigid body)")
+    s.add_argument("--allow-hidden", action="store_true", default=None,
+                   help="do not move fully hidden objects into view (they are still listed in hidden[])")
+    s.add_argument("--device", choices=("auto", "cpu", "gpu"), help="Cycles device (auto: GPU when available)")
+    s.add_argument("--no-depth", action="store_true", help="skip depth/*.exr")
+    o = p.add_argument_group("output")
+    o.add_argument("--mask-format", choices=("rle", "polygon"), help="segmentation format of the merged COCO")
+    o.add_argument("--export", choices=EXPORTS, nargs="+", action="extend", default=[], metavar="FORMAT",
+                   help="also write: yolo (ultralytics YOLO-seg labels/), semantic (semantic/ category maps), "
+                        "panoptic (COCO panoptic/ + panoptic*.json); any of them")
+    o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
+    o.add_argument("--no-preview", action="store_true", help="skip preview.png")
+    o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
+    o.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                   help="merge these dataset/shard folders into --out instead of rendering")
+    r = p.add_argument_group("scale and control")
+    r.add_argument("--workers", type=int, default=1, metavar="K", help="parallel child processes on this machine")
+    r.add_argument("--shard", type=int, default=None, metavar="I", help="render only indices i with i %% num_shards == shard")
+    r.add_argument("--num-shards", type=int, default=None, metavar="N", help="number of shards (job arrays)")
+    r.add_argument("--only-index", type=int, default=None, metavar="I", help="re-render just this image index from its seed")
+    r.add_argument("--threads", type=int, default=0, metavar="T", help="Cycles threads (0 = all cores; workers split them)")
+    r.add_argument("--progress", choices=("auto", "bar", "jsonl", "none"), default="auto",
+                   help="progress output: bar on a terminal, jsonl protocol events for a parent process")
+    r.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
+    """Defaults < --config file < flags; validated. Raises ValueError (one line) on any problem."""
+    cfg = load_config(args.config) if args.config is not None else GeneratorConfig()
+    if args.resolution is not None:
+        text = args.resolution.lower()
+        try:
+            w, h = (int(v) for v in text.split("x")) if "x" in text else (int(text), int(text))
+        except ValueError:
+            raise UsageError(f"--resolution must be R or WxH, got {args.resolution!r}") from None
+        cfg.render.resolution = [w, h]
+    if args.samples is not None:
+        cfg.render.samples = args.samples
+    if args.masks_only:
+        cfg.render.masks_only = True
+    if args.min_objects is not None:
+        cfg.objects.min_count = args.min_objects
+    if args.max_objects is not None:
+        cfg.objects.max_count = args.max_objects
+    if args.physics:
+        cfg.physics.enabled = True
+    if args.allow_hidden:
+        cfg.objects.allow_hidden = True
+    if args.device is not None:
+        cfg.render.device = args.device
+    if args.no_depth:
+        cfg.render.depth = False
+    if args.mask_format is not None:
+        cfg.output.mask_format = args.mask_format
+    apply_exports(cfg, args.export)
+    if args.val_fraction is not None:
+        cfg.output.val_fraction = args.val_fraction
+    if args.no_preview:
+        cfg.output.preview = False
+    return cfg.validate()
+
+
+def apply_exports(cfg: GeneratorConfig, exports: list[str]) -> None:
+    """Turn on ``output.export_<format>`` for each --export format (never off: the config may ask too)."""
+    for name in exports:
+        setattr(cfg.output, f"export_{name}", True)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Checks of the flags among themselves (ranges, pairs, exclusions); ``UsageError`` on the first failure."""
+    if args.out is None:
+        raise UsageError("--out is required")
+    if args.num_images is not None and args.num_images < 0:
+        raise UsageError(f"--num-images must be >= 0, got {args.num_images}")
+    if args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
+    if (args.shard is None) != (args.num_shards is None):
+        raise UsageError("--shard and --num-shards go together")
+    if args.num_shards is not None:
+        if args.num_shards < 1:
+            raise UsageError(f"--num-shards must be >= 1, got {args.num_shards}")
+        if not 0 <= args.shard < args.num_shards:
+            raise UsageError(f"--shard must be in [0, {args.num_shards - 1}], got {args.shard}")
+        if args.workers > 1:
+            raise UsageError("--workers cannot be combined with --shard (a shard is one process)")
+    if args.only_index is not None and args.only_index < 0:
+        raise UsageError(f"--only-index must be >= 0, got {args.only_index}")
+
+
+def prepare_out_dir(out: Path) -> None:
+    """Create the folder and prove it is writable before any work starts."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out exists and is not a folder: {out}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out is not writable: {out} ({exc.strerror or exc})") from None
+
+
+def merge_config(args: argparse.Namespace, stored: dict[str, Any]) -> GeneratorConfig:
+    """``--merge``: the first folder's generator config, with this command's output flags applied."""
+    cfg = GeneratorConfig.from_dict(stored.get("generator", {})).validate()
+    if args.mask_format:
+        cfg.output.mask_format = args.mask_format
+    apply_exports(cfg, args.export)
+    if args.no_preview:
+        cfg.output.preview = False
+    return cfg
+
+
+def resolve_plan(args: argparse.Namespace) -> tuple[list[plan.PlanEntry] | None, list[tuple[int, int]] | None, int]:
+    """(plan entries, image index -> (parent seed, variant), number of images) for --variants-of / --num-images.
+
+    Also sets ``args.num_images`` to the resolved count (the worker children are given it).
+    """
+    entries = plan.read_plan(args.variants_of) if args.variants_of is not None else None
+    pairs = plan.expand_plan(entries) if entries is not None else None
+    if pairs is not None and args.num_images is not None and args.num_images != len(pairs):
+        raise UsageError(f"--num-images {args.num_images} differs from the {len(pairs)} variants of the plan")
+    num_images = len(pairs) if pairs is not None else args.num_images if args.num_images is not None else 10
+    args.num_images = num_images
+    if args.only_index is not None and args.only_index >= num_images:
+        raise UsageError(f"--only-index {args.only_index} is outside --num-images {num_images}")
+    return entries, pairs, num_images
+
+
+def progress_mode(requested: str) -> str:
+    """``auto``: a bar on a terminal, nothing otherwise; other modes as asked."""
+    if requested != "auto":
+        return requested
+    return "bar" if sys.stdout.isatty() else "none"

@@ -1,0 +1,55 @@
+"""Resume identity: a dataset folder is continued only by a command that would render the same pixels and labels.
+
+config.json is written before the first image; a rerun compares its identity (everything that
+changes pixels or labels) with the new command's and refuses a mismatch in one line, naming the
+first differing setting. Output-only settings (mask format, exports, preview) and the device may change.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..core import dataset
+from ..core.fileio import atomic_write_json
+from .cli import EXPORTS, UsageError
+
+
+def _identity(conf: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a dataset config that must match for a resume: everything that changes pixels or labels."""
+    gen = json.loads(json.dumps(conf.get("generator", {})))
+    out = gen.get("output", {})
+    for key in ("mask_format", *(f"export_{name}" for name in EXPORTS), "preview"):
+        out.pop(key, None)
+    gen.get("render", {}).pop("device", None)
+    return {"generator": gen, "seed": conf.get("seed"), "variants_of": conf.get("variants_of")}
+
+
+def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True) -> None:
+    """Write ``out``/config.json, or check that an existing one has ``conf``'s identity (``UsageError`` if not).
+
+    A matching config is rewritten only when ``num_images`` grew or shrank (a resume may change it).
+    """
+    path = out / dataset.CONFIG_FILE
+    if path.exists():
+        try:
+            old = dataset.read_dataset_config(out)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(f"{out} holds an unreadable dataset config ({exc}); use a new --out") from None
+        a, b = _identity(old), _identity(conf)
+        if a != b:
+            diff = _first_diff(a, b)
+            raise UsageError(f"{out} holds a dataset made with other settings ({diff}); use a new --out or the same settings")
+        if not write or old.get("num_images") == conf["num_images"]:
+            return
+    if write:
+        atomic_write_json(path, conf, indent=2)
+
+
+def _first_diff(a: Any, b: Any, where: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_diff(a.get(k), b.get(k), f"{where}.{k}" if where else k)
+    return f"{where}: {a!r} vs {b!r}"

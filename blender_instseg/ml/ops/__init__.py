@@ -1,1 +1,0 @@
-"""Detection ops in pure torch (torchvision is not available): boxes, NMS, anchors, RoIAlign."""
