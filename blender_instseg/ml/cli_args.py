@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+#: Model switches: boolean settings of one architecture's config that ``train`` offers as --NAME and
+#: --no-NAME (dest NAME; None when neither is given: the architecture's default). The config class
+#: lists those it takes in ``train_switches`` (ml/models/base.py); train refuses the flag for others.
+#: NAME -> (architecture, help of --NAME, help of --no-NAME)
+MODEL_SWITCHES: dict[str, tuple[str, str, str]] = {
+    "point_head": ("solov2", "solov2: train the PointRend-style boundary head (pays off only on long runs or a GPU)",
+                   "plain SOLOv2 masks, upsampled (default: more steps per CPU minute, higher AP at 15 minutes)"),
+}
+
 
 def train(p: argparse.ArgumentParser) -> None:
     # --data and --out are required (checked in __main__) except for ``--model list``
@@ -25,11 +34,11 @@ def train(p: argparse.ArgumentParser) -> None:
     val.add_argument("--val-fraction", type=float, default=None,
                      help="hold out this fraction of images for evaluation when the dataset has no val split")
     val.add_argument("--val-split", help="use annotations_<NAME>.json as the validation set (default: val if present)")
-    ph = p.add_mutually_exclusive_group()
-    ph.add_argument("--point-head", dest="point_head", action="store_true", default=None,
-                    help="solov2: train the PointRend-style boundary head (pays off only on long runs or a GPU)")
-    ph.add_argument("--no-point-head", dest="point_head", action="store_false", default=None,
-                    help="plain SOLOv2 masks, upsampled (default: more steps per CPU minute, higher AP at 15 minutes)")
+    for name, (_, on_help, off_help) in MODEL_SWITCHES.items():
+        flag = name.replace("_", "-")
+        switch = p.add_mutually_exclusive_group()
+        switch.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=on_help)
+        switch.add_argument(f"--no-{flag}", dest=name, action="store_false", default=None, help=off_help)
     p.add_argument("--seed", type=int, default=0, help="seed for init, data order and augmentation (default 0)")
     p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
     p.add_argument("--ema-decay", type=float, default=0.99, metavar="D",

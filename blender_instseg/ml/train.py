@@ -26,6 +26,7 @@ import torch
 from ..core import protocol
 from ..core.fileio import atomic_write_json
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
+from .cli_args import MODEL_SWITCHES
 from .data import AugmentConfig, CocoSource, DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
 from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
@@ -47,7 +48,6 @@ class TrainConfig:
     image_size: int = 256
     val_fraction: float = 0.0
     val_split: str | None = None
-    point_head: bool | None = None  # None: the architecture's default (solov2: off)
     seed: int = 0
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -140,8 +140,10 @@ def _dist_info() -> tuple[int, int, int]:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 resume: bool = False, arch: str | None = None) -> None:
-        """``arch``: registry name for a new run (default solov2); with --resume/--init it must match the checkpoint's."""
+                 resume: bool = False, arch: str | None = None, switches: dict[str, bool] | None = None) -> None:
+        """``arch``: registry name for a new run (default solov2); with --resume/--init it must match the checkpoint's.
+        ``switches``: the model switches given (``model_switches``); a new run applies them, --resume/--init
+        keep the checkpoint's network."""
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
         self.rank, self.world, local = _dist_info()
@@ -187,9 +189,8 @@ class Trainer:
             if arch is not None and arch != self.model_cfg.arch:
                 raise ValueError(f"--model {arch} differs from the checkpoint's model {self.model_cfg.arch}")
         else:
-            self.model_cfg = new_model_config(arch or DEFAULT_ARCH, len(self.train_src.categories), cfg.point_head,
+            self.model_cfg = new_model_config(arch or DEFAULT_ARCH, len(self.train_src.categories), switches or {},
                                               model_overrides)
-        cfg.point_head = bool(getattr(self.model_cfg, "point_head", False))
         self.categories = self.train_src.categories
         torch.manual_seed(cfg.seed)
         self.model = build_model(self.model_cfg).to(self.device)
@@ -440,17 +441,22 @@ def parse_overrides(text: str, config_cls: type[ModelConfigBase] | None = None) 
     return out
 
 
-def new_model_config(arch: str, num_classes: int, point_head: bool | None,
+def model_switches(args: argparse.Namespace) -> dict[str, bool]:
+    """The model switches (``cli_args.MODEL_SWITCHES``) given on the command line: NAME -> value."""
+    return {name: getattr(args, name) for name in MODEL_SWITCHES if getattr(args, name, None) is not None}
+
+
+def new_model_config(arch: str, num_classes: int, switches: dict[str, bool],
                      overrides: dict[str, Any] | None) -> ModelConfigBase:
     """The config of a fresh run: the architecture's defaults, the data set's class count, the
-    overrides; ``point_head`` None keeps the architecture's default."""
+    overrides and the model switches given (a switch not given keeps the architecture's default)."""
     cfg_cls = architecture(arch)[0]
     kw: dict[str, Any] = {"num_classes": num_classes, **(overrides or {})}
-    if point_head is not None:
-        if "point_head" not in cfg_cls.__dataclass_fields__:
-            flag = "--point-head" if point_head else "--no-point-head"
-            raise ValueError(f"{flag} applies to solov2 only, not to --model {arch}")
-        kw["point_head"] = point_head
+    for name, value in switches.items():
+        if name not in cfg_cls.train_switches:
+            flag = f"--{'' if value else 'no-'}{name.replace('_', '-')}"
+            raise ValueError(f"{flag} applies to {MODEL_SWITCHES[name][0]} only, not to --model {arch}")
+        kw[name] = value
     return cfg_cls(**kw)
 
 
@@ -473,9 +479,10 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.model_config, config_cls)
     cfg = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, steps=args.steps,
                       batch_size=args.batch_size, image_size=args.image_size,
-                      val_fraction=args.val_fraction or 0.0, val_split=args.val_split, point_head=args.point_head,
+                      val_fraction=args.val_fraction or 0.0, val_split=args.val_split,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
                       save_minutes=list(args.save_minutes), workers=args.workers, init=args.init,
                       ema_decay=args.ema_decay, precision=precision)
-    trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model)
+    trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model,
+                      switches=model_switches(args))
     return trainer.run()

@@ -165,12 +165,12 @@ def test_point_head_flag_is_solov2s_and_off_unless_asked_for() -> None:
     base = ["--data", "D", "--out", "O"]
     assert [p.parse_args(base + extra).point_head for extra in ([], ["--point-head"], ["--no-point-head"])] == \
         [None, True, False]
-    assert new_model_config("solov2", 3, None, None).point_head is False
-    assert new_model_config("solov2", 3, True, None).point_head is True
-    assert new_model_config("yolact", 3, None, None).num_classes == 3
+    assert new_model_config("solov2", 3, {}, None).point_head is False
+    assert new_model_config("solov2", 3, {"point_head": True}, None).point_head is True
+    assert new_model_config("yolact", 3, {}, None).num_classes == 3
     for flag, value in (("--point-head", True), ("--no-point-head", False)):
         with pytest.raises(ValueError, match=f"{flag} applies to solov2 only"):
-            new_model_config("yolact", 3, value, None)
+            new_model_config("yolact", 3, {"point_head": value}, None)
     # a saved config always names point_head; one without it is from when the head was the default
     assert config_from_dict({"arch": "solov2", "num_classes": 3}).point_head is True
 

@@ -70,6 +70,10 @@ class ModelConfigBase:
     """
 
     arch: ClassVar[str] = ""
+    #: Boolean settings ``train --NAME`` / ``--no-NAME`` choose for a new run (the flags are declared
+    #: torch-free in ``cli_args.MODEL_SWITCHES``; train refuses one for an architecture that does not
+    #: list it). Not settable by ``--model-config``.
+    train_switches: ClassVar[tuple[str, ...]] = ()
     num_classes: int
     # the backbone (backbone.py) and FPN (fpn.py) every architecture builds on
     backbone_widths: tuple[int, ...] = (16, 32, 64, 96, 128)
@@ -105,7 +109,8 @@ class ModelConfigBase:
 
     @classmethod
     def fixed_fields(cls) -> tuple[str, ...]:
-        return ("num_classes",)
+        """The data set's class count and the train switches."""
+        return ("num_classes", *cls.train_switches)
 
 
 class InstanceSegModel(nn.Module, ABC):

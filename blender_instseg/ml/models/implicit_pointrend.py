@@ -35,7 +35,7 @@ from .point_head import mask_boxes, point_sample, uncertain_points_with_randomne
 @dataclass
 class ImplicitPointRendConfig(Solov2Config):
     """SOLOv2-lite's settings plus the implicit head's; ``point_head`` is always false (the implicit
-    head replaces it), so ``train --point-head`` (the default) has no effect here."""
+    head replaces it), so ``train --point-head`` (a switch inherited from SOLOv2) has no effect here."""
 
     arch: ClassVar[str] = "implicit_pointrend"
     mask_channels: int = 16  # features sampled at each point (the MLP's input width grows with it)

@@ -40,6 +40,7 @@ class Solov2Config(ModelConfigBase):
     """Everything needed to rebuild the network; stored as JSON beside every checkpoint."""
 
     arch: ClassVar[str] = "solov2"
+    train_switches: ClassVar[tuple[str, ...]] = ("point_head",)  # train --point-head / --no-point-head
     head_channels: int = 64
     head_convs: int = 2
     mask_channels: int = 32
@@ -105,10 +106,6 @@ class Solov2Config(ModelConfigBase):
     max_per_img: int = 100
     nms_kernel: str = "gaussian"
     nms_sigma: float = 2.0
-
-    @classmethod
-    def fixed_fields(cls) -> tuple[str, ...]:
-        return ("num_classes", "point_head")  # the data set's categories; train --point-head / --no-point-head
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Any:
