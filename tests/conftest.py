@@ -68,7 +68,8 @@ def find_torch_python() -> str:
     this interpreter if it has torch, else the checkout's .venv (as the add-on's default), else ''."""
     chosen = os.environ.get("INSTSEG_TORCH_PYTHON", "")
     if chosen:
-        return chosen
+        # absolute, not resolved: children start in other folders, and a venv's python is a symlink
+        return os.path.abspath(chosen)
     if importlib.util.find_spec("torch") is not None:
         return sys.executable
     venv = ROOT / ".venv" / "bin" / "python"

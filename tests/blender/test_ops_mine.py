@@ -43,10 +43,10 @@ def test_mine_needs_a_val_split_and_a_checkpoint(scene, tmp_path: Path) -> None:
     state = bpy.context.window_manager.instseg_job
     (tmp_path / "ds").mkdir()
     with pytest.raises(RuntimeError, match="no validation split to mine"):
-        bpy.ops.instseg.mine_hard_scenes(python=torch_python)
+        bpy.ops.instseg.mine_hard_scenes(python=sys.executable)
     (tmp_path / "ds" / "annotations_val.json").write_text("{}")
     with pytest.raises(RuntimeError, match="checkpoint not found"):
-        bpy.ops.instseg.mine_hard_scenes(python=torch_python)
+        bpy.ops.instseg.mine_hard_scenes(python=sys.executable)
     assert state.last_error.startswith("checkpoint not found") and not state.running
 
     (tmp_path / "base").mkdir()
