@@ -4,8 +4,8 @@ One base set (train + val split; val is what ``hard`` mines), one fixed held-out
 only scored), one base model; then ``python -m blender_instseg.pipeline loop`` twice from the same
 starting checkpoint, ``--strategy hard`` and ``--strategy random``, with the same rounds, images per
 round and fine-tuning steps per round (steps, not minutes, so machine load cannot change the
-result). Prints the table for docs/loop.md and writes OUT/results.json. Every stage is a child
-process; rerunning the same command resumes (finished datasets, runs and rounds are kept).
+result). Prints the table for docs/benchmarks.md ("Hard-scene mining loop") and writes
+OUT/results.json. Every stage is a child process; rerunning the same command resumes (finished datasets, runs and rounds are kept).
 
   python benchmarks/bench_loop.py --out out/bench_loop                      # the default benchmark
   python benchmarks/bench_loop.py --out /tmp/bl --base-images 12 --heldout-images 4 --resolution 64 \\

@@ -37,7 +37,7 @@ run() {  # name, python, pytest args...
 
 rc=0
 if [ -z "$only" ] || [ "$only" = current ]; then
-    run current "$BLENDER_PY" -m "not torch${mark:+ and ($mark)}" tests/core tests/blender tests/pipeline "$@" || rc=1
+    run current "$BLENDER_PY" -m "not torch${mark:+ and ($mark)}" tests/core tests/procs tests/blender tests/pipeline "$@" || rc=1
 fi
 if [ -z "$only" ] || [ "$only" = model ]; then
     model_mark=()
