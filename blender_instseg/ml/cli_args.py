@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import MISSING, fields
+from typing import Any
+
+from .train_config import DEFAULT_EPOCHS, TrainConfig
 
 #: Model switches: boolean settings of one architecture's config that ``train`` offers as --NAME and
 #: --no-NAME (dest NAME; None when neither is given: the architecture's default). The config class
@@ -14,13 +18,24 @@ MODEL_SWITCHES: dict[str, tuple[str, str, str]] = {
 }
 
 
+def _default(name: str) -> Any:
+    """``TrainConfig``'s default of a setting: train's defaults are written there only."""
+    f = {f.name: f for f in fields(TrainConfig)}[name]
+    return f.default_factory() if f.default_factory is not MISSING else f.default
+
+
+def _shown(value: float) -> str:
+    """A default as --help shows it: 20, 0.99, 2e-3."""
+    return f"{value:.0e}".replace("e-0", "e-") if 0 < abs(value) < 0.01 else f"{value:g}"
+
+
 def train(p: argparse.ArgumentParser) -> None:
     # --data and --out are required (checked in __main__) except for ``--model list``
     p.add_argument("--data", help="dataset folder (annotations_train.json/annotations_val.json or "
                    "annotations.json) or an annotations JSON file (required)")
     p.add_argument("--out", metavar="RUN_DIR", help="folder for checkpoints, config.json and events.jsonl (required)")
     stop = p.add_mutually_exclusive_group()
-    stop.add_argument("--epochs", type=float, help="passes over the training images (default 20)")
+    stop.add_argument("--epochs", type=float, help=f"passes over the training images (default {_shown(DEFAULT_EPOCHS)})")
     stop.add_argument("--minutes", type=float, help="train for this much training time (total, including resumed time)")
     stop.add_argument("--steps", type=int, help="optimizer steps (total, including resumed steps)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
@@ -28,8 +43,10 @@ def train(p: argparse.ArgumentParser) -> None:
     start.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exact step count)")
     start.add_argument("--init", metavar="CKPT", help="start a new run from this checkpoint's weights and network "
                        "(fine-tuning, e.g. on more data): fresh optimizer, schedule and step 0")
-    p.add_argument("--batch-size", type=int, default=4, help="images per step per process (default 4)")
-    p.add_argument("--image-size", type=int, default=256, help="training input size, a multiple of 32 (default 256)")
+    p.add_argument("--batch-size", type=int, default=_default("batch_size"),
+                   help=f"images per step per process (default {_default('batch_size')})")
+    p.add_argument("--image-size", type=int, default=_default("image_size"),
+                   help=f"training input size, a multiple of 32 (default {_default('image_size')})")
     val = p.add_mutually_exclusive_group()
     val.add_argument("--val-fraction", type=float, default=None,
                      help="hold out this fraction of images for evaluation when the dataset has no val split")
@@ -39,19 +56,24 @@ def train(p: argparse.ArgumentParser) -> None:
         switch = p.add_mutually_exclusive_group()
         switch.add_argument(f"--{flag}", dest=name, action="store_true", default=None, help=on_help)
         switch.add_argument(f"--no-{flag}", dest=name, action="store_false", default=None, help=off_help)
-    p.add_argument("--seed", type=int, default=0, help="seed for init, data order and augmentation (default 0)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak AdamW learning rate (default 2e-3)")
-    p.add_argument("--ema-decay", type=float, default=0.99, metavar="D",
+    p.add_argument("--seed", type=int, default=_default("seed"),
+                   help=f"seed for init, data order and augmentation (default {_default('seed')})")
+    p.add_argument("--lr", type=float, default=_default("lr"),
+                   help=f"peak AdamW learning rate (default {_shown(_default('lr'))})")
+    p.add_argument("--ema-decay", type=float, default=_default("ema_decay"), metavar="D",
                    help="evaluate, predict and checkpoints use the moving average of the weights with this decay "
-                        "(0: the live weights; default 0.99)")
-    p.add_argument("--precision", default="fp32", metavar="fp32|bf16",
+                        f"(0: the live weights; default {_shown(_default('ema_decay'))})")
+    p.add_argument("--precision", default=_default("precision"), metavar="fp32|bf16",
                    help="training arithmetic: fp32 (default) or bf16 autocast (convolutions in bfloat16, weights "
                         "and losses in fp32; for GPUs with bf16 units). Evaluate and predict run in fp32")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="steps between checkpoints (default 200)")
-    p.add_argument("--eval-every", type=int, default=0, help="steps between val evaluations (default: only at the end)")
-    p.add_argument("--save-minutes", type=float, nargs="*", default=[], metavar="M",
+    p.add_argument("--checkpoint-every", type=int, default=_default("checkpoint_every"),
+                   help=f"steps between checkpoints (default {_default('checkpoint_every')})")
+    p.add_argument("--eval-every", type=int, default=_default("eval_every"),
+                   help="steps between val evaluations (default: only at the end)")
+    p.add_argument("--save-minutes", type=float, nargs="*", default=_default("save_minutes"), metavar="M",
                    help="also save minute-M.pt when training time reaches M minutes (for learning curves)")
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes (default 0: 2-core CPUs)")
+    p.add_argument("--workers", type=int, default=_default("workers"),
+                   help=f"data-loader worker processes (default {_default('workers')}: 2-core CPUs)")
     p.add_argument("--model", metavar="NAME", help="architecture of a new run: solov2 (default), yolact, ...; "
                    "'list' (or `python -m blender_instseg.ml models`) prints them. --resume/--init take the checkpoint's")
     p.add_argument("--model-config", default="", metavar="K=V,...",

@@ -21,6 +21,7 @@ from pycocotools import mask as mask_utils
 from ..core.fileio import read_json
 from .layers.object_crops import object_crops
 from .targets import SoloTargets
+from .train_config import AugmentConfig
 
 log = logging.getLogger(__name__)
 
@@ -190,18 +191,6 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 BANK_MAX = 50_000  # objects the classifier crop bank draws from (~115 MB of 24 px crops when all are cut)
-
-
-@dataclass
-class AugmentConfig:
-    scale_min: float = 0.7
-    scale_max: float = 1.3
-    hflip: float = 0.5
-    vflip: float = 0.0
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    min_area: int = 6
 
 
 def mask_boxes_xyxy(masks: np.ndarray) -> np.ndarray:

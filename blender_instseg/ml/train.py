@@ -16,55 +16,23 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..core import protocol
 from ..core.fileio import atomic_write_json
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
 from .cli_args import MODEL_SWITCHES
-from .data import AugmentConfig, CocoSource, DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
+from .data import DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
 from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
+from .train_config import DEFAULT_EPOCHS, AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """Training settings; saved in every checkpoint and in RUN_DIR/config.json."""
-
-    data: str
-    out: str
-    epochs: float | None = None
-    minutes: float | None = None
-    steps: int | None = None
-    batch_size: int = 4
-    image_size: int = 256
-    val_fraction: float = 0.0
-    val_split: str | None = None
-    seed: int = 0
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
-    # evaluate, predict and every checkpoint's "model" use the moving average of the weights (ml/ema.py);
-    # 0: the live weights. On since 2026-12-02: the same AP at the end of a schedule, much higher in a
-    # run stopped before its end (docs/benchmarks.md). Runs saved before it existed resume without it.
-    ema_decay: float = 0.99
-    precision: str = "fp32"  # or "bf16": autocast of the training forward (device.autocast)
-    grad_clip: float = 10.0
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 3
-    eval_every: int = 0
-    save_minutes: list[float] = field(default_factory=list)
-    workers: int = 0
-    init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh optimizer and step 0)
-    augment: dict[str, Any] = field(default_factory=lambda: asdict(AugmentConfig()))
 
 
 class StopFlag:
@@ -462,7 +430,7 @@ def new_model_config(arch: str, num_classes: int, switches: dict[str, bool],
 
 def run(args: argparse.Namespace) -> int:
     if args.epochs is None and args.minutes is None and args.steps is None:
-        args.epochs = 20.0
+        args.epochs = DEFAULT_EPOCHS
     for name in ("epochs", "minutes", "steps", "batch_size", "image_size"):
         v = getattr(args, name)
         if v is not None and v <= 0:

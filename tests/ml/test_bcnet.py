@@ -14,9 +14,10 @@ from pycocotools import mask as mask_utils
 
 pytestmark = pytest.mark.torch
 
-from blender_instseg.ml.data import AugmentConfig, InstanceDataset, collate, load_coco_source
+from blender_instseg.ml.data import InstanceDataset, collate, load_coco_source
 from blender_instseg.ml.models import build_model
 from blender_instseg.ml.models.bcnet import BCNet, BCNetConfig, mask_contour, occluder_masks
+from blender_instseg.ml.train_config import AugmentConfig
 from blender_instseg.ml.models.solov2 import PIXEL_MEAN, PIXEL_STD
 from blender_instseg.ml.layers.masks import crop_masks_to_rois
 
