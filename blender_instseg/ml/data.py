@@ -344,7 +344,7 @@ class InstanceDataset(torch.utils.data.Dataset):
 
 
 class TrainDataset(InstanceDataset):
-    """``InstanceDataset`` with SOLOv2's grid targets, under the signature of the first version (benchmarks, tests)."""
+    """``InstanceDataset`` with SOLOv2's grid targets, their settings passed directly (as benchmarks and tests call it)."""
 
     def __init__(self, source: CocoSource, category_ids: list[int], image_size: int, grids: Sequence[int],
                  scale_ranges: Sequence[tuple[float, float]], sigma: float, seed: int,

@@ -55,7 +55,6 @@ def check_precision(name: str) -> str:
 def autocast(precision: str, device: torch.device) -> torch.autocast:
     """The training forward's mixed-precision context: bf16 autocast (convolutions and matmuls in
     bfloat16; weights, gradients, losses and the optimizer in fp32; no loss scaling, unlike fp16),
-    or a disabled context for fp32. Opt-in: on the benchmark's 2-core CPU it halved the convolutions'
-    time but not the step's (as many steps in 15 minutes as fp32 runs, the same AP; docs/benchmarks.md);
-    it is meant for GPUs with bf16 units, where it was not measured (no GPU lent so far)."""
+    or a disabled context for fp32. Opt-in: on a CPU it speeds up the convolutions but not a whole
+    training step, so fp32 stays the default; it is meant for GPUs with bf16 units."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")

@@ -45,8 +45,8 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     # evaluate, predict and every checkpoint's "model" use the moving average of the weights (ml/ema.py);
-    # 0: the live weights. On since 2026-12-02: the same AP at the end of a schedule, much higher in a
-    # run stopped before its end (docs/benchmarks.md). Runs saved before it existed resume without it.
+    # 0: the live weights. On by default: the same AP at the end of a schedule, higher in a run stopped
+    # before its end. Runs saved without it resume without it.
     ema_decay: float = 0.99
     precision: str = "fp32"  # or "bf16": autocast of the training forward (device.autocast)
     grad_clip: float = 10.0

@@ -1,7 +1,7 @@
 """Second-look classifiers that name an instance from its (candidate) mask, for SOLOv2-lite.
 
-Why: on rendered scenes the grid's category branch finds the objects (class-agnostic AP is about
-2.4x the class-aware AP) but names them poorly: it judges an object from the one grid cell at its
+Why: on rendered scenes the grid's category branch finds the objects (class-agnostic AP is far
+above the class-aware AP) but names them poorly: it judges an object from the one grid cell at its
 centre, at whatever scale the object happens to have. Both classifiers here look at the whole mask
 instead; SOLOv2Lite keeps the grid branch's best score as the detection's objectness and lets one of
 these pick the class (``SOLOv2Lite.reclassify``).
@@ -61,9 +61,8 @@ class RoIMaskClassifier(nn.Module):
         # crop, so its cost grows with the channels cropped
         self.reduce = nn.Conv2d(feat_channels, reduced, 1) if reduced else None
         # ``stages`` times: a stride-2 conv doubling the channels, then a conv (3: 24 -> 12 -> 6 -> 3 px).
-        # Two stages (checkpoints before 2026-12-02) never see a whole silhouette: their last layer's
-        # cells have a ~9 px receptive field, and they could not fit their training crops
-        # (docs/benchmarks.md, "The classifier alone")
+        # Fewer stages never see a whole silhouette (with two, the last layer's cells see ~9 px) and
+        # underfit their training crops; two-stage configs of older checkpoints still load (from_dict)
         layers, c = [conv_gn(3 + 1 + reduced, width)], width
         for _ in range(stages):
             layers += [conv_gn(c, 2 * c, stride=2), conv_gn(2 * c, 2 * c)]
@@ -78,7 +77,7 @@ class RoIMaskClassifier(nn.Module):
         masks' first view, then all second views, ...). Training views > 1 jitter the crop
         (``layers.object_crops.jitter_crops``), standing in for the imperfect predicted masks of inference.
         ``flip_tta`` (inference): the mean log-probabilities of each crop and its mirror image, which
-        are valid logits (+0.7 to +3.4 points of held-out accuracy for the classifier alone).
+        are valid logits (it raises the classifier's held-out accuracy).
         """
         if len(weights) == 0:
             return self.fc[-1].weight.new_zeros((0, self.fc[-1].out_features))

@@ -44,8 +44,8 @@ class Solov2Config(ModelConfigBase):
     head_channels: int = 64
     head_convs: int = 2
     mask_channels: int = 32
-    # the mask features also read the backbone's stride-2 map (MaskFeatureBranch); on since 2026-12-02
-    # (15 minutes: mask AP 0.547 -> 0.560, Boundary AP 0.429 -> 0.444; docs/benchmarks.md)
+    # the mask features also read the backbone's stride-2 map (MaskFeatureBranch): finer detail for the
+    # outlines, which scored higher in mask and Boundary AP; configs saved without it load with it off
     mask_fine: bool = True
     grids: tuple[int, ...] = (24, 16, 8)
     # sqrt(box area) ranges per grid, as fractions of the input size (overlapping, as in SOLO)
@@ -55,8 +55,8 @@ class Solov2Config(ModelConfigBase):
     dice_weight: float = 3.0
     focal_gamma: float = 2.0
     focal_alpha: float = 0.25
-    # off by default since 2026-12-02: at 15 CPU minutes the steps it costs (~14 %) bought more AP
-    # than its refinement (docs/benchmarks.md, "Point head on or off")
+    # off by default: on a CPU within a short time budget, the training steps the point head costs buy
+    # more AP than its refinement does (train --point-head turns it on; it pays off on long runs or a GPU)
     point_head: bool = False
     point_hidden: int = 64
     point_layers: int = 3
@@ -80,13 +80,13 @@ class Solov2Config(ModelConfigBase):
     mask_cls_weight: float = 1.0
     # predicted masks of positive cells per image it trains on (plus every GT mask and the bank), those
     # whose stride-4 mask overlaps their object by mask_cls_min_iou: what it classifies at inference
-    # (trained on GT masks alone it read outline detail predicted masks lack; 16 since 2026-12-02, 8
-    # and 32 measured lower at 15 minutes; docs/benchmarks.md)
+    # (trained on GT masks alone it reads outline detail that predicted masks lack; fewer or more
+    # masks than 16 scored lower)
     mask_cls_max_cells: int = 16
     mask_cls_min_iou: float = 0.5
-    # roi: crops per mask in training, the first plain, the others jittered (RoIMaskClassifier.crops). 1 since
-    # 2026-12-02: predicted masks now show it real imperfect masks, and 3 views cost a quarter of each step
-    # (15 minutes: 2017 steps and mask AP 0.547 against 1520 and 0.536; docs/benchmarks.md)
+    # roi: crops per mask in training, the first plain, the others jittered (RoIMaskClassifier.crops). 1:
+    # the predicted masks it trains on already show it real imperfect masks, and every extra view costs
+    # training steps without raising AP
     mask_cls_views: int = 1
     mask_cls_jitter: float = 0.15  # roi: their centre shift and scale change, fractions of the half side
     mask_cls_topk: int = 4  # classes kept per candidate mask at inference
@@ -429,9 +429,8 @@ class SOLOv2Lite(InstanceSegModel):
         (the final score only falls from here: maskness <= 1, Matrix NMS decays).
 
         Why a product: an unsure decision then ranks below a sure one in every image, which is what AP
-        measures. Earlier rules measured worse on the same checkpoints (docs/benchmarks.md, "Scoring the
-        class decision"): the likeliest class taking the grid score whatever its probability, and a
-        product under the candidate threshold (0.1), which dropped half the detections."""
+        measures. The product is compared with ``update_thr``: the candidate threshold, which is higher,
+        would drop many right detections."""
         assert self.mask_cls is not None
         cfg = self.cfg
         log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta), dim=1)
