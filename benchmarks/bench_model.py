@@ -392,7 +392,8 @@ def cmd_step_time(args: argparse.Namespace) -> int:
 
     from blender_instseg.ml.data import collate
     from blender_instseg.ml.device import autocast, set_threads
-    from blender_instseg.ml.train import TrainConfig, Trainer, parse_overrides
+    from blender_instseg.ml.train import Trainer, parse_overrides
+    from blender_instseg.ml.train_config import TrainConfig
 
     set_threads()
     for text in args.set:
