@@ -60,10 +60,8 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
 
 
 def run_shard(task: RenderTask, indices: list[int], progress: Progress, stop: StopWatcher) -> bool:
-    """Render ``indices`` in order (skipping none: the caller removed finished ones). False if stopped."""
-    from .scene import builder
-
-    builder.reset_blender()
+    """Render ``indices`` in order (skipping none: the caller removed finished ones). False if stopped.
+    Blender was reset by ``run`` before the assets were imported."""
     for index in indices:
         if stop.stopped:
             return False
@@ -127,7 +125,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = cli.resolve_config(args)
     from .scene import meshes
 
+    from .scene import builder
+
     meshes.check_assets(cfg.asset_names())
+    builder.reset_blender()  # an empty factory scene, then the user's assets, imported once for the run
+    meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir)
     entries, pairs, num_images = cli.resolve_plan(args)
     prepare_out_dir(out)
     is_child = args.num_shards is not None

@@ -19,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 PRIMITIVES = ("cube", "sphere", "cylinder", "cone", "torus", "monkey")
-ASSET_PREFIX = "asset:"
+ASSET_PREFIX = "asset:"  # a mesh bundled in the add-on's assets/ folder: "asset:gear" -> assets/gear.obj
+FILE_PREFIX = "file:"  # the user's asset file, relative to objects.assets_dir: "file:chairs/oak.glb"
+# Files Blender imports with its own importers (blender/scene/assets.py); USD where the build has it.
+ASSET_FILE_SUFFIXES = (".blend", ".obj", ".glb", ".gltf", ".fbx", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
+PLACEMENTS = ("free", "upright")
 
 
 def _default_shapes() -> dict[str, str]:
@@ -38,8 +42,20 @@ class ObjectsConfig:
 
     min_count: int = 5
     max_count: int = 20
-    # label map: shape key -> category name. Keys are primitive names or "asset:<file stem>" (assets/ folder).
+    # label map: shape key -> category name. Keys are primitive names, "asset:<file stem>" (the bundled
+    # assets/ folder) or "file:<path relative to assets_dir>" (the user's files, any ASSET_FILE_SUFFIXES).
     shapes: dict[str, str] = field(default_factory=_default_shapes)
+    assets_dir: str = ""  # the folder "file:" keys are relative to (scripts/generate.py --assets DIR)
+    # "free": a uniformly random 3D rotation; "upright": a random turn about the vertical axis only, so
+    # the asset keeps the up axis it was modelled with (chairs stand, bottles stay up)
+    placement: str = "free"
+    # True: every object keeps its mesh's own size in metres (scale ignored); False: its largest
+    # half-extent is drawn from scale
+    real_size: bool = False
+    # per-category overrides of placement / real_size, e.g. {"chair": {"placement": "upright"}}
+    per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # "file:" assets keep the materials they were imported with (textures, UVs); False: the random palette
+    keep_asset_materials: bool = True
     scale: list[float] = field(default_factory=lambda: [0.35, 0.8])  # size of the object's largest half-extent, metres
     scatter_radius: float = 2.2  # objects are placed in a disc of this radius on the ground
     linked_duplicates: float = 0.0  # probability that an object reuses the previous object's mesh+material (tests)
@@ -165,10 +181,23 @@ class GeneratorConfig:
         _check(all(isinstance(c, str) and c.strip() for c in self.categories), "category names must be non-empty")
         for shape, cat in o.shapes.items():
             _check(
-                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX)),
-                f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)} or 'asset:<name>'",
+                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
+                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES)),
+                f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)}, 'asset:<name>' or "
+                f"'file:<path>' with one of {', '.join(ASSET_FILE_SUFFIXES)}",
             )
             _check(cat in self.categories, f"shape {shape!r} maps to category {cat!r}, which is not in categories")
+        _check(not self.file_shapes() or bool(o.assets_dir.strip()),
+               "objects.shapes names 'file:' assets but objects.assets_dir is empty (use --assets DIR)")
+        _check(o.placement in PLACEMENTS, f"objects.placement must be one of {', '.join(PLACEMENTS)}, got {o.placement!r}")
+        _check(isinstance(o.real_size, bool), "objects.real_size must be true or false")
+        for cat, over in o.per_category.items():
+            _check(cat in self.categories, f"objects.per_category names {cat!r}, which is not in categories")
+            _check(isinstance(over, dict) and set(over) <= {"placement", "real_size"},
+                   f"objects.per_category.{cat} may set placement and real_size only, got {over!r}")
+            _check(over.get("placement", "free") in PLACEMENTS,
+                   f"objects.per_category.{cat}.placement must be one of {', '.join(PLACEMENTS)}")
+            _check(isinstance(over.get("real_size", False), bool), f"objects.per_category.{cat}.real_size must be true or false")
         _range(o.scale, "objects.scale", positive=True)
         _range(o.float_height, "objects.float_height")
         _check(o.scatter_radius >= 0, "objects.scatter_radius must be >= 0")
@@ -217,6 +246,19 @@ class GeneratorConfig:
 
     def asset_names(self) -> list[str]:
         return sorted({s[len(ASSET_PREFIX):] for s in self.objects.shapes if s.startswith(ASSET_PREFIX)})
+
+    def file_shapes(self) -> list[str]:
+        """The "file:" shape keys (the user's asset files), sorted."""
+        return sorted(s for s in self.objects.shapes if s.startswith(FILE_PREFIX))
+
+    def placement_of(self, shape: str) -> str:
+        """'free' or 'upright' for this shape's category (per_category first, then objects.placement)."""
+        over = self.objects.per_category.get(self.objects.shapes[shape], {})
+        return str(over.get("placement", self.objects.placement))
+
+    def real_size_of(self, shape: str) -> bool:
+        over = self.objects.per_category.get(self.objects.shapes[shape], {})
+        return bool(over.get("real_size", self.objects.real_size))
 
 
 def _check(ok: bool, message: str) -> None:

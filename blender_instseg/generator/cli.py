@@ -13,6 +13,7 @@ from typing import Any
 
 from ..core import plan
 from ..core.genconfig import GeneratorConfig, load_config
+from . import sources
 
 PROG = "generate.py"
 DESCRIPTION = "Render procedural scenes with Cycles into a COCO instance-segmentation dataset (exact masks)."
@@ -52,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--variants-of", type=Path, metavar="PLAN.json",
                    help='render variants of given scenes instead: a JSON list of {"seed": S, "count": C[, "first": K]}; '
                         "image i is the i-th variant in plan order (--num-images defaults to the plan's total)")
+    a = p.add_argument_group("your objects (override the config)")
+    a.add_argument("--assets", type=Path, metavar="DIR",
+                   help="your asset files become the objects: every .blend .obj .glb .gltf .fbx .ply .stl (.usd*) "
+                        "under DIR, imported with Blender's importers, materials kept; one category per "
+                        "subfolder (or per file at the top of DIR)")
+    a.add_argument("--placement", choices=("free", "upright"),
+                   help="free: random 3D rotation (default); upright: random turn about the vertical axis only")
+    a.add_argument("--real-size", action="store_true", default=None,
+                   help="keep every object's own size in metres instead of drawing it from objects.scale")
     s = p.add_argument_group("scene and render (override the config)")
     s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
     s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
@@ -89,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
     """Defaults < --config file < flags; validated. Raises ValueError (one line) on any problem."""
     cfg = load_config(args.config) if args.config is not None else GeneratorConfig()
+    if args.config is not None and cfg.objects.assets_dir and not Path(cfg.objects.assets_dir).is_absolute():
+        # a config's relative asset folder is relative to the config file, not to where it is run
+        cfg.objects.assets_dir = str((args.config.parent / cfg.objects.assets_dir).resolve())
+    if args.assets is not None:
+        sources.use_asset_folder(cfg, args.assets)
+    if args.placement is not None:
+        cfg.objects.placement = args.placement
+    if args.real_size:
+        cfg.objects.real_size = True
     if args.resolution is not None:
         text = args.resolution.lower()
         try:
@@ -119,7 +138,9 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.output.val_fraction = args.val_fraction
     if args.no_preview:
         cfg.output.preview = False
-    return cfg.validate()
+    cfg.validate()
+    sources.check_asset_files(cfg)
+    return cfg
 
 
 def apply_exports(cfg: GeneratorConfig, exports: list[str]) -> None:

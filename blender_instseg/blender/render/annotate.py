@@ -16,7 +16,6 @@ import bpy
 import numpy as np
 
 from ...core import coco
-from ..scene import meshes
 from ..scene.builder import BuiltScene
 from . import amodal
 
@@ -33,7 +32,7 @@ def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray
     stack = np.zeros((len(built.objects), height, width), bool)
     truncated: list[bool] = []
     for k, so in enumerate(built.objects):
-        sm = meshes.get_shape(so.shape)
+        sm = so.shape_mesh
         ev = so.obj.evaluated_get(depsgraph)
         tris = amodal.world_triangles(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64))
         res = amodal.amodal_mask(tris, cam)

@@ -69,6 +69,7 @@ class SceneObject:
     category_id: int
     obj: bpy.types.Object
     footprint: float  # radius of the object's xy footprint, metres (for non-overlapping placement)
+    shape_mesh: meshes.ShapeMesh  # its shared mesh with the local vertices/triangles (amodal masks)
 
 
 @dataclass
@@ -120,6 +121,11 @@ def _random_rotation(rng: np.random.Generator) -> Quaternion:
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
     return Quaternion((float(q[0]), float(q[1]), float(q[2]), float(q[3])))
+
+
+def _random_yaw(rng: np.random.Generator) -> Quaternion:
+    """A turn about the vertical axis only: the asset keeps the up axis it was modelled with."""
+    return Quaternion((0.0, 0.0, 1.0), float(rng.uniform(0.0, 2.0 * math.pi)))
 
 
 def _ground(size: float) -> bpy.types.Object:
@@ -192,9 +198,11 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     for _ in range(count):
         dup = prev_shape is not None and float(layout.uniform()) < oc.linked_duplicates
         shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
-        sm = meshes.get_shape(shape, assets_dir)
-        scale = float(layout.uniform(oc.scale[0], oc.scale[1]))
-        rot = _random_rotation(layout)
+        sm = meshes.get_shape(shape, assets_dir, oc.assets_dir)
+        scale = float(layout.uniform(oc.scale[0], oc.scale[1]))  # drawn either way: streams stay aligned
+        if cfg.real_size_of(shape):
+            scale = sm.size
+        rot = _random_rotation(layout) if cfg.placement_of(shape) == "free" else _random_yaw(layout)
         rotated = (np.asarray(rot.to_matrix(), np.float64) @ sm.verts.T).T * scale
         footprint = float(np.linalg.norm(rotated[:, :2], axis=1).max())
         drafts.append((dup, shape, sm, scale, rot, rotated, footprint))
@@ -230,12 +238,13 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         obj["instseg_category_id"] = cfg.category_id(shape)
         obj["instseg_shape"] = shape
         collection.objects.link(obj)
-        if build_appearance:
+        if build_appearance and not (sm.own_materials and oc.keep_asset_materials):
             mat = prev_mat if dup and prev_mat is not None else mat_spec.build(f"mat_{k:04d}")
-            obj.material_slots[0].link = "OBJECT"
-            obj.material_slots[0].material = mat
+            for slot in obj.material_slots:  # every slot: an asset may have several
+                slot.link = "OBJECT"
+                slot.material = mat
             prev_mat = mat
-        objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint))
+        objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint, sm))
 
     if cfg.physics.enabled and objects:
         from .physics import settle

@@ -4,9 +4,11 @@ Sharing one mesh between objects is deliberate: it is the case that breaks mater
 mesh-based instance ids in other tools, and it makes scene building fast. Ids live on the object
 (``pass_index``), so linked duplicates still get distinct ids.
 
-Every mesh is centred on the origin and scaled so its largest half-extent is 1. The local vertex
-array and the triangle index array (Blender's own loop triangulation, the one Cycles renders)
-are cached next to the mesh for the amodal rasteriser.
+Every mesh is centred on the origin and scaled so its largest half-extent is 1 (its own size is
+kept in ``ShapeMesh.size``, for ``objects.real_size``). The local vertex array and the triangle
+index array (Blender's own loop triangulation, the one Cycles renders) are cached next to the mesh
+for the amodal rasteriser. Bundled ``asset:`` meshes and the user's ``file:`` assets come in through
+Blender's importers (``assets.py``); ``file:`` assets keep their materials in the mesh's slots.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import bmesh
 import bpy
 import numpy as np
 
-from ...core.genconfig import ASSET_PREFIX, PRIMITIVES
+from ...core.genconfig import ASSET_PREFIX, FILE_PREFIX, PRIMITIVES
+from . import assets
 
 def _find_assets_dir() -> Path:
     """``assets/`` sits inside the package in the installed extension (the zip's root is the
@@ -40,6 +43,8 @@ class ShapeMesh:
     verts: np.ndarray  # (V, 3) float64, local coordinates
     tris: np.ndarray  # (T, 3) int32, indices into verts
     radius: float  # max vertex distance from the origin (bounding sphere)
+    size: float = 1.0  # the largest half-extent before normalisation, in the file's units (metres)
+    own_materials: bool = False  # the mesh's slots hold the asset's own materials (file: assets)
 
 
 _CACHE: dict[str, ShapeMesh] = {}
@@ -57,31 +62,11 @@ def check_assets(names: list[str], assets_dir: Path | None = None) -> None:
             raise ValueError(f"unknown asset {name!r}: no file {p} (run scripts/make_assets.py or fix objects.shapes)")
 
 
-def read_obj(path: Path) -> tuple[np.ndarray, list[list[int]]]:
-    """Minimal Wavefront OBJ reader: ``v`` and ``f`` lines only (texture/normal indices ignored)."""
-    verts: list[tuple[float, float, float]] = []
-    faces: list[list[int]] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read asset {path}: {exc}") from None
-    for lineno, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            if parts[0] == "v":
-                verts.append((float(parts[1]), float(parts[2]), float(parts[3])))
-            elif parts[0] == "f":
-                idx = [int(p.split("/")[0]) for p in parts[1:]]
-                faces.append([i - 1 if i > 0 else len(verts) + i for i in idx])
-        except (IndexError, ValueError):
-            raise ValueError(f"asset {path} line {lineno} is not valid OBJ: {line.strip()!r}") from None
-    if not verts or not faces:
-        raise ValueError(f"asset {path} has no vertices or faces")
-    if any(i < 0 or i >= len(verts) for f in faces for i in f) or any(len(f) < 3 for f in faces):
-        raise ValueError(f"asset {path} has a face with a bad vertex index")
-    return np.asarray(verts, np.float64), faces
+def preload(shapes: list[str], user_dir: str) -> None:
+    """Import every ``file:`` shape now: a file that does not import fails before anything is written
+    (``assets.AssetImportError``, one line naming the file), and the meshes are cached for the run."""
+    for shape in shapes:
+        get_shape(shape, user_dir=user_dir)
 
 
 def _torus(major_segments: int = 32, minor_segments: int = 12, minor_radius: float = 0.3) -> tuple[np.ndarray, list[list[int]]]:
@@ -126,20 +111,23 @@ def _mesh_from_pydata(name: str, verts: np.ndarray, faces: list[list[int]]) -> b
     return mesh
 
 
-def _normalise(mesh: bpy.types.Mesh) -> None:
-    """Centre the bounding box on the origin and scale the largest half-extent to 1."""
+def _normalise(mesh: bpy.types.Mesh) -> float:
+    """Centre the bounding box on the origin and scale the largest half-extent to 1; returns that
+    half-extent as it was."""
     n = len(mesh.vertices)
     co = np.empty(n * 3, np.float64)
     mesh.vertices.foreach_get("co", co)
     co = co.reshape(n, 3)
     centre = (co.max(0) + co.min(0)) / 2
     co -= centre
-    co /= max(float(np.abs(co).max()), 1e-9)
+    size = max(float(np.abs(co).max()), 1e-9)
+    co /= size
     mesh.vertices.foreach_set("co", co.ravel())
     mesh.update()
+    return size
 
 
-def _build(shape: str, assets_dir: Path | None) -> bpy.types.Mesh:
+def _build(shape: str, assets_dir: Path | None, user_dir: str) -> tuple[bpy.types.Mesh, float]:
     name = f"shape_{shape.replace(':', '_')}"
     if shape == "torus":
         v, f = _torus()
@@ -150,16 +138,19 @@ def _build(shape: str, assets_dir: Path | None) -> bpy.types.Mesh:
         bm.to_mesh(mesh)
         bm.free()
     elif shape.startswith(ASSET_PREFIX):
-        v, f = read_obj(asset_path(shape[len(ASSET_PREFIX):], assets_dir))
-        mesh = _mesh_from_pydata(name, v, f)
+        mesh = assets.import_mesh(asset_path(shape[len(ASSET_PREFIX):], assets_dir), name, assets.BUNDLED_OBJ)
+    elif shape.startswith(FILE_PREFIX):
+        mesh = assets.import_mesh(Path(user_dir) / shape[len(FILE_PREFIX):], name)
     else:
         raise ValueError(f"unknown shape {shape!r}")
-    _normalise(mesh)
-    for poly in mesh.polygons:
-        poly.use_smooth = shape in ("sphere", "torus", "monkey", "asset:vase")
-    mesh.materials.append(None)  # one slot; objects link their own material to it (slot link = OBJECT)
+    size = _normalise(mesh)
+    if not shape.startswith(FILE_PREFIX):  # the user's assets keep their own shading
+        for poly in mesh.polygons:
+            poly.use_smooth = shape in ("sphere", "torus", "monkey", "asset:vase")
+    if len(mesh.materials) == 0:
+        mesh.materials.append(None)  # one slot; objects link their own material to it (slot link = OBJECT)
     mesh.use_fake_user = True
-    return mesh
+    return mesh, size
 
 
 def _alive(item: ShapeMesh) -> bool:
@@ -169,12 +160,14 @@ def _alive(item: ShapeMesh) -> bool:
         return False
 
 
-def get_shape(shape: str, assets_dir: Path | None = None) -> ShapeMesh:
-    """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset)."""
-    item = _CACHE.get(shape)
+def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") -> ShapeMesh:
+    """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset); ``user_dir``
+    is the folder of ``file:`` shapes (objects.assets_dir)."""
+    key = f"{user_dir}|{shape}" if shape.startswith(FILE_PREFIX) else shape
+    item = _CACHE.get(key)
     if item is not None and _alive(item):
         return item
-    mesh = _build(shape, assets_dir)
+    mesh, size = _build(shape, assets_dir, user_dir)
     mesh.calc_loop_triangles()
     n = len(mesh.vertices)
     verts = np.empty(n * 3, np.float64)
@@ -183,8 +176,10 @@ def get_shape(shape: str, assets_dir: Path | None = None) -> ShapeMesh:
     t = len(mesh.loop_triangles)
     tris = np.empty(t * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", tris)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()))
-    _CACHE[shape] = item
+    own = shape.startswith(FILE_PREFIX) and any(m is not None for m in mesh.materials)
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()),
+                     size=size, own_materials=own)
+    _CACHE[key] = item
     return item
 
 

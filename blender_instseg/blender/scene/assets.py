@@ -1,0 +1,138 @@
+"""Asset files -> one mesh datablock each, through Blender's own importers.
+
+Every format goes through the importer Blender ships (OBJ, glTF, FBX, PLY, STL, USD) or, for a
+.blend, ``bpy.data.libraries.load``; nothing here parses a file format. An imported file may hold
+many objects (a glTF hierarchy, a .blend's parts): their evaluated meshes (modifiers applied) are
+merged, in world space, into ONE mesh that keeps every material slot, UV map and face attribute, and
+the file's objects are removed again. One mesh per asset is what the scene builder shares between
+all instances of that asset (linked data: imported once per process, never per image), and what the
+amodal rasteriser reads.
+
+Importers print progress lines on stdout; in the generator stdout carries the JSON-lines events,
+so they are sent to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import bmesh
+import bpy
+
+
+class AssetImportError(ValueError):
+    """An asset that cannot be imported; one line naming the file."""
+
+
+def _op(category: str, name: str, **kwargs: Any) -> Callable[[Path], None]:
+    def run(path: Path) -> None:
+        op = getattr(getattr(bpy.ops, category), name)
+        result = op(filepath=str(path), **kwargs)
+        if "FINISHED" not in result:
+            raise AssetImportError(f"cannot import {path}: the {category}.{name} importer returned {sorted(result)}")
+
+    return run
+
+
+def _load_blend(path: Path) -> None:
+    """Append every object of the .blend and link them to the scene (so their modifiers evaluate)."""
+    with bpy.data.libraries.load(str(path), link=False) as (src, dst):
+        dst.objects = list(src.objects)
+    for obj in dst.objects:
+        if obj is not None:
+            bpy.context.scene.collection.objects.link(obj)
+
+
+# suffix -> importer; a new format is one row (and one entry in core.genconfig.ASSET_FILE_SUFFIXES)
+IMPORTERS: dict[str, Callable[[Path], None]] = {
+    ".obj": _op("wm", "obj_import"),
+    ".glb": _op("import_scene", "gltf"),
+    ".gltf": _op("import_scene", "gltf"),
+    ".fbx": _op("import_scene", "fbx"),
+    ".ply": _op("wm", "ply_import"),
+    ".stl": _op("wm", "stl_import"),
+    ".usd": _op("wm", "usd_import"),
+    ".usda": _op("wm", "usd_import"),
+    ".usdc": _op("wm", "usd_import"),
+    ".usdz": _op("wm", "usd_import"),
+    ".blend": _load_blend,
+}
+# The bundled assets/*.obj were written Z-up (scripts/make_assets.py): read them as they are.
+BUNDLED_OBJ = _op("wm", "obj_import", forward_axis="Y", up_axis="Z")
+
+
+def import_mesh(path: Path, name: str, importer: Callable[[Path], None] | None = None) -> bpy.types.Mesh:
+    """Import ``path`` and return one new mesh holding all of its mesh geometry, in the file's world
+    space, with the file's materials in its slots. Raises ``AssetImportError`` (one line)."""
+    suffix = path.suffix.lower()
+    run = importer or IMPORTERS.get(suffix)
+    if run is None:
+        raise AssetImportError(f"cannot import {path}: no importer for {suffix!r} files")
+    if not path.is_file():
+        raise AssetImportError(f"asset file not found: {path}")
+    if suffix.startswith(".usd") and not hasattr(bpy.ops.wm, "usd_import"):
+        raise AssetImportError(f"cannot import {path}: this Blender build has no USD importer")
+    before = set(bpy.data.objects)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            run(path)
+    except AssetImportError:
+        raise
+    except Exception as exc:  # the importer's own error (RuntimeError from bpy.ops, OSError, ...)
+        detail = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        reason = detail[-1].removeprefix("Error: ") if detail else type(exc).__name__
+        raise AssetImportError(f"cannot import {path}: {reason}") from None
+    new = [obj for obj in bpy.data.objects if obj not in before]
+    try:
+        mesh_objects = [obj for obj in new if obj.type == "MESH"]
+        if not mesh_objects:
+            raise AssetImportError(f"{path} holds no mesh object (found: {sorted({o.type for o in new}) or 'nothing'})")
+        mesh = _merge(mesh_objects, name)
+        if len(mesh.polygons) == 0:
+            bpy.data.meshes.remove(mesh)
+            raise AssetImportError(f"{path} holds no faces (only points or edges): nothing to render")
+        return mesh
+    finally:
+        for obj in new:
+            data = obj.data
+            bpy.data.objects.remove(obj, do_unlink=True)
+            if isinstance(data, bpy.types.Mesh) and data.users == 0:
+                bpy.data.meshes.remove(data)
+
+
+def _merge(objects: list[bpy.types.Object], name: str) -> bpy.types.Mesh:
+    """The evaluated meshes of ``objects`` in world space, merged into one new mesh; material
+    indices are offset so every face keeps its material."""
+    bpy.context.view_layer.update()
+    depsgraph = bpy.context.evaluated_depsgraph_get()
+    bm = bmesh.new()
+    materials: list[bpy.types.Material | None] = []
+    for obj in sorted(objects, key=lambda o: o.name):
+        evaluated = obj.evaluated_get(depsgraph)
+        temp = evaluated.to_mesh()
+        try:
+            temp.transform(obj.matrix_world)
+            faces_before = len(bm.faces)
+            bm.from_mesh(temp)
+            offset = len(materials)
+            slots = [slot.material for slot in obj.material_slots]
+            materials.extend(slots or [None])
+            if offset:
+                bm.faces.ensure_lookup_table()
+                for face in bm.faces[faces_before:]:
+                    face.material_index += offset
+        finally:
+            evaluated.to_mesh_clear()
+    mesh = bpy.data.meshes.new(name)
+    bm.to_mesh(mesh)
+    bm.free()
+    for material in materials:
+        mesh.materials.append(material)
+        if material is not None:
+            material.use_fake_user = True  # the generator clears unused materials between images
+    mesh.update()
+    return mesh

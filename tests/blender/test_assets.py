@@ -1,0 +1,254 @@
+"""The user's own asset files as the objects to segment (scripts/generate.py --assets DIR).
+
+The assets are made by this test in a child bpy process and written through Blender's own exporters
+(glTF, OBJ + MTL, PLY, STL, .blend), as a user's files would be: nothing is shipped. They come back
+in through Blender's importers (blender/scene/assets.py), and the checks are: categories from the
+folder layout, the files' materials in the render, upright placement and real size, one mesh per
+asset shared by every instance and every scene, masks that equal the amodal rasteriser on the merged
+mesh (the exactness check of tests/blender/test_generate.py), the validator, and bad input refused
+in one line before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.bpy
+
+import bpy  # noqa: E402
+
+from blender_instseg.blender.render import annotate  # noqa: E402
+from blender_instseg.blender.render import cycles as cy  # noqa: E402
+from blender_instseg.blender.scene import builder, meshes  # noqa: E402
+from blender_instseg.core import coco  # noqa: E402
+from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
+from blender_instseg.generator import sources  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "generate.py"
+
+MAKE_ASSETS = r"""
+import sys
+from pathlib import Path
+import bpy
+
+out = Path(sys.argv[1])
+
+def fresh():
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+
+def material(name, rgb):
+    m = bpy.data.materials.new(name)
+    if not m.use_nodes:
+        m.use_nodes = True
+    m.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*rgb, 1.0)
+    m.diffuse_color = (*rgb, 1.0)
+    return m
+
+for sub in ("boxes", "poles"):
+    (out / sub).mkdir(parents=True, exist_ok=True)
+fresh()
+bpy.ops.mesh.primitive_cube_add(size=0.5)
+bpy.context.object.data.materials.append(material("red", (0.9, 0.02, 0.02)))
+bpy.ops.export_scene.gltf(filepath=str(out / "boxes" / "red.glb"))
+fresh()
+bpy.ops.mesh.primitive_cylinder_add(radius=0.1, depth=1.0)  # a pole: tall along +z
+bpy.context.object.data.materials.append(material("green", (0.02, 0.9, 0.02)))
+bpy.ops.wm.obj_export(filepath=str(out / "poles" / "green.obj"))
+fresh()
+bpy.ops.mesh.primitive_uv_sphere_add(radius=0.3)
+bpy.ops.wm.ply_export(filepath=str(out / "ball.ply"))
+fresh()
+bpy.ops.mesh.primitive_cone_add(radius1=0.3, depth=0.6)
+bpy.ops.wm.stl_export(filepath=str(out / "cone.stl"))
+fresh()
+# two parts under an empty, each with its own material: merged into one mesh with two slots
+parent = bpy.data.objects.new("pair", None)
+bpy.context.scene.collection.objects.link(parent)
+for x, name, rgb in ((-0.6, "left", (0.9, 0.02, 0.02)), (0.6, "right", (0.02, 0.02, 0.9))):
+    bpy.ops.mesh.primitive_cube_add(size=0.4, location=(x, 0.0, 0.0))
+    part = bpy.context.object
+    part.name = name
+    part.data.materials.append(material(name, rgb))
+    part.parent = parent
+parent.location = (5.0, 0.0, 0.0)  # the file's own placement must not matter
+bpy.ops.wm.save_as_mainfile(filepath=str(out / "pair.blend"))
+"""
+
+CATEGORIES = ["ball", "boxes", "cone", "pair", "poles"]
+
+
+@pytest.fixture(scope="module")
+def assets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("user_assets") / "assets"
+    script = out.parent / "make_assets.py"
+    script.write_text(textwrap.dedent(MAKE_ASSETS), encoding="utf-8")
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(out.parent / "blender-user"))
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_blender():
+    builder.reset_blender()
+    yield
+    builder.reset_blender()
+
+
+def _cfg(assets_dir: Path, **objects) -> GeneratorConfig:
+    cfg = GeneratorConfig()
+    sources.use_asset_folder(cfg, assets_dir)
+    for key, value in objects.items():
+        setattr(cfg.objects, key, value)
+    cfg.render.resolution = [64, 48]
+    return cfg.validate()
+
+
+def test_the_folder_layout_gives_the_categories(assets_dir: Path) -> None:
+    shapes = sources.scan_assets(assets_dir)
+    assert shapes == {"file:ball.ply": "ball", "file:boxes/red.glb": "boxes", "file:cone.stl": "cone",
+                      "file:pair.blend": "pair", "file:poles/green.obj": "poles"}  # green.mtl is not an asset
+    cfg = _cfg(assets_dir)
+    assert cfg.categories == CATEGORIES and cfg.objects.assets_dir == str(assets_dir.resolve())
+
+
+def test_parts_merge_into_one_mesh_with_their_materials_and_every_instance_shares_it(assets_dir: Path) -> None:
+    cfg = _cfg(assets_dir, min_count=12, max_count=12)
+    pair = meshes.get_shape("file:pair.blend", user_dir=cfg.objects.assets_dir)
+    assert [m.name for m in pair.mesh.materials] == ["left", "right"] and pair.own_materials
+    assert len(pair.mesh.polygons) == 12  # two cubes
+    # the file's placement (the parent empty at x=5) is gone: centred, largest half-extent 1
+    assert np.allclose(pair.verts.max(0), -pair.verts.min(0)) and np.isclose(np.abs(pair.verts).max(), 1.0)
+    assert np.isclose(pair.size, 0.8)  # its own size: 1.6 m wide
+    ply = meshes.get_shape("file:ball.ply", user_dir=cfg.objects.assets_dir)
+    assert not ply.own_materials  # a PLY has no material: the random palette paints it
+    by_shape: dict[str, set[str]] = {}
+    meshes_before = 0
+    for seed in (3, 4):
+        built = builder.build_scene(cfg, seed)
+        for so in built.objects:
+            by_shape.setdefault(so.shape, set()).add(so.obj.data.name)
+        if seed == 3:
+            meshes_before = len(bpy.data.meshes)
+    assert len(bpy.data.meshes) == meshes_before  # nothing imported again for the next scene
+    assert len(by_shape) >= 3 and all(len(names) == 1 for names in by_shape.values()), by_shape
+
+
+@pytest.mark.parametrize("shape", ["file:boxes/red.glb", "file:poles/green.obj", "file:ball.ply", "file:cone.stl",
+                                   "file:pair.blend"])
+def test_single_asset_amodal_equals_cycles_mask(assets_dir: Path, shape: str) -> None:
+    """The merged, normalised mesh the annotations use is exactly what Cycles renders."""
+    cfg = _cfg(assets_dir, min_count=1, max_count=1)
+    cfg.objects.shapes = {shape: cfg.objects.shapes[shape]}
+    cfg.camera.distance = [2.5, 3.5]
+    built = builder.build_scene(cfg, 11, build_appearance=False)
+    cy.configure(cy.RenderSettings(64, 48, 1, True, 0, False))
+    ids = cy.index_map(cy.render())
+    stack, _ = annotate.amodal_masks(built, 64, 48)
+    visible = ids == 1
+    assert visible.sum() > 20
+    assert np.array_equal(stack[0], visible)
+
+
+def test_upright_keeps_the_up_axis_and_real_size_keeps_metres(assets_dir: Path) -> None:
+    cfg = _cfg(assets_dir, min_count=10, max_count=10, placement="upright", real_size=True)
+    built = builder.build_scene(cfg, 5, build_appearance=False)
+    assert built.objects
+    for so in built.objects:
+        up = np.array(so.obj.matrix_world.to_3x3().normalized()) @ np.array([0.0, 0.0, 1.0])
+        assert np.allclose(up, [0.0, 0.0, 1.0], atol=1e-6), (so.shape, up)
+        assert np.isclose(so.obj.scale[0], so.shape_mesh.size)
+    poles = [so for so in built.objects if so.shape == "file:poles/green.obj"]
+    for so in poles:  # a 1 m pole stands: its top 1 m above its bottom
+        corners = [so.obj.matrix_world @ v.co for v in so.obj.data.vertices]
+        assert np.isclose(max(c.z for c in corners) - min(c.z for c in corners), 1.0, atol=1e-4)
+    # free placement (the default) tilts them
+    tilted = builder.build_scene(_cfg(assets_dir, min_count=10, max_count=10), 5, build_appearance=False)
+    ups = [np.array(so.obj.matrix_world.to_3x3().normalized()) @ np.array([0.0, 0.0, 1.0]) for so in tilted.objects]
+    assert any(abs(u[2]) < 0.99 for u in ups)
+
+
+def test_per_category_override(assets_dir: Path) -> None:
+    cfg = _cfg(assets_dir, min_count=10, max_count=10, per_category={"poles": {"placement": "upright"}})
+    assert cfg.placement_of("file:poles/green.obj") == "upright" and cfg.placement_of("file:ball.ply") == "free"
+    with pytest.raises(ValueError, match="per_category names 'chairs'"):
+        _cfg(assets_dir, per_category={"chairs": {"placement": "upright"}})
+    with pytest.raises(ValueError, match="placement must be one of free, upright"):
+        _cfg(assets_dir, placement="sideways")
+
+
+def _generate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+
+
+def test_generated_dataset_keeps_the_files_materials_and_validates(assets_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "white_light.toml"
+    config.write_text("[lights]\nsaturation = [0.0, 0.0]\n[world]\nstrength = [0.3, 0.3]\n", encoding="utf-8")
+    out = tmp_path / "ds"
+    proc = _generate("--assets", str(assets_dir), "--config", str(config), "--out", str(out), "--num-images", "3",
+                     "--seed", "2", "--resolution", "96", "--samples", "8", "--min-objects", "6", "--max-objects",
+                     "8", "--progress", "jsonl", "--no-preview")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    check = subprocess.run([sys.executable, "-m", "blender_instseg.core", "validate", str(out)], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    gt = json.loads((out / "annotations.json").read_text())
+    assert [c["name"] for c in gt["categories"]] == CATEGORIES
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    files = {im["id"]: im["file_name"] for im in gt["images"]}
+    colours: dict[str, list[np.ndarray]] = {"boxes": [], "poles": []}
+    for ann in gt["annotations"]:
+        name = names[ann["category_id"]]
+        if name not in colours or ann["area"] < 20:
+            continue
+        rgb = cv2.cvtColor(cv2.imread(str(out / files[ann["image_id"]])), cv2.COLOR_BGR2RGB).astype(float)
+        mask = coco.decode_segmentation(ann["segmentation"], rgb.shape[0], rgb.shape[1]).astype(bool)
+        colours[name].append(rgb[mask].mean(0))
+    assert colours["boxes"] and colours["poles"], "no visible box or pole to look at"
+    for r, g, b in colours["boxes"]:  # red.glb's material, not the random palette
+        assert r > 1.5 * g and r > 1.5 * b, (r, g, b)
+    for r, g, b in colours["poles"]:  # green.obj's .mtl
+        assert g > 1.5 * r and g > 1.5 * b, (r, g, b)
+
+
+@pytest.mark.parametrize("case", ["empty", "missing", "corrupt", "points", "mapping"])
+def test_bad_assets_exit_2_with_one_error_line_and_write_nothing(tmp_path: Path, case: str) -> None:
+    folder = tmp_path / "assets"
+    folder.mkdir()
+    extra: list[str] = []
+    if case == "missing":
+        folder = tmp_path / "nowhere"
+        fragment = "asset folder not found"
+    elif case == "empty":
+        (folder / "notes.txt").write_text("no meshes here")
+        fragment = "holds no file Blender can import"
+    elif case == "corrupt":
+        (folder / "broken.glb").write_bytes(b"not a glTF file")
+        fragment = f"cannot import {folder / 'broken.glb'}"
+    elif case == "points":
+        (folder / "points.obj").write_text("v 0 0 0\nv 1 0 0\n")
+        fragment = "holds no faces"
+    else:
+        (folder / "a.ply").write_text("ply\n")  # never read: the mapping fails first
+        config = tmp_path / "map.toml"
+        config.write_text('categories = ["chair"]\n[objects]\nassets_dir = "assets"\n'
+                          '[objects.shapes]\n"file:chairs/oak.glb" = "chair"\n', encoding="utf-8")
+        extra = ["--config", str(config)]
+        fragment = "names 'file:chairs/oak.glb' but"
+    out = tmp_path / "out"
+    args = ["--out", str(out), "--num-images", "2", "--resolution", "32", "--masks-only", "--progress", "none"]
+    proc = _generate(*(["--assets", str(folder)] if case != "mapping" else []), *extra, *args)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert len(errors) == 1 and fragment in errors[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and not out.exists()
