@@ -81,7 +81,12 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
                                  filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01)
     labels, passes = _settle_and_render(built, cfg, settings, timer)
     ids = cy.index_map(labels)
-    annotations, hidden, fixups = annotate.build_annotations(built, ids)
+    oc = cfg.objects
+    annotations, hidden, fixups = annotate.build_annotations(built, ids, oc.min_visible_pixels,
+                                                             oc.min_visible_fraction)
+    dropped = annotate.too_little_visible_ids(hidden)
+    if dropped:
+        ids[np.isin(ids, dropped)] = 0  # background: no mask holds an id without an annotation
     timer.lap("annotate")
 
     stem = f"{index:06d}"
@@ -145,8 +150,10 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
         for attempt in range(oc.max_resample + 1):
             cy.configure(check_settings, percentage=percentage)
             passes = cy.render()
-            present = set(np.flatnonzero(np.bincount(cy.index_map(passes).ravel())).tolist())
-            missing = [o for o in built.objects if o.instance_id not in present]
+            # an object counts as seen with min_visible_pixels at full size (the check may be smaller)
+            counts = np.bincount(cy.index_map(passes).ravel())
+            need = oc.min_visible_pixels * (percentage / 100.0) ** 2
+            missing = [o for o in built.objects if o.instance_id >= len(counts) or counts[o.instance_id] < need]
             if not missing or attempt == oc.max_resample:
                 last = passes
                 break

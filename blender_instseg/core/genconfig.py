@@ -61,6 +61,10 @@ class ObjectsConfig:
     linked_duplicates: float = 0.0  # probability that an object reuses the previous object's mesh+material (tests)
     allow_hidden: bool = False  # keep fully occluded / outside-frame objects without trying to move them
     max_resample: int = 4  # tries to move a hidden object into view before it is recorded in hidden[]
+    # an object needs this many visible pixels AND this fraction of its amodal area visible to be
+    # annotated; below either it is recorded in hidden[] ("too_little_visible") and its pixels are background
+    min_visible_pixels: int = 4
+    min_visible_fraction: float = 0.01
     float_height: list[float] = field(default_factory=lambda: [0.0, 0.0])  # extra height above the ground (no physics)
 
 
@@ -203,6 +207,10 @@ class GeneratorConfig:
         _check(o.scatter_radius >= 0, "objects.scatter_radius must be >= 0")
         _check(0.0 <= o.linked_duplicates <= 1.0, "objects.linked_duplicates must be in [0, 1]")
         _check(o.max_resample >= 0, "objects.max_resample must be >= 0")
+        _check(isinstance(o.min_visible_pixels, int) and o.min_visible_pixels >= 1,
+               f"objects.min_visible_pixels must be an integer >= 1, got {o.min_visible_pixels!r}")
+        _check(0.0 <= o.min_visible_fraction <= 1.0,
+               f"objects.min_visible_fraction must be in [0, 1], got {o.min_visible_fraction}")
         m = self.materials
         _range(m.roughness, "materials.roughness", unit=True)
         _range(m.saturation, "materials.saturation", unit=True)

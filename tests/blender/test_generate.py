@@ -19,6 +19,7 @@ import bpy  # noqa: E402
 from blender_instseg.blender.generate import main as generate  # noqa: E402
 from blender_instseg.blender.render import amodal, annotate  # noqa: E402
 from blender_instseg.blender.render import cycles as cy  # noqa: E402
+from blender_instseg.blender.render import output  # noqa: E402
 from blender_instseg.blender.scene import builder  # noqa: E402
 from blender_instseg.core import coco, dataset  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
@@ -144,6 +145,49 @@ def test_visible_subset_of_amodal_and_hidden_reasons() -> None:
             reasons.add(hd["reason"])
         n_hidden += len(hidden)
     assert reasons == {"occluded", "outside_frame"}  # both branches above ran
+
+
+def test_objects_below_the_visibility_filters_are_hidden_and_cleared_from_the_id_map(tmp_path: Path) -> None:
+    """min_visible_pixels / min_visible_fraction: an object seen by a few pixels, or mostly covered,
+    is not annotated; it is listed as hidden 'too_little_visible' and its pixels become background."""
+    cfg = GeneratorConfig()
+    cfg.objects.min_count = cfg.objects.max_count = 25
+    cfg.objects.scale = [0.2, 1.0]
+    cfg.camera.fit_objects = False
+    cfg.camera.distance = [3.0, 4.0]
+    cfg.camera.elevation = [10.0, 20.0]
+    cfg.render.resolution = [64, 64]
+    dropped = 0
+    for seed in range(3):
+        built, ids = render_scene(cfg, seed)
+        every, _, _ = annotate.build_annotations(built, ids)
+        anns, hidden, _ = annotate.build_annotations(built, ids, min_pixels=40, min_fraction=0.5)
+        assert len(anns) + len(hidden) == 25
+        assert all(a["area"] >= 40 and a["visible_fraction"] >= 0.5 for a in anns)
+        low = [h for h in hidden if h["reason"] == "too_little_visible"]
+        assert {h["instance_id"] for h in low} == {a["instance_id"] for a in every
+                                                  if a["area"] < 40 or a["visible_fraction"] < 0.5}
+        assert all(h["visible_area"] == (ids == h["instance_id"]).sum() for h in low)
+        assert annotate.too_little_visible_ids(hidden) == [h["instance_id"] for h in low]
+        dropped += len(low)
+    assert dropped > 0  # the filter had something to do
+    # through the generator: the masks hold no id of a dropped object, and the dataset validates
+    config = tmp_path / "filters.json"
+    config.write_text(json.dumps({"objects": {"min_visible_pixels": 60, "min_visible_fraction": 0.4,
+                                              "allow_hidden": True}}), encoding="utf-8")
+    out = tmp_path / "ds"
+    assert generate(["--out", str(out), "--config", str(config), *SMALL, "--num-images", "3",
+                     "--min-objects", "14", "--max-objects", "16"]) == 0
+    assert validate_dataset(out).ok
+    seen_low = 0
+    for index in range(3):
+        rec = dataset.read_record(dataset.record_path(out, index))
+        ids = output.read_id_map(out / rec["mask_file"])
+        low = [h["instance_id"] for h in rec["hidden"] if h["reason"] == "too_little_visible"]
+        seen_low += len(low)
+        assert set(np.unique(ids).tolist()) - {0} == {a["instance_id"] for a in rec["annotations"]}
+        assert all(a["area"] >= 60 and a["visible_fraction"] >= 0.4 for a in rec["annotations"])
+    assert seen_low > 0
 
 
 def test_depth_is_z_depth_in_metres() -> None:

@@ -22,6 +22,11 @@ from . import amodal
 log = logging.getLogger(__name__)
 
 
+def too_little_visible_ids(hidden: list[dict[str, Any]]) -> list[int]:
+    """Instance ids that ``build_annotations`` dropped for being too little visible."""
+    return [h["instance_id"] for h in hidden if h["reason"] == "too_little_visible"]
+
+
 def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray, list[bool]]:
     """(N, H, W) amodal masks in instance order and the truncation flag of each object."""
     scene = bpy.context.scene
@@ -41,8 +46,14 @@ def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray
     return stack, truncated
 
 
-def build_annotations(built: BuiltScene, id_map: np.ndarray) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
-    """(annotations, hidden, amodal_fixups) for one image; instance ids are the objects' pass indices."""
+def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1,
+                      min_fraction: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(annotations, hidden, amodal_fixups) for one image; instance ids are the objects' pass indices.
+
+    An object with fewer than ``min_pixels`` visible pixels or a visible fraction below
+    ``min_fraction`` goes to hidden[] with reason ``too_little_visible``; the caller clears its pixels from
+    the id map (``too_little_visible_ids``), so no mask holds an id without an annotation.
+    """
     h, w = id_map.shape
     objects = built.objects
     known = {so.instance_id for so in objects}
@@ -72,6 +83,10 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray) -> tuple[list[dict[
         if v is None:
             hidden.append({**base, "reason": "outside_frame" if am.area == 0 else "occluded",
                            "amodal_area": am.area, "truncated": bool(trunc)})
+            continue
+        if v.area < min_pixels or v.area / am.area < min_fraction:
+            hidden.append({**base, "reason": "too_little_visible", "visible_area": v.area,
+                           "visible_fraction": v.area / am.area, "amodal_area": am.area, "truncated": bool(trunc)})
             continue
         annotations.append({
             "instance_id": so.instance_id,
