@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     meshes.check_assets(cfg.asset_names())
     builder.reset_blender()  # an empty factory scene, then the user's assets, imported once for the run
     meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir)
+    meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir)
     entries, pairs, num_images = cli.resolve_plan(args)
     prepare_out_dir(out)
     is_child = args.num_shards is not None

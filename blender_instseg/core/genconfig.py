@@ -69,6 +69,21 @@ class ObjectsConfig:
 
 
 @dataclass
+class DistractorsConfig:
+    """Objects that are rendered and occlude the others but are never annotated: their pixels are
+    background in the id map, and they lower the visible_fraction of what they cover."""
+
+    # shape keys as in objects.shapes: primitives, "asset:<name>", "file:<path under assets_dir>"
+    shapes: list[str] = field(default_factory=list)
+    assets_dir: str = ""  # the folder of "file:" distractors (scripts/generate.py --distractors DIR)
+    min_count: int = 0
+    max_count: int = 0
+    scale: list[float] = field(default_factory=lambda: [0.35, 0.8])  # largest half-extent, metres
+    placement: str = "free"  # "free" or "upright", as objects.placement
+    keep_asset_materials: bool = True
+
+
+@dataclass
 class MaterialConfig:
     roughness: list[float] = field(default_factory=lambda: [0.1, 0.9])
     metallic_probability: float = 0.25
@@ -141,6 +156,7 @@ class GeneratorConfig:
 
     categories: list[str] = field(default_factory=_default_categories)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    distractors: DistractorsConfig = field(default_factory=DistractorsConfig)
     materials: MaterialConfig = field(default_factory=MaterialConfig)
     lights: LightConfig = field(default_factory=LightConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -211,6 +227,21 @@ class GeneratorConfig:
                f"objects.min_visible_pixels must be an integer >= 1, got {o.min_visible_pixels!r}")
         _check(0.0 <= o.min_visible_fraction <= 1.0,
                f"objects.min_visible_fraction must be in [0, 1], got {o.min_visible_fraction}")
+        d = self.distractors
+        _check(0 <= d.min_count <= d.max_count,
+               f"distractors: need 0 <= min_count <= max_count, got {d.min_count}, {d.max_count}")
+        _check(d.max_count == 0 or len(d.shapes) > 0, "distractors.max_count > 0 but distractors.shapes is empty")
+        _check(o.max_count + d.max_count <= 32767, "objects.max_count + distractors.max_count must be <= 32767")
+        for shape in d.shapes:
+            _check(
+                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
+                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES)),
+                f"unknown distractor shape {shape!r}",
+            )
+        _check(not any(sh.startswith(FILE_PREFIX) for sh in d.shapes) or bool(d.assets_dir.strip()),
+               "distractors.shapes names 'file:' assets but distractors.assets_dir is empty (use --distractors DIR)")
+        _range(d.scale, "distractors.scale", positive=True)
+        _check(d.placement in PLACEMENTS, f"distractors.placement must be one of {', '.join(PLACEMENTS)}")
         m = self.materials
         _range(m.roughness, "materials.roughness", unit=True)
         _range(m.saturation, "materials.saturation", unit=True)
@@ -253,11 +284,16 @@ class GeneratorConfig:
         return self
 
     def asset_names(self) -> list[str]:
-        return sorted({s[len(ASSET_PREFIX):] for s in self.objects.shapes if s.startswith(ASSET_PREFIX)})
+        shapes = [*self.objects.shapes, *self.distractors.shapes]
+        return sorted({s[len(ASSET_PREFIX):] for s in shapes if s.startswith(ASSET_PREFIX)})
 
     def file_shapes(self) -> list[str]:
         """The "file:" shape keys (the user's asset files), sorted."""
         return sorted(s for s in self.objects.shapes if s.startswith(FILE_PREFIX))
+
+    def distractor_file_shapes(self) -> list[str]:
+        """The "file:" distractor shapes (relative to distractors.assets_dir), sorted."""
+        return sorted(s for s in self.distractors.shapes if s.startswith(FILE_PREFIX))
 
     def placement_of(self, shape: str) -> str:
         """'free' or 'upright' for this shape's category (per_category first, then objects.placement)."""

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your asset files become the objects: every .blend .obj .glb .gltf .fbx .ply .stl (.usd*) "
                         "under DIR, imported with Blender's importers, materials kept; one category per "
                         "subfolder (or per file at the top of DIR)")
+    a.add_argument("--distractors", type=Path, metavar="DIR",
+                   help="every asset file under DIR is a distractor: rendered, occluding, never annotated")
+    a.add_argument("--max-distractors", type=int, metavar="N",
+                   help="distractors per scene: 0..N (default 3 with --distractors)")
     a.add_argument("--placement", choices=("free", "upright"),
                    help="free: random 3D rotation (default); upright: random turn about the vertical axis only")
     a.add_argument("--real-size", action="store_true", default=None,
@@ -102,8 +106,14 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
     if args.config is not None and cfg.objects.assets_dir and not Path(cfg.objects.assets_dir).is_absolute():
         # a config's relative asset folder is relative to the config file, not to where it is run
         cfg.objects.assets_dir = str((args.config.parent / cfg.objects.assets_dir).resolve())
+    if args.config is not None and cfg.distractors.assets_dir and not Path(cfg.distractors.assets_dir).is_absolute():
+        cfg.distractors.assets_dir = str((args.config.parent / cfg.distractors.assets_dir).resolve())
     if args.assets is not None:
         sources.use_asset_folder(cfg, args.assets)
+    if args.distractors is not None:
+        sources.use_distractor_folder(cfg, args.distractors)
+    if args.max_distractors is not None:
+        cfg.distractors.max_count = args.max_distractors
     if args.placement is not None:
         cfg.objects.placement = args.placement
     if args.real_size:

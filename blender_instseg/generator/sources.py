@@ -55,13 +55,24 @@ def use_asset_folder(cfg: GeneratorConfig, folder: Path) -> None:
     cfg.categories = sorted(set(shapes.values()))
 
 
+def use_distractor_folder(cfg: GeneratorConfig, folder: Path) -> None:
+    """Every asset file under ``folder`` becomes a distractor shape (categories do not matter);
+    with no count set yet, 0..3 distractors per scene."""
+    cfg.distractors.assets_dir = str(folder.resolve())
+    cfg.distractors.shapes = sorted(scan_assets(folder))
+    if cfg.distractors.max_count == 0:
+        cfg.distractors.max_count = 3
+
+
 def check_asset_files(cfg: GeneratorConfig) -> None:
-    """Every ``file:`` shape exists under ``objects.assets_dir``; ``ValueError`` naming the first missing one."""
-    root = Path(cfg.objects.assets_dir)
-    for shape in cfg.file_shapes():
-        path = root / shape[len(FILE_PREFIX):]
-        if not path.is_file():
-            raise ValueError(f"objects.shapes names {shape!r} but {path} does not exist")
+    """Every ``file:`` shape (objects and distractors) exists in its folder; ``ValueError`` naming the
+    first missing one."""
+    for section, shapes, root in (("objects", cfg.file_shapes(), cfg.objects.assets_dir),
+                                  ("distractors", cfg.distractor_file_shapes(), cfg.distractors.assets_dir)):
+        for shape in shapes:
+            path = Path(root) / shape[len(FILE_PREFIX):]
+            if not path.is_file():
+                raise ValueError(f"{section}.shapes names {shape!r} but {path} does not exist")
 
 
 def asset_file(cfg: GeneratorConfig, shape: str) -> Path:

@@ -252,3 +252,53 @@ def test_bad_assets_exit_2_with_one_error_line_and_write_nothing(tmp_path: Path,
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert len(errors) == 1 and fragment in errors[0], proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_distractors_occlude_but_are_never_annotated(assets_dir: Path) -> None:
+    cfg = GeneratorConfig()
+    cfg.objects.min_count, cfg.objects.max_count = 8, 8
+    cfg.render.resolution = [96, 96]
+    plain = cfg.copy()
+    sources.use_distractor_folder(cfg, assets_dir)
+    cfg.distractors.min_count = cfg.distractors.max_count = 6
+    cfg.distractors.scale = [0.6, 1.0]
+    cfg.validate()
+    covered = 0
+    for seed in range(3):
+        base = builder.build_scene(plain.validate(), seed, build_appearance=False)
+        base_layout = {so.instance_id: tuple(so.obj.matrix_world.translation) for so in base.objects}
+        cy.configure(cy.RenderSettings(96, 96, 1, True, 0, False))
+        alone = cy.index_map(cy.render())
+        built = builder.build_scene(cfg, seed, build_appearance=False)
+        # the objects are where they were without distractors: those draw from their own stream
+        assert {so.instance_id: tuple(so.obj.matrix_world.translation) for so in built.objects} == base_layout
+        extra = [o for o in bpy.context.scene.objects if o.get("instseg_distractor")]
+        assert len(extra) == 6 and all(o.pass_index == 0 for o in extra)
+        cy.configure(cy.RenderSettings(96, 96, 1, True, 0, False))
+        ids = cy.index_map(cy.render())
+        anns, hidden, _ = annotate.build_annotations(built, ids)
+        assert set(np.unique(ids).tolist()) - {0} <= {so.instance_id for so in built.objects}
+        for so in built.objects:  # a distractor only ever takes pixels away
+            assert not ((ids == so.instance_id) & (alone != so.instance_id)).any()
+            covered += int(((alone == so.instance_id) & (ids != so.instance_id)).sum())
+        for a in anns:  # and the visible fraction counts what it covers
+            assert a["area"] == (ids == a["instance_id"]).sum() and a["visible_fraction"] <= 1
+        assert len(anns) + len(hidden) == len(built.objects)
+    assert covered > 0, "no distractor covered any object: the check above had nothing to check"
+
+
+def test_generate_with_distractors_keeps_the_categories_and_validates(assets_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ds"
+    proc = _generate("--distractors", str(assets_dir), "--max-distractors", "4", "--out", str(out), "--num-images",
+                     "2", "--resolution", "64", "--masks-only", "--progress", "none", "--no-preview")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    gt = json.loads((out / "annotations.json").read_text())
+    assert [c["name"] for c in gt["categories"]] == GeneratorConfig().categories  # distractors add none
+    check = subprocess.run([sys.executable, "-m", "blender_instseg.core", "validate", str(out)], capture_output=True,
+                           text=True, cwd=ROOT)
+    assert check.returncode == 0, check.stdout + check.stderr
+    bad = _generate("--distractors", str(assets_dir), "--max-distractors", "-1", "--out", str(tmp_path / "bad"),
+                    "--num-images", "1", "--progress", "none")
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
+    assert bad.returncode == 2 and len(errors) == 1 and "distractors" in errors[0]
+    assert not (tmp_path / "bad").exists()

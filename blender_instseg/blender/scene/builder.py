@@ -33,7 +33,8 @@ from .materials import MaterialSpec, WorldSpec, clay_world, sample_lights
 
 log = logging.getLogger(__name__)
 
-STREAMS = ("layout", "materials", "lights", "camera", "world", "resample")
+# A stream added at the end leaves the others' draws unchanged (SeedSequence children are by index).
+STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors")
 
 
 @dataclass(frozen=True)
@@ -246,11 +247,13 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             prev_mat = mat
         objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint, sm))
 
+    distractors = _add_distractors(cfg, base["distractors"], collection, placed, radius, assets_dir, build_appearance)
+
     if cfg.physics.enabled and objects:
         from .physics import settle
 
         assert scene is not None
-        settle(scene, [o.obj for o in objects], ground if cfg.world.ground else None, cfg.physics.frames)
+        settle(scene, [o.obj for o in objects] + distractors, ground if cfg.world.ground else None, cfg.physics.frames)
 
     if build_appearance:
         scene.world = world_spec.build("world")
@@ -271,9 +274,49 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         "world_gradient": world_spec.gradient,
         "physics": cfg.physics.enabled,
     }
+    if distractors:
+        params["distractors"] = len(distractors)
     if parent_seed is not None:
         params["parent_seed"] = int(parent_seed)
     return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params)
+
+
+def _add_distractors(cfg: GeneratorConfig, rng: np.random.Generator, collection: Any,
+                     placed: list[tuple[float, float, float]], radius: float, assets_dir: Path | None,
+                     build_appearance: bool) -> list[bpy.types.Object]:
+    """Distractors: placed in the same disc, clear of the objects, with pass index 0 so the Object
+    Index pass sees background where they are (they occlude, they are never annotated). All their
+    draws come from their own stream, so a config without them builds the same scenes as before."""
+    d = cfg.distractors
+    if d.max_count == 0 or not d.shapes:
+        return []
+    out = []
+    for k in range(int(rng.integers(d.min_count, d.max_count + 1))):
+        shape = d.shapes[int(rng.integers(0, len(d.shapes)))]
+        sm = meshes.get_shape(shape, assets_dir, d.assets_dir)
+        scale = float(rng.uniform(d.scale[0], d.scale[1]))
+        rot = _random_rotation(rng) if d.placement == "free" else _random_yaw(rng)
+        rotated = (np.asarray(rot.to_matrix(), np.float64) @ sm.verts.T).T * scale
+        footprint = float(np.linalg.norm(rotated[:, :2], axis=1).max())
+        x, y = _place_xy(rng, radius, footprint, placed)
+        lift = float(rng.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1])) if cfg.physics.enabled else 0.0
+        placed.append((x, y, footprint))
+        mat_spec = MaterialSpec.sample(rng, cfg.materials)
+        obj = bpy.data.objects.new(f"distractor_{k + 1:03d}_{shape.replace(':', '_')}", sm.mesh)
+        obj.rotation_mode = "QUATERNION"
+        obj.rotation_quaternion = rot
+        obj.scale = (scale, scale, scale)
+        obj.location = (x, y, -float(rotated[:, 2].min()) + lift + 1e-4)
+        obj.pass_index = 0
+        obj["instseg_distractor"] = True
+        collection.objects.link(obj)
+        if build_appearance and not (sm.own_materials and d.keep_asset_materials):
+            mat = mat_spec.build(f"distractor_mat_{k + 1:03d}")
+            for slot in obj.material_slots:
+                slot.link = "OBJECT"
+                slot.material = mat
+        out.append(obj)
+    return out
 
 
 def _camera(cfg: GeneratorConfig, rng: np.random.Generator, objs: list[bpy.types.Object],
