@@ -51,6 +51,26 @@ class InstSegSettings(bpy.types.PropertyGroup):
                          description="Cycles samples per pixel for the RGB images")
     masks_only: BoolProperty(name="Masks Only", default=False,  # type: ignore[valid-type]
                              description="Skip RGB (1 sample, no bounces): masks, depth and COCO only, fast")
+    # Dataset: where the objects come from (docs/generator.md, "Bring your own objects")
+    object_source: EnumProperty(  # type: ignore[valid-type]
+        name="Objects", default="BUILTIN",
+        items=[("BUILTIN", "Built-in Shapes", "Six primitives and three bundled shapes, random colours"),
+               ("FOLDER", "Asset Folder", "Your asset files (.blend .obj .glb .gltf .fbx .ply .stl .usd): "
+                "one category per subfolder, or per file at the top of the folder")])
+    assets_dir: StringProperty(  # type: ignore[valid-type]
+        name="Asset Folder", subtype="DIR_PATH", default="",
+        description="Folder of your asset files; each subfolder is a category")
+    placement: EnumProperty(  # type: ignore[valid-type]
+        name="Placement", default="free",
+        items=[("free", "Free", "A random 3D rotation"),
+               ("upright", "Upright", "A random turn about the vertical axis only: objects keep their up axis")])
+    real_size: BoolProperty(name="Real Size", default=False,  # type: ignore[valid-type]
+                            description="Keep every object's own size in metres instead of a random size")
+    distractors_dir: StringProperty(  # type: ignore[valid-type]
+        name="Distractors", subtype="DIR_PATH", default="",
+        description="Optional folder of asset files rendered as clutter: they occlude, they are never labelled")
+    max_distractors: IntProperty(name="Max Distractors", default=3, min=0, soft_max=50,  # type: ignore[valid-type]
+                                 description="Distractors per scene: 0 up to this many")
     # Training
     run_dir: StringProperty(name="Run Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
                             description="Where checkpoints go; empty = 'run' under the add-on's output folder")

@@ -202,3 +202,33 @@ def _op_registered(idname: str) -> bool:
         return True
     except (KeyError, AttributeError):
         return False
+
+
+def test_asset_folder_source_shows_its_categories_and_reaches_the_generator(addon: Any, tmp_path: Any) -> None:
+    from blender_instseg.blender.ops.dataset import generate_args
+
+    folder = tmp_path / "assets"
+    (folder / "mugs").mkdir(parents=True)
+    for name in ("mugs/a.glb", "mugs/b.obj", "bottle.ply"):
+        (folder / name).write_bytes(b"")  # the panel only reads names; the generator imports them
+    s = bpy.context.scene.instseg
+    s.object_source, s.assets_dir, s.placement, s.real_size = "FOLDER", str(folder), "upright", True
+    s.distractors_dir, s.max_distractors = str(folder / "mugs"), 2
+    try:
+        labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
+        assert "2 categories, 3 files" in labels and "mugs: 2 files" in labels and "bottle: 1 file" in labels
+        args = generate_args(bpy.context)
+        assert args[args.index("--assets") + 1] == str(folder)
+        assert args[args.index("--placement") + 1] == "upright" and "--real-size" in args
+        assert args[args.index("--distractors") + 1] == str(folder / "mugs")
+        assert args[args.index("--max-distractors") + 1] == "2"
+        s.assets_dir = str(tmp_path / "empty")
+        (tmp_path / "empty").mkdir()
+        labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
+        assert any("holds no file Blender can import" in text for text in labels)
+        s.assets_dir = ""
+        with pytest.raises(ValueError, match="no Asset Folder"):
+            generate_args(bpy.context)
+    finally:
+        s.object_source, s.assets_dir, s.placement, s.real_size = "BUILTIN", "", "free", False
+        s.distractors_dir = ""

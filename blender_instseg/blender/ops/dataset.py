@@ -25,6 +25,17 @@ def generate_args(context: Any) -> list[str]:
             "--max-objects", str(s.max_objects), "--samples", str(s.samples), "--progress", "jsonl"]
     if s.masks_only:
         args.append("--masks-only")
+    if s.object_source == "FOLDER":
+        folder = bpy.path.abspath(s.assets_dir.strip()) if s.assets_dir.strip() else ""
+        if not folder:
+            raise ValueError("Objects is set to Asset Folder but no Asset Folder is chosen")
+        args += ["--assets", folder]
+    args += ["--placement", s.placement]
+    if s.real_size:
+        args.append("--real-size")
+    if s.distractors_dir.strip():
+        args += ["--distractors", bpy.path.abspath(s.distractors_dir.strip()), "--max-distractors",
+                 str(s.max_distractors)]
     return args
 
 

@@ -5,6 +5,8 @@ Draw code only reads properties and places operator buttons; all work happens in
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import bpy
@@ -87,6 +89,59 @@ class INSTSEG_PT_main(_Base):
             row.operator("instseg.cancel_job", text="", icon="CANCEL")
 
 
+def draw_sources(layout: Any, s: Any) -> None:
+    """Where the objects come from, the categories an asset folder gives, placement, distractors."""
+    col = layout.column()
+    col.prop(s, "object_source")
+    sub = col.column()
+    sub.enabled = s.object_source == "FOLDER"
+    sub.prop(s, "assets_dir")
+    if s.object_source == "FOLDER":
+        box = col.box()
+        for line in asset_folder_summary(s.assets_dir):
+            box.label(text=line)
+    col.prop(s, "placement")
+    col.prop(s, "real_size")
+    col.prop(s, "distractors_dir")
+    sub = col.column()
+    sub.enabled = bool(s.distractors_dir.strip())
+    sub.prop(s, "max_distractors")
+
+
+_SUMMARIES: dict[str, tuple[float, list[str]]] = {}
+
+
+def asset_folder_summary(folder: str, most: int = 8) -> list[str]:
+    """What the folder gives, as the generator will read it: one line per category with its file
+    count, or the one-line reason it cannot be used. Cached per folder until its time stamp changes
+    (the panel redraws often; a folder of scans is not small)."""
+    from ...generator.sources import scan_assets
+
+    if not folder.strip():
+        return ["Choose a folder: one subfolder per category"]
+    path = Path(bpy.path.abspath(folder.strip()))
+    try:
+        stamp = os.stat(path).st_mtime
+    except OSError:
+        stamp = -1.0
+    cached = _SUMMARIES.get(str(path))
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
+    try:
+        shapes = scan_assets(path)
+    except ValueError as exc:
+        return [str(exc)]
+    counts: dict[str, int] = {}
+    for category in shapes.values():
+        counts[category] = counts.get(category, 0) + 1
+    lines = [f"{len(counts)} categories, {len(shapes)} files"]
+    lines += [f"{name}: {n} file{'s' if n != 1 else ''}" for name, n in sorted(counts.items())[:most]]
+    if len(counts) > most:
+        lines.append(f"... and {len(counts) - most} more")
+    _SUMMARIES[str(path)] = (stamp, lines)
+    return lines
+
+
 class INSTSEG_PT_dataset(_Base):
     bl_idname = "INSTSEG_PT_dataset"
     bl_label = "Dataset"
@@ -105,6 +160,7 @@ class INSTSEG_PT_dataset(_Base):
         col = layout.column(align=True)
         col.prop(s, "min_objects", text="Objects Min")
         col.prop(s, "max_objects", text="Max")
+        draw_sources(layout, s)
         col = layout.column()
         col.prop(s, "masks_only")
         sub = col.column()
