@@ -84,7 +84,9 @@ def test_render_view_gives_one_id_per_visible_object_and_restores_indices(scene)
     assert cols["Left"] < cols["Middle"] < cols["Right"]
 
 
-def test_pass_index_zero_is_background_when_the_scene_marks_instances(scene) -> None:
+def test_the_artists_pass_indices_do_not_hide_objects_and_are_kept(scene) -> None:
+    """An artist's own pass indices (for compositing) change nothing: every visible object is a
+    candidate, and the indices are the same after the click."""
     from blender_instseg.blender.ops.view_render import render_view
 
     for ob in scene.objects:
@@ -93,8 +95,54 @@ def test_pass_index_zero_is_background_when_the_scene_marks_instances(scene) -> 
     scene.objects["Right"].pass_index = 9
     view = render_view(bpy.context, samples=1)
     seen = {view.index_to_object[int(i)] for i in np.unique(view.id_map) if i}
-    assert seen == {"Left", "Right"}  # "Middle" (pass index 0) is background, like a generator's ground
-    assert (scene.objects["Left"].pass_index, scene.objects["Middle"].pass_index) == (5, 0)
+    assert seen == {"Left", "Middle", "Right"}
+    assert [scene.objects[n].pass_index for n in ("Left", "Middle", "Right")] == [5, 0, 9]
+
+
+def test_in_a_generator_scene_only_its_instances_are_candidates(scene) -> None:
+    from blender_instseg.blender.ops.view_render import render_view
+
+    for name in ("Left", "Right"):
+        scene.objects[name]["instseg_instance_id"] = 1
+    try:
+        view = render_view(bpy.context, samples=1)
+    finally:
+        for name in ("Left", "Right"):
+            del scene.objects[name]["instseg_instance_id"]
+    seen = {view.index_to_object[int(i)] for i in np.unique(view.id_map) if i}
+    assert seen == {"Left", "Right"}  # "Middle" is background, like a generator's ground
+
+
+def test_instances_get_their_own_ids_and_select_their_instancer(scene) -> None:
+    """Collection instances: each one is matched on its own pixels and its pixels name the empty
+    that makes it; the stand-ins are gone afterwards."""
+    from blender_instseg.blender.ops.view_render import render_view
+
+    part = scene.objects["Middle"]
+    coll = bpy.data.collections.new("Part")
+    coll.objects.link(bpy.data.objects.new("part", part.data))
+    names_before = sorted(o.name for o in bpy.data.objects)
+    empties = []
+    for i, x in enumerate((-2.0, 2.0)):
+        empty = bpy.data.objects.new(f"copy_{i}", None)
+        empty.instance_type, empty.instance_collection = "COLLECTION", coll
+        empty.location = (x, -1.5, 0.0)
+        scene.collection.objects.link(empty)
+        empties.append(empty.name)
+    try:
+        view = render_view(bpy.context, samples=1)
+        ids_of = {}
+        for i in np.unique(view.id_map):
+            if i:
+                ids_of.setdefault(view.index_to_object[int(i)], []).append(int(i))
+        assert len(ids_of.get("copy_0", [])) == 1 and len(ids_of.get("copy_1", [])) == 1
+        assert ids_of["copy_0"] != ids_of["copy_1"]
+        assert sorted(o.name for o in bpy.data.objects) == sorted(names_before + empties)
+    finally:
+        for name in empties:
+            bpy.data.objects.remove(bpy.data.objects[name])
+        bpy.data.objects.remove(bpy.data.objects["part"])
+        bpy.data.collections.remove(coll)
 
 
 def _write_categories(scene) -> None:

@@ -1,7 +1,10 @@
 """Render the active camera once with Cycles and keep RGB + Object Index in memory.
 
 Predict View needs to know which scene object owns each pixel, so every visible object gets a
-temporary unique ``pass_index`` (restored afterwards, with every render setting we touch) and the
+temporary unique ``pass_index`` (restored afterwards, with every render setting we touch), every
+instance of a Geometry-Nodes scatter, particle system or collection instance gets one too through
+temporary stand-in objects (``scene.instances``; removed afterwards, and a pixel of an instance
+belongs to its instancer, the object the artist can select), and the
 Object Index pass is read straight from the RenderResult (blender-5.0-facts.md section 3,
 approach A: wrap ``CyclesRender.render`` and copy passes with ``foreach_get``; no files, no
 compositor, and it works in background mode where the Viewer node never fills).
@@ -24,6 +27,7 @@ import bpy
 import numpy as np
 
 from ..render import cycles as rc
+from ..scene import instances
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +84,19 @@ def _temporarily(obj: Any, **values: Any) -> Iterator[None]:
                 log.warning("could not restore %s.%s", obj, k)
 
 
+GENERATOR_MARK = "instseg_instance_id"  # set on the objects of a generator scene (scene.builder)
+
+
 def candidate_objects(scene: Any, view_layer: Any) -> list[Any]:
     """The objects a prediction may be matched to.
 
-    A scene that already marks its instances with ``pass_index > 0`` (as the generator does, with
-    the ground left at 0) keeps that meaning: pass index 0 is background. Otherwise every visible
-    renderable object is a candidate.
+    In a scene the generator built, only its instances (custom property ``instseg_instance_id``)
+    are candidates and the rest (the ground) is background. In any other scene every visible
+    renderable object is one, whatever pass indices the artist gave them for their own compositing.
     """
-    visible = [ob for ob in scene.objects if ob.type in RENDERABLE and ob.visible_get(view_layer=view_layer)]
-    marked = [ob for ob in visible if ob.pass_index > 0]
+    visible = [ob for ob in scene.objects if ob.type in RENDERABLE and ob.visible_get(view_layer=view_layer)
+               and not ob.hide_render]
+    marked = [ob for ob in visible if GENERATOR_MARK in ob.keys()]
     return marked or visible
 
 
@@ -98,13 +106,27 @@ def render_view(context: Any, samples: int = 8) -> ViewRender:
     if scene.camera is None:
         raise ValueError("the scene has no active camera; add one or set Scene > Camera")
     view_layer = context.view_layer
-    objects = candidate_objects(scene, view_layer)
-    if not objects:
+    realized = instances.realize_instances(scene, view_layer)
+    try:
+        return _render_ids(scene, view_layer, realized, samples)
+    finally:
+        realized.undo()
+
+
+def _render_ids(scene: Any, view_layer: Any, realized: instances.Realized, samples: int) -> ViewRender:
+    stand_ins = {ob.name for group in realized.groups for ob in group.objects}
+    objects = [ob for ob in candidate_objects(scene, view_layer) if ob.name not in stand_ins]
+    if not objects and not realized.groups:
         raise ValueError("nothing to predict: the scene has no visible objects")
-    if len(objects) > 65535:
+    if len(objects) + len(realized.groups) > 65535:
         raise ValueError("more than 65535 visible objects; the index pass cannot tell them apart")
     saved_index = {ob.name: ob.pass_index for ob in objects}
     index_to_object = {i: ob.name for i, ob in enumerate(objects, start=1)}
+    first = len(objects) + 1
+    for k, group in enumerate(realized.groups, start=first):
+        index_to_object[k] = group.instancer  # an instance's pixels select the object that makes it
+        for ob in group.objects:
+            ob.pass_index = k
     render = scene.render
     cyc = scene.cycles
     try:
