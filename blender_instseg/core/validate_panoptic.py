@@ -1,4 +1,4 @@
-"""``validate``'s checks of the label outputs made by ``core.panoptic``: semantic maps and COCO panoptic.
+"""``validate``'s checks of the per-pixel label formats: semantic maps and COCO panoptic.
 
 Each is compared with the instance annotations of the same image (the visible masks the COCO
 checker decoded), exactly: a semantic map is the union of the instance masks by category, a
@@ -15,7 +15,9 @@ import numpy as np
 
 from .coco import bbox_of_mask
 from .dataset import load_coco
-from .panoptic import PANOPTIC_DIR, SEMANTIC_DIR, output_name, panoptic_file_for, read_label_png, read_panoptic_png
+from .formats.label_maps import output_name, read_label_png
+from .formats.panoptic import PANOPTIC_DIR, panoptic_file_for, read_panoptic_png
+from .formats.semantic import SEMANTIC_DIR
 from .validate_coco import CocoIndex
 from .validate_report import ValidationReport, is_int, is_number
 

@@ -331,7 +331,7 @@ def test_physics_drop_is_deterministic(tmp_path: Path) -> None:
 def test_semantic_and_panoptic_outputs_validate_and_equal_the_export_command(tmp_path: Path) -> None:
     """--export semantic panoptic (here one via the config) gives valid outputs; the core
     export-panoptic command on a dataset generated without them writes the same bytes."""
-    from blender_instseg.core import panoptic
+    from blender_instseg.core.formats import panoptic
     from blender_instseg.core.__main__ import main as core_main
 
     cfg = tmp_path / "semantic.json"
