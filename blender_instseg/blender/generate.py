@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core import dataset, formats, plan, protocol
+from ..core import formats, plan, protocol
+from ..core.formats import dataset
 from ..core.genconfig import GeneratorConfig
 from ..generator import cli
 from ..generator.cli import UsageError, prepare_out_dir

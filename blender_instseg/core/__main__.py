@@ -16,10 +16,11 @@ from .formats import FORMATS
 
 #: command -> (module, help), in the order ``--help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("blender_instseg.core.validate", "check a dataset the way a strict consumer would"),
+    "validate": ("blender_instseg.core.validation.validate", "check a dataset the way a strict consumer would"),
     "merge": ("blender_instseg.core.merge", "join per-image records (one or more dataset folders) into COCO files"),
     **{fmt.command: (fmt.module, fmt.command_help) for fmt in FORMATS.values() if fmt.command is not None},
-    "evaluate": ("blender_instseg.core.evaluate", "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
+    "evaluate": ("blender_instseg.core.evaluation.evaluate",
+                 "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
 }
 
 

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core import dataset
+from ..core.formats import dataset
 from ..core.fileio import atomic_write_json
 from ..core.formats import FORMATS
 from ..core.genconfig import export_switch

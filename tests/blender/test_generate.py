@@ -20,9 +20,9 @@ from blender_instseg.blender.generate import main as generate  # noqa: E402
 from blender_instseg.blender.render import amodal, annotate  # noqa: E402
 from blender_instseg.blender.render import cycles as cy  # noqa: E402
 from blender_instseg.blender.scene import builder  # noqa: E402
-from blender_instseg.core import coco, dataset  # noqa: E402
+from blender_instseg.core.formats import coco, dataset  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
-from blender_instseg.core.validate import validate_dataset  # noqa: E402
+from blender_instseg.core.validation.validate import validate_dataset  # noqa: E402
 
 SMALL = ["--resolution", "64", "--masks-only", "--min-objects", "4", "--max-objects", "9", "--progress", "none",
          "--no-preview"]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from blender_instseg.core import dataset, formats
+from blender_instseg.core import formats
 from blender_instseg.core.__main__ import COMMANDS
-from blender_instseg.core.formats import FORMATS, Format
+from blender_instseg.core.formats import FORMATS, Format, dataset
 from blender_instseg.core.genconfig import GeneratorConfig
 from blender_instseg.generator import cli, resume
 from tests.core.coco_fixtures import make_record_dataset

@@ -13,10 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from blender_instseg.core import coco, dataset
+from blender_instseg.core.formats import coco, dataset
 from blender_instseg.core.formats import panoptic, semantic
 from blender_instseg.core.formats.panoptic import BACKGROUND_SEGMENT_ID, export_panoptic
-from blender_instseg.core.validate import validate_dataset
+from blender_instseg.core.validation.validate import validate_dataset
 from tests.core.coco_fixtures import awkward_id_map, make_record_dataset, reference_bbox
 
 ROOT = Path(__file__).resolve().parents[2]

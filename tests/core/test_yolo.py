@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_instseg.core import coco, dataset
+from blender_instseg.core.formats import coco, dataset
 from blender_instseg.core.formats.yolo import export_yolo, label_rows, merge_multi_segment
 from tests.core.coco_fixtures import awkward_id_map, make_record_dataset
 

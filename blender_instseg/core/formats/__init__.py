@@ -45,7 +45,8 @@ FORMATS: dict[str, Format] = {
     "semantic": Format("blender_instseg.core.formats.semantic", "semantic/ category maps"),
     "panoptic": Format("blender_instseg.core.formats.panoptic", "COCO panoptic/ + panoptic*.json",
                        command="export-panoptic",
-                       command_help="write semantic/ maps and COCO panoptic/ + panoptic*.json from the instance-id maps"),
+                       command_help="write semantic/ maps and COCO panoptic/ + panoptic*.json "
+                                    "from the instance-id maps"),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..dataset import ANNOTATIONS_FILE
+from .dataset import ANNOTATIONS_FILE
 
 log = logging.getLogger(__name__)
 

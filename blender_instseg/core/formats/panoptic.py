@@ -30,10 +30,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .. import coco
-from ..dataset import load_coco
 from ..fileio import atomic_write_bytes, atomic_write_json
+from . import coco
 from . import semantic as semantic_format
+from .dataset import load_coco
 from .label_maps import (ANNOTATIONS_PREFIX, ID_MAP_LIMIT, annotations_by_image, checked_id_map, coco_files,
                          first_time, instance_table, largest_category_id, lookup, output_name, png_bytes, read_id_map)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..dataset import load_coco
 from ..fileio import atomic_write_bytes
+from .dataset import load_coco
 from .label_maps import (annotations_by_image, checked_id_map, coco_files, first_time, instance_table, lookup,
                          largest_category_id, output_name, png_bytes, read_id_map)
 

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from ..coco import decode_segmentation, mask_to_polygons
-from ..dataset import ANNOTATIONS_FILE, load_coco
 from ..fileio import atomic_link_or_copy, atomic_write_text
+from .coco import decode_segmentation, mask_to_polygons
+from .dataset import ANNOTATIONS_FILE, load_coco
 
 log = logging.getLogger(__name__)
 
