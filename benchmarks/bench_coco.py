@@ -21,7 +21,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from blender_instseg.core.coco import encode_id_map  # noqa: E402
+from blender_instseg.core.formats.coco import encode_id_map  # noqa: E402
 
 
 def make_scene(size: int, n: int, seed: int) -> np.ndarray:

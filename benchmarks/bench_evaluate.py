@@ -24,9 +24,9 @@ from pycocotools.cocoeval import COCOeval
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blender_instseg.core import metrics as M  # noqa: E402
-from blender_instseg.core.eval_inputs import quiet  # noqa: E402
-from blender_instseg.core.evaluate import evaluate  # noqa: E402
+from blender_instseg.core.evaluation import metrics as M  # noqa: E402
+from blender_instseg.core.evaluation.inputs import quiet  # noqa: E402
+from blender_instseg.core.evaluation.evaluate import evaluate  # noqa: E402
 
 
 def _encode(stack: np.ndarray) -> list[dict]:

@@ -29,7 +29,7 @@ def loop(out: Path, n: int, *, masks_only: bool, res: int, samples: int) -> tupl
     from blender_instseg.blender import generate, render_image
     from blender_instseg.blender.render import cycles as cy
     from blender_instseg.blender.scene import builder
-    from blender_instseg.core import dataset
+    from blender_instseg.core.formats import dataset
     from blender_instseg.core.genconfig import GeneratorConfig
 
     cfg = GeneratorConfig()

@@ -258,8 +258,8 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 def _heavy_occlusion_ap(gt_path: Path, preds_path: Path, below: float = 0.5) -> float | None:
     """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.metrics' buckets)."""
-    from blender_instseg.core import metrics as M
-    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions
+    from blender_instseg.core.evaluation import metrics as M
+    from blender_instseg.core.evaluation.inputs import load_ground_truth, load_predictions
 
     gt, _ = load_ground_truth(gt_path)
     dt = load_predictions(preds_path, gt)
@@ -327,7 +327,7 @@ def cmd_agnostic(args: argparse.Namespace) -> int:
     bottleneck), a small one that segmentation itself is."""
     from pycocotools.cocoeval import COCOeval
 
-    from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions, quiet
+    from blender_instseg.core.evaluation.inputs import load_ground_truth, load_predictions, quiet
 
     gt, _ = load_ground_truth(args.gt)
     dt = load_predictions(args.pred, gt)

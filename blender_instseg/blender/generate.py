@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..core import dataset, plan, protocol
+from ..core import formats, plan, protocol
+from ..core.formats import dataset
 from ..core.genconfig import GeneratorConfig
 from ..generator import cli
 from ..generator.cli import UsageError, prepare_out_dir
@@ -71,17 +72,10 @@ def run_shard(task: RenderTask, indices: list[int], progress: Progress, stop: St
 
 
 def finish_dataset(out: Path, cfg: GeneratorConfig, roots: list[Path] | None = None) -> dict[str, Path]:
-    """Merge records into COCO files, then the optional YOLO / semantic / panoptic exports and the preview sheet."""
+    """Merge records into COCO files, then the output formats the config asks for (``formats.FORMATS``,
+    in table order) and the preview sheet."""
     paths = dataset.merge_dataset(roots or [out], out_root=out, mask_format=cfg.output.mask_format)
-    if cfg.output.export_yolo:
-        from ..core import yolo
-
-        paths["yolo"] = yolo.export_yolo(out)
-    if cfg.output.export_semantic or cfg.output.export_panoptic:
-        from ..core import panoptic
-
-        paths.update(panoptic.export_panoptic(out, semantic=cfg.output.export_semantic,
-                                              panoptic=cfg.output.export_panoptic))
+    paths.update(formats.write(out, cfg.output.exports))
     if cfg.output.preview:
         paths["preview"] = write_preview(out)
     return paths

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..core import dataset, plan
+from ..core import plan
+from ..core.formats import dataset
 from ..core.genconfig import GeneratorConfig
 
 

@@ -1,7 +1,8 @@
 """``python -m blender_instseg.core <command>``: the bpy-free, torch-free tools.
 
 Each command lives in its own module, which provides ``configure_parser(parser)`` and
-``run(args) -> int``; modules are imported only when their command is used.
+``run(args) -> int``; modules are imported only when their command is used. The export commands
+come from the output-format table (``formats.FORMATS``: a row's ``command``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import importlib
 import logging
 import sys
 
+from .formats import FORMATS
+
+#: command -> (module, help), in the order ``--help`` lists them
 COMMANDS: dict[str, tuple[str, str]] = {
-    "validate": ("blender_instseg.core.validate", "check a dataset the way a strict consumer would"),
+    "validate": ("blender_instseg.core.validation.validate", "check a dataset the way a strict consumer would"),
     "merge": ("blender_instseg.core.merge", "join per-image records (one or more dataset folders) into COCO files"),
-    "export-yolo": ("blender_instseg.core.yolo", "write ultralytics YOLO-seg labels/ and dataset.yaml"),
-    "export-panoptic": ("blender_instseg.core.panoptic",
-                        "write semantic/ maps and COCO panoptic/ + panoptic*.json from the instance-id maps"),
-    "evaluate": ("blender_instseg.core.evaluate", "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
+    **{fmt.command: (fmt.module, fmt.command_help) for fmt in FORMATS.values() if fmt.command is not None},
+    "evaluate": ("blender_instseg.core.evaluation.evaluate",
+                 "COCO mask AP, Boundary AP and breakdowns for a predictions file"),
 }
 
 

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .dataset import RECORD_FILE_KEYS, load_coco
 from .fileio import atomic_write_json
+from .formats.dataset import RECORD_FILE_KEYS, load_coco
 
 
 def _rebase(value: Any, src_dir: Path, out_dir: Path) -> Any:

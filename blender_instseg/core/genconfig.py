@@ -16,7 +16,9 @@ import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
+
+from . import formats
 
 PRIMITIVES = ("cube", "sphere", "cylinder", "cone", "torus", "monkey")
 ASSET_PREFIX = "asset:"  # a mesh bundled in the add-on's assets/ folder: "asset:gear" -> assets/gear.obj
@@ -140,14 +142,57 @@ class RenderConfig:
     antialias: bool = True
 
 
+def export_switch(name: str) -> str:
+    """The config key that turns output format ``name`` on: ``export_<name>``."""
+    return f"export_{name}"
+
+
 @dataclass
 class OutputConfig:
+    """What is written besides the images and records.
+
+    ``exports`` are the optional formats written after the merge: names of ``core.formats.FORMATS``,
+    kept in table order. Config files and config.json spell them as one switch per format of the
+    table, ``export_<name> = true/false`` (``to_dict`` / ``fields_from_stored``): a new format gets
+    its config key from its table row, and the configs of existing datasets load as they did.
+    """
+
     mask_format: str = "rle"  # rle | polygon (merged COCO; records always hold RLE)
     val_fraction: float = 0.0
-    export_yolo: bool = False
-    export_semantic: bool = False  # semantic/<stem>.png (core.panoptic)
-    export_panoptic: bool = False  # panoptic/<stem>.png + panoptic*.json (core.panoptic)
+    exports: list[str] = field(default_factory=list)
     preview: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: ``exports`` becomes an ``export_<name>`` switch per format of the table."""
+        data: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "exports":
+                data.update({export_switch(name): name in self.exports for name in formats.FORMATS})
+            else:
+                data[f.name] = copy.deepcopy(getattr(self, f.name))
+        return data
+
+    @classmethod
+    def fields_from_stored(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """Field values from the stored form (the ``export_<name>`` switches -> ``exports``); a key
+        that is neither a field nor a format's switch is an error, as in every other section."""
+        known = list(cls().to_dict())
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown key {where}.{unknown[0]} (known: {', '.join(known)})")
+        switches = {export_switch(name): name for name in formats.FORMATS}
+        values = {k: v for k, v in data.items() if k not in switches}
+        for key, on in data.items():
+            if key in switches and not isinstance(on, bool):
+                raise ValueError(f"{where}.{key} must be true or false, got {on!r}")
+        values["exports"] = [name for key, name in switches.items() if data.get(key)]
+        return values
+
+    def add_exports(self, names: Iterable[str]) -> None:
+        """Turn formats on (never off: a config may ask for more than the flags); ``ValueError`` for an unknown name."""
+        wanted = set(self.exports) | set(names)
+        formats.check_names(sorted(wanted))
+        self.exports = [name for name in formats.FORMATS if name in wanted]
 
 
 @dataclass
@@ -167,7 +212,9 @@ class GeneratorConfig:
 
     # -- conversions -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data["output"] = self.output.to_dict()  # the export switches, as config files spell them
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "GeneratorConfig":
@@ -281,6 +328,7 @@ class GeneratorConfig:
         out = self.output
         _check(out.mask_format in ("rle", "polygon"), f"output.mask_format must be rle or polygon, got {out.mask_format!r}")
         _check(0.0 <= out.val_fraction < 1.0, f"output.val_fraction must be in [0, 1), got {out.val_fraction}")
+        formats.check_names(out.exports)
         return self
 
     def asset_names(self) -> list[str]:
@@ -327,6 +375,8 @@ def _range(value: Any, name: str, *, positive: bool = False, unit: bool = False)
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     """Recursively build dataclass ``cls`` from ``data``, checking names and basic types."""
+    if cls is OutputConfig:
+        data = OutputConfig.fields_from_stored(data, where)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .dataset import MASK_FORMATS, merge_dataset
+from .formats.dataset import MASK_FORMATS, merge_dataset
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import plan
+from ..core.formats import FORMATS
 from ..core.genconfig import GeneratorConfig, load_config
 from . import sources
 
@@ -27,10 +28,6 @@ examples:
   python scripts/generate.py --out out/all --merge out/shard0 out/shard1 ...
 Rerunning the same command resumes: finished images (those with records/NNNNNN.json) are skipped.
 """
-
-
-#: --export formats -> the OutputConfig switch each one turns on
-EXPORTS = ("yolo", "semantic", "panoptic")
 
 
 class UsageError(ValueError):
@@ -80,9 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-depth", action="store_true", help="skip depth/*.exr")
     o = p.add_argument_group("output")
     o.add_argument("--mask-format", choices=("rle", "polygon"), help="segmentation format of the merged COCO")
-    o.add_argument("--export", choices=EXPORTS, nargs="+", action="extend", default=[], metavar="FORMAT",
-                   help="also write: yolo (ultralytics YOLO-seg labels/), semantic (semantic/ category maps), "
-                        "panoptic (COCO panoptic/ + panoptic*.json); any of them")
+    o.add_argument("--export", choices=tuple(FORMATS), nargs="+", action="extend", default=[], metavar="FORMAT",
+                   help="also write: " + ", ".join(f"{name} ({fmt.summary})" for name, fmt in FORMATS.items())
+                        + "; any of them")
     o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
     o.add_argument("--no-preview", action="store_true", help="skip preview.png")
     o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
@@ -143,7 +140,7 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.render.depth = False
     if args.mask_format is not None:
         cfg.output.mask_format = args.mask_format
-    apply_exports(cfg, args.export)
+    cfg.output.add_exports(args.export)
     if args.val_fraction is not None:
         cfg.output.val_fraction = args.val_fraction
     if args.no_preview:
@@ -151,12 +148,6 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
     cfg.validate()
     sources.check_asset_files(cfg)
     return cfg
-
-
-def apply_exports(cfg: GeneratorConfig, exports: list[str]) -> None:
-    """Turn on ``output.export_<format>`` for each --export format (never off: the config may ask too)."""
-    for name in exports:
-        setattr(cfg.output, f"export_{name}", True)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -200,7 +191,7 @@ def merge_config(args: argparse.Namespace, stored: dict[str, Any]) -> GeneratorC
     cfg = GeneratorConfig.from_dict(stored.get("generator", {})).validate()
     if args.mask_format:
         cfg.output.mask_format = args.mask_format
-    apply_exports(cfg, args.export)
+    cfg.output.add_exports(args.export)
     if args.no_preview:
         cfg.output.preview = False
     return cfg

@@ -11,16 +11,18 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..core import dataset
+from ..core.formats import dataset
 from ..core.fileio import atomic_write_json
-from .cli import EXPORTS, UsageError
+from ..core.formats import FORMATS
+from ..core.genconfig import export_switch
+from .cli import UsageError
 
 
 def _identity(conf: dict[str, Any]) -> dict[str, Any]:
     """The parts of a dataset config that must match for a resume: everything that changes pixels or labels."""
     gen = json.loads(json.dumps(conf.get("generator", {})))
     out = gen.get("output", {})
-    for key in ("mask_format", *(f"export_{name}" for name in EXPORTS), "preview"):
+    for key in ("mask_format", *(export_switch(name) for name in FORMATS), "preview"):
         out.pop(key, None)
     gen.get("render", {}).pop("device", None)
     return {"generator": gen, "seed": conf.get("seed"), "variants_of": conf.get("variants_of")}

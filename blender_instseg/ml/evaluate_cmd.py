@@ -38,7 +38,7 @@ def pick_annotations(data: str, split: str | None) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        from ..core.evaluate import evaluate
+        from ..core.evaluation.evaluate import evaluate
     except ImportError as exc:  # pragma: no cover - core.evaluate ships with the package
         raise DataError(f"core.evaluate is not available: {exc}") from None
     device = resolve_device(args.device)

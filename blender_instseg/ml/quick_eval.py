@@ -35,7 +35,7 @@ def coco_segm_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
-    from ..core.metrics import best_f1_threshold
+    from ..core.evaluation.metrics import best_f1_threshold
 
     if not results:
         return {"mask_AP": 0.0, "mask_AP50": 0.0, "mask_AP75": 0.0, "score_threshold_f1": 0.0, "f1": 0.0}

@@ -25,7 +25,7 @@ from typing import Any
 
 from pycocotools.cocoeval import COCOeval
 
-from ..core import metrics as M
+from ..core.evaluation import metrics as M
 
 
 @dataclass(frozen=True)

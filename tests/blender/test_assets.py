@@ -29,7 +29,7 @@ import bpy  # noqa: E402
 from blender_instseg.blender.render import annotate  # noqa: E402
 from blender_instseg.blender.render import cycles as cy  # noqa: E402
 from blender_instseg.blender.scene import builder, meshes  # noqa: E402
-from blender_instseg.core import coco  # noqa: E402
+from blender_instseg.core.formats import coco  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
 from blender_instseg.generator import sources  # noqa: E402
 

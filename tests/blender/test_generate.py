@@ -21,9 +21,9 @@ from blender_instseg.blender.render import amodal, annotate  # noqa: E402
 from blender_instseg.blender.render import cycles as cy  # noqa: E402
 from blender_instseg.blender.render import output  # noqa: E402
 from blender_instseg.blender.scene import builder  # noqa: E402
-from blender_instseg.core import coco, dataset  # noqa: E402
+from blender_instseg.core.formats import coco, dataset  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
-from blender_instseg.core.validate import validate_dataset  # noqa: E402
+from blender_instseg.core.validation.validate import validate_dataset  # noqa: E402
 
 SMALL = ["--resolution", "64", "--masks-only", "--min-objects", "4", "--max-objects", "9", "--progress", "none",
          "--no-preview"]
@@ -375,7 +375,7 @@ def test_physics_drop_is_deterministic(tmp_path: Path) -> None:
 def test_semantic_and_panoptic_outputs_validate_and_equal_the_export_command(tmp_path: Path) -> None:
     """--export semantic panoptic (here one via the config) gives valid outputs; the core
     export-panoptic command on a dataset generated without them writes the same bytes."""
-    from blender_instseg.core import panoptic
+    from blender_instseg.core.formats import panoptic
     from blender_instseg.core.__main__ import main as core_main
 
     cfg = tmp_path / "semantic.json"

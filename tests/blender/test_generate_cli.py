@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from blender_instseg.core import dataset, protocol
+from blender_instseg.core import protocol
+from blender_instseg.core.formats import dataset
 
 pytestmark = pytest.mark.bpy
 

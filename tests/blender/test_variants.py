@@ -17,8 +17,9 @@ import bpy  # noqa: E402
 
 from blender_instseg.blender.generate import main as generate  # noqa: E402
 from blender_instseg.blender.scene import builder  # noqa: E402
-from blender_instseg.core import dataset, plan  # noqa: E402
-from blender_instseg.core.validate import validate_dataset  # noqa: E402
+from blender_instseg.core import plan  # noqa: E402
+from blender_instseg.core.formats import dataset  # noqa: E402
+from blender_instseg.core.validation.validate import validate_dataset  # noqa: E402
 
 SMALL = ["--resolution", "64", "--masks-only", "--min-objects", "3", "--max-objects", "6", "--progress", "none",
          "--no-preview", "--no-depth"]

@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from blender_instseg.core import coco
-from blender_instseg.core.dataset import write_dataset_config, write_record
+from blender_instseg.core.formats import coco
+from blender_instseg.core.formats.dataset import write_dataset_config, write_record
 from tests.shapes import CATEGORIES, draw_scene
 
 

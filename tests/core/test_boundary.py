@@ -1,4 +1,4 @@
-"""core.boundary: Boundary IoU against hand-computed cases and the official per-mask algorithm."""
+"""core.evaluation.boundary: Boundary IoU against hand-computed cases and the official per-mask algorithm."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from blender_instseg.core import boundary
+from blender_instseg.core.evaluation import boundary
 
 
 def _square(size: int, r0: int, c0: int, side: int) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""core.coco against pycocotools' own per-mask encoding and rasteriser."""
+"""core.formats.coco against pycocotools' own per-mask encoding and rasteriser."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from blender_instseg.core import coco
+from blender_instseg.core.formats import coco
 from tests.core.coco_fixtures import awkward_id_map, random_id_map, reference_bbox, reference_rle
 
 

@@ -1,4 +1,4 @@
-"""core.dataset: records, config, merge determinism and conflicts, and the merge CLI."""
+"""core.formats.dataset: records, config, merge determinism and conflicts, and the merge CLI."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_instseg.core import coco, dataset
-from blender_instseg.core.validate import validate_dataset
+from blender_instseg.core.formats import coco, dataset
+from blender_instseg.core.validation.validate import validate_dataset
 from tests.core.coco_fixtures import make_record_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

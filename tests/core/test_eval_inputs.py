@@ -1,4 +1,4 @@
-"""core.eval_inputs: ground truth and predictions load from files and dicts (polygons, missing
+"""core.evaluation.inputs: ground truth and predictions load from files and dicts (polygons, missing
 iscrowd), the RLE check accepts real strings and rejects malformed ones, bad input fails with one line."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from blender_instseg.core.eval_inputs import InputError, load_ground_truth, load_predictions
-from blender_instseg.core.metrics import compute_metrics
-from blender_instseg.core.rle_counts import check_rle_counts
+from blender_instseg.core.evaluation.inputs import InputError, load_ground_truth, load_predictions
+from blender_instseg.core.evaluation.metrics import compute_metrics
+from blender_instseg.core.formats.rle_counts import check_rle_counts
 from tests.core.test_metrics import perfect_predictions, rle
 
 

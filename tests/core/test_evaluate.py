@@ -1,4 +1,4 @@
-"""core.evaluate: report folder, plots, the CLI contract and bad input through the CLI."""
+"""core.evaluation.evaluate: report folder, plots, the CLI contract and bad input through the CLI."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blender_instseg.core import evaluate as E
+from blender_instseg.core.evaluation import evaluate as E
 from tests.core.test_metrics import perfect_predictions, perturbed_predictions
 from tests.shapes import make_shapes_dataset
 
@@ -91,7 +91,7 @@ def test_no_plots_and_missing_matplotlib_skip_plots(dataset, tmp_path: Path, mon
 
 
 def test_import_does_not_load_matplotlib() -> None:
-    code = "import sys, blender_instseg.core.evaluate; sys.exit('matplotlib' in sys.modules)"
+    code = "import sys, blender_instseg.core.evaluation.evaluate; sys.exit('matplotlib' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 

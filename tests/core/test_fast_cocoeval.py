@@ -9,8 +9,8 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from blender_instseg.core.fast_cocoeval import GivenIoUEvaluator
-from blender_instseg.core.eval_inputs import quiet
+from blender_instseg.core.evaluation.fast_cocoeval import GivenIoUEvaluator
+from blender_instseg.core.evaluation.inputs import quiet
 
 
 class StockGivenIoU(COCOeval):

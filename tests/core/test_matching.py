@@ -1,4 +1,4 @@
-"""core.matching: IoU against pycocotools' own IoU, and the greedy one-to-one rule."""
+"""core.evaluation.matching: IoU against pycocotools' own IoU, and the greedy one-to-one rule."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from blender_instseg.core import matching
+from blender_instseg.core.evaluation import matching
 from tests.shapes import draw_scene
 
 

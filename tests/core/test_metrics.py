@@ -1,4 +1,4 @@
-"""core.metrics: numbers equal plain pycocotools, Boundary AP equals the official definition,
+"""core.evaluation.metrics: numbers equal plain pycocotools, Boundary AP equals the official definition,
 breakdowns and per-image counts match hand-built cases (input checks: test_eval_inputs.py)."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from blender_instseg.core import metrics as M
-from blender_instseg.core.eval_inputs import load_ground_truth, load_predictions, quiet
+from blender_instseg.core.evaluation import metrics as M
+from blender_instseg.core.evaluation.inputs import load_ground_truth, load_predictions, quiet
 
 
 def rle(mask: np.ndarray) -> dict:
@@ -258,7 +258,7 @@ def test_empty_predictions_are_a_documented_zero(shapes) -> None:
 def test_given_iou_evaluator_is_identical_to_stock_on_real_masks(shapes) -> None:
     """Segm IoU of real drawn masks, crowd regions and extra ignored ground truth: the vectorised
     re-run (what Boundary AP and the occlusion buckets use) equals stock COCOeval bit for bit."""
-    from blender_instseg.core.fast_cocoeval import GivenIoUEvaluator
+    from blender_instseg.core.evaluation.fast_cocoeval import GivenIoUEvaluator
 
     path, gt = shapes
     preds = perturbed_predictions(gt, seed=7)
@@ -291,7 +291,7 @@ def test_given_iou_evaluator_is_identical_to_stock_on_real_masks(shapes) -> None
 
 
 def test_windowed_decode_equals_pycocotools_decode() -> None:
-    from blender_instseg.core.rle_counts import decode_crop, decode_windows
+    from blender_instseg.core.formats.rle_counts import decode_crop, decode_windows
 
     rng = np.random.default_rng(11)
     for trial in range(60):

@@ -1,5 +1,5 @@
-"""core.panoptic: semantic maps and COCO panoptic outputs from id maps, the export command, and the
-validator's checks of both against the instance annotations."""
+"""core.formats.semantic and core.formats.panoptic: semantic maps and COCO panoptic outputs from id maps,
+the export command, and the validator's checks of both against the instance annotations."""
 
 from __future__ import annotations
 
@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
-from blender_instseg.core import coco, dataset, panoptic
-from blender_instseg.core.panoptic import BACKGROUND_SEGMENT_ID, export_panoptic
-from blender_instseg.core.validate import validate_dataset
+from blender_instseg.core.formats import coco, dataset
+from blender_instseg.core.formats import panoptic, semantic
+from blender_instseg.core.formats.panoptic import BACKGROUND_SEGMENT_ID, export_panoptic
+from blender_instseg.core.validation.validate import validate_dataset
 from tests.core.coco_fixtures import awkward_id_map, make_record_dataset, reference_bbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,7 +62,7 @@ def test_semantic_and_panoptic_of_a_hand_made_id_map(caplog: pytest.LogCaptureFi
     m = awkward_id_map()
     anns = _anns(m, skip=7)  # id 7 (one pixel) has no annotation: VOID / 0
     cat_of = {a["instance_id"]: a["category_id"] for a in anns}
-    sem = panoptic.semantic_map(m, anns)
+    sem = semantic.semantic_map(m, anns)
     assert sem.dtype == np.uint8
     expected = np.zeros(m.shape, np.int64)
     for iid, cat in cat_of.items():
@@ -88,12 +89,12 @@ def test_semantic_dtype_and_bad_inputs() -> None:
     m = awkward_id_map()
     anns = _anns(m)
     anns[0]["category_id"] = 300
-    assert panoptic.semantic_dtype(255) == np.uint8 and panoptic.semantic_dtype(256) == np.uint16
-    assert panoptic.semantic_map(m, anns, dtype=np.uint16).max() == 300
+    assert semantic.semantic_dtype(255) == np.uint8 and semantic.semantic_dtype(256) == np.uint16
+    assert semantic.semantic_map(m, anns, dtype=np.uint16).max() == 300
     with pytest.raises(ValueError, match="does not fit uint8"):
-        panoptic.semantic_map(m, anns, dtype=np.uint8)
+        semantic.semantic_map(m, anns, dtype=np.uint8)
     with pytest.raises(ValueError, match="share an instance_id"):
-        panoptic.semantic_map(m, anns + anns[:1], dtype=np.uint16)
+        semantic.semantic_map(m, anns + anns[:1], dtype=np.uint16)
     with pytest.raises(ValueError, match="integer instance_id"):
         panoptic.panoptic_segments(m, [{"id": 1, "category_id": 1}], 4)
     with pytest.raises(ValueError, match="id map values"):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blender_instseg.core import concat, plan
-from blender_instseg.core.dataset import load_coco
+from blender_instseg.core.formats.dataset import load_coco
 
 
 def test_plan_round_trip_and_expansion(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""core.yolo: YOLO-seg labels that rasterise back to the masks, ultralytics' layout, dataset.yaml."""
+"""core.formats.yolo: YOLO-seg labels that rasterise back to the masks, ultralytics' layout, dataset.yaml."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blender_instseg.core import coco, dataset
-from blender_instseg.core.yolo import export_yolo, label_rows, merge_multi_segment
+from blender_instseg.core.formats import coco, dataset
+from blender_instseg.core.formats.yolo import export_yolo, label_rows, merge_multi_segment
 from tests.core.coco_fixtures import awkward_id_map, make_record_dataset
 
 ROOT = Path(__file__).resolve().parents[2]

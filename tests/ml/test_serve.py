@@ -133,3 +133,49 @@ def test_serve_argument_errors_are_one_line(trained_run: Path, tmp_path: Path) -
     junk = run_cli("predict", "--serve", "--checkpoint", str(bad_ckpt), stdin="")
     assert junk.returncode == 2 and "Traceback" not in junk.stderr
     assert [(e.event, "not a readable checkpoint" in e.message) for e in events(junk.stdout)] == [("error", True)]
+
+
+def test_incomplete_requests_and_bad_thresholds_are_errors_that_leave_the_server_as_it_was(
+        served: Served, shapes_root: Path, tmp_path: Path) -> None:
+    """Each bad request gets one error line with its id and writes nothing; the server keeps going and
+    answers the next good request exactly as it answered the same request before."""
+    image = str(sorted((shapes_root / "images").glob("*.png"))[0])
+    assert served.next_event().message == "ready"
+    served.send({"cmd": "predict", "id": 1, "image": image, "out": str(tmp_path / "before.json"), "score_threshold": 0.0})
+    assert served.next_event().event == "result"
+
+    bad = [({"id": 2, "out": str(tmp_path / "2.json")}, "needs 'image' and 'out'"),
+           ({"id": 3, "image": image}, "needs 'image' and 'out'"),
+           ({"id": 4, "image": "", "out": str(tmp_path / "4.json")}, "needs 'image' and 'out'"),
+           ({"id": 5, "image": image, "out": str(tmp_path / "5.json"), "score_threshold": "high"}, "must be a number"),
+           ({"id": 6, "image": image, "out": str(tmp_path / "6.json"), "score_threshold": True}, "must be a number"),
+           ({"id": 7, "image": image, "out": str(tmp_path / "7.json"), "score_threshold": 1.5}, "must be in [0, 1]"),
+           ({"id": 8, "image": image, "out": str(tmp_path / "8.json"), "score_threshold": -0.1}, "must be in [0, 1]")]
+    for request, message in bad:
+        served.send({"cmd": "predict", **request})
+        answer = served.next_event()
+        assert (answer.event, answer.get("id")) == ("error", request["id"]) and message in answer.message, answer
+    served.send('{"cmd": "predict", "id": 9, "image": "' + image + '", "out": "' + str(tmp_path / "9.json")
+                + '", "score_threshold": NaN}')
+    nan = served.next_event()
+    assert (nan.event, nan.get("id")) == ("error", 9) and "must be in [0, 1]" in nan.message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.json"]  # nothing written for a refused request
+
+    served.send({"cmd": "predict", "id": 10, "image": image, "out": str(tmp_path / "after.json"), "score_threshold": 0.0})
+    after = served.next_event()
+    assert after.event == "result" and after.get("id") == 10
+    served.send("stop")
+    assert served.next_event().get("served") == 2
+    assert served.finish() == 0
+    before = json.loads((tmp_path / "before.json").read_text())
+    assert before and json.loads((tmp_path / "after.json").read_text()) == before
+
+
+@pytest.mark.parametrize("flag", ["--images", "--overlays", "--gt"])
+def test_serve_refuses_per_run_inputs_and_outputs(trained_run: Path, tmp_path: Path, flag: str) -> None:
+    """--serve takes images and outputs per request: a one-shot flag with it is a one-line usage error."""
+    proc = run_cli("predict", "--serve", "--checkpoint", str(trained_run / "last.pt"), flag, str(tmp_path / "x"),
+                   stdin="")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines()[-1].endswith(f"predict --serve takes images and outputs per request on stdin, not {flag}")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()

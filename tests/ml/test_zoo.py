@@ -22,6 +22,20 @@ from tests.ml.conftest import events, run_cli
 
 ARCHS = list(ARCHITECTURES)
 
+#: the loss parts each architecture's training forward returns; train reports each as ``loss_<part>``
+LOSS_PARTS = {
+    "solov2": {"cate", "mask", "mask_cls"},
+    "yolact": {"box", "cls", "mask"},
+    "maskrcnn": {"box", "cls", "mask", "rpn_box", "rpn_cls"},
+    "polarmask": {"centerness", "cls", "mask"},
+    "bcnet": {"box", "cls", "contour", "mask", "occluder_contour", "occluder_mask", "rpn_box", "rpn_cls"},
+    "implicit_pointrend": {"cate", "mask", "params"},
+}
+
+
+def test_every_architecture_has_its_loss_parts_listed() -> None:
+    assert set(LOSS_PARTS) == set(ARCHS)
+
 
 def _model_and_batch(arch: str, shapes_root: Path, n: int = 4):
     cfg_cls, model_cls = ARCHITECTURES[arch]
@@ -93,7 +107,13 @@ def test_train_model_name_in_the_cli_and_predict_takes_it_from_the_checkpoint(ar
                    "--image-size", "64", "--checkpoint-every", "0", "--model", arch)
     assert proc.returncode == 0, proc.stderr
     progress = [e for e in events(proc.stdout) if e.event == "progress"]
-    assert progress and all(k.startswith("loss_") for k in progress[-1].data if k.startswith("loss_"))
+    assert [e.get("step") for e in progress] == [1, 2]
+    for ev in progress:  # every part of this model's loss, each a finite number, adding up to the total
+        # loss_avg is the running average of the total, not a part
+        parts = {k[len("loss_"):]: v for k, v in ev.data.items() if k.startswith("loss_") and k != "loss_avg"}
+        assert set(parts) == LOSS_PARTS[arch], sorted(parts)
+        assert all(isinstance(v, float) and np.isfinite(v) for v in parts.values()), parts
+        assert sum(parts.values()) == pytest.approx(ev.get("loss"), rel=1e-4, abs=1e-5)
     ckpt = torch.load(run_dir / "last.pt", weights_only=True)
     assert ckpt["model_config"]["arch"] == arch
     assert json.loads((run_dir / "config.json").read_text())["model_config"]["arch"] == arch
@@ -105,8 +125,16 @@ def test_train_model_name_in_the_cli_and_predict_takes_it_from_the_checkpoint(ar
 
     gt = COCO(str(shapes_root / "annotations.json"))
     preds = json.loads(out.read_text())
-    if preds:
-        gt.loadRes(preds)  # decodes and indexes every RLE
+    assert preds, "score threshold 0 keeps every candidate, so a 2-step model still predicts"
+    assert {p["image_id"] for p in preds} <= set(gt.getImgIds())
+    assert {p["category_id"] for p in preds} <= set(gt.getCatIds())
+    assert all(0.0 <= p["score"] <= 1.0 for p in preds)
+    dt = gt.loadRes(preds)  # decodes and indexes every RLE
+    assert len(dt.getAnnIds()) == len(preds)
+    for p in preds:
+        m = mask_utils.decode(p["segmentation"])
+        assert m.shape == (64, 64) and m.any()
+        np.testing.assert_allclose(mask_utils.toBbox(p["segmentation"]), p["bbox"], atol=0.01)
 
 
 def test_old_solov2_checkpoints_without_arch_still_load(tmp_path: Path) -> None:

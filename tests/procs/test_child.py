@@ -31,14 +31,18 @@ ERROR_EVENT = """
     sys.exit(2)
 """
 STOPPABLE = """
-    import json, sys, threading, time
+    import json, signal, sys, threading, time
+    # says which way it was asked to end, so a test can tell "stop" from SIGTERM by the events
+    signal.signal(signal.SIGTERM, lambda *a: (print(json.dumps({"event": "log", "message": "got SIGTERM"}), flush=True),
+                                             sys.exit(15)))
+    print(json.dumps({"event": "progress", "step": 0, "total": 100}), flush=True)
     stop = threading.Event()
     def watch():
         for line in sys.stdin:
             if line.strip() == "stop":
+                print(json.dumps({"event": "log", "message": "got stop"}), flush=True)
                 stop.set(); return
     threading.Thread(target=watch, daemon=True).start()
-    print(json.dumps({"event": "progress", "step": 0, "total": 100}), flush=True)
     while not stop.is_set():
         time.sleep(0.01)
     print(json.dumps({"event": "checkpoint", "path": "/tmp/last.pt", "step": 7}), flush=True)
@@ -46,8 +50,12 @@ STOPPABLE = """
 """
 STUBBORN = """
     import json, signal, sys, time
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # survives "stop" and SIGTERM, saying so on stdout; only SIGKILL ends it
+    signal.signal(signal.SIGTERM, lambda *a: print(json.dumps({"event": "log", "message": "got SIGTERM"}), flush=True))
     print(json.dumps({"event": "progress", "step": 0, "total": 1}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "stop":
+            print(json.dumps({"event": "log", "message": "got stop"}), flush=True)
     while True:
         time.sleep(0.05)
 """
@@ -116,39 +124,52 @@ def test_junk_lines_become_log_events(tmp_path: Path) -> None:
     assert seen[1].message == "{broken json"
 
 
+def _first_events(job: child.Child) -> list:
+    """Events until the first one arrives: the child is up and has installed its handlers."""
+    events: list = []
+    deadline = time.monotonic() + 60  # a guard against a hang, not a measurement
+    while not events and time.monotonic() < deadline:
+        events = job.poll()
+        time.sleep(0.02)
+    assert events, "the child never started"
+    return events
+
+
 def test_stop_line_gives_clean_exit(tmp_path: Path) -> None:
     job = child.Child(_child(tmp_path, "stoppable", STOPPABLE), name="trainer").start()
-    assert job.wait(timeout=1.0) is False  # still running
-    t0 = time.monotonic()
-    rc = job.stop(grace_s=10, term_s=5)
-    assert rc == 0 and time.monotonic() - t0 < 5
-    assert job.wait(timeout=10)
+    events = _first_events(job)
+    assert job.running
+    # a grace far longer than a clean stop takes: the child ends on the "stop" line, or the events show the SIGTERM
+    rc = job.stop(grace_s=30, term_s=5)
+    assert job.wait(timeout=10, on_event=events.append)
     job.close()
+    assert rc == 0
+    assert [(e.event, e.message) for e in events[1:]] == [("log", "got stop"), ("checkpoint", ""), ("done", "")]
     res = job.result()
     assert res.ok and res.cancelled and res.done.get("stopped") is True
 
 
 def test_stubborn_child_is_killed(tmp_path: Path) -> None:
     job = child.Child(_child(tmp_path, "stubborn", STUBBORN), name="stubborn").start()
-    first = []
-    deadline = time.monotonic() + 20
-    while not first and time.monotonic() < deadline:  # make sure it is up and has set SIG_IGN
-        first = job.poll()
-        time.sleep(0.02)
-    t0 = time.monotonic()
-    rc = job.stop(grace_s=0.3, term_s=0.3)
-    assert rc == -9 and time.monotonic() - t0 < 5
-    assert job.wait(timeout=5)
+    events = _first_events(job)  # it is up and has set its SIGTERM handler
+    rc = job.stop(grace_s=1.0, term_s=1.0)
+    assert job.wait(timeout=10, on_event=events.append)
     job.close()
+    # asked in order: "stop", then SIGTERM (both survived), then SIGKILL
+    assert [e.message for e in events[1:]] == ["got stop", "got SIGTERM"]
+    assert rc == -9
     res = job.result()
     assert res.cancelled and res.error is None and not res.ok
 
 
 def test_timeout_stops_and_reports(tmp_path: Path) -> None:
-    t0 = time.monotonic()
-    res = child.run_blocking(_child(tmp_path, "stoppable", STOPPABLE), name="trainer", timeout=0.5)
-    assert time.monotonic() - t0 < 15
+    seen: list = []
+    res = child.run_blocking(_child(tmp_path, "stoppable", STOPPABLE), seen.append, name="trainer", timeout=0.5)
     assert not res.ok and res.error.startswith("trainer timed out")
+    # the timeout asked the child to stop and it ended cleanly on that, keeping its checkpoint
+    assert [(e.event, e.message) for e in seen] == [("progress", ""), ("log", "got stop"), ("checkpoint", ""),
+                                                    ("done", "")]
+    assert res.returncode == 0 and res.done.get("stopped") is True
 
 
 def test_missing_interpreter_is_an_error_not_an_exception(tmp_path: Path) -> None:

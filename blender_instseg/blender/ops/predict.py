@@ -24,7 +24,7 @@ from .. import OperatorReturn
 from bpy.props import StringProperty
 from pycocotools import mask as mask_utils
 
-from ...core import matching
+from ...core.evaluation import matching
 from ...core.fileio import atomic_write_bytes, read_json
 from ...procs.argv import child_env, ml_argv
 from ...procs.child import ChildResult

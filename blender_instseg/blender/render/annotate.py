@@ -15,7 +15,7 @@ from typing import Any
 import bpy
 import numpy as np
 
-from ...core import coco
+from ...core.formats import coco
 from ..scene.builder import BuiltScene
 from . import amodal
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...core.coco import bbox_of_mask, mask_to_polygons
+from ...core.formats.coco import bbox_of_mask, mask_to_polygons
 from ..losses import polar_iou_loss, sigmoid_focal_loss
 from ..layers.boxes import batched_nms, clip_boxes
 from .backbone import Backbone, conv_gn

@@ -2,7 +2,7 @@
 mask decoded and compared with its area, bbox, amodal extras and the instance-id map.
 
 The per-image mask check returns the decoded visible masks, which the output checkers
-(``validate_panoptic``) compare their files with.
+(``semantic_checks``, ``panoptic_checks``) compare their files with.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .coco import bbox_of_mask, decode_segmentation
-from .validate_report import ValidationReport, is_int, is_number, positive_int
+from ..formats.coco import bbox_of_mask, decode_segmentation
+from .report import ValidationReport, is_int, is_number, positive_int
 
 #: tolerance between a stored visible_fraction and visible area / amodal area
 VISIBLE_FRACTION_TOL = 0.01

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .fileio import atomic_write_bytes
+from ..fileio import atomic_write_bytes
 
 GT_COLOUR = (0, 230, 0)       # RGB
 PRED_COLOUR = (255, 40, 200)

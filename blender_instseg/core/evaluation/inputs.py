@@ -20,8 +20,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from .fileio import read_json
-from .rle_counts import check_rle_counts
+from ..fileio import read_json
+from ..formats.rle_counts import check_rle_counts
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ Here every image and category is matched at once:
   (tests compare precision, recall, scores and stats with stock COCOeval on fuzzed matrices
   with crowd regions, ignored ground truth, tied scores and tied IoUs).
 
-Only ``useCats=1`` segm/bbox-style evaluation is covered (what ``core.metrics`` uses).
+Only ``useCats=1`` segm/bbox-style evaluation is covered (what ``metrics`` uses).
 """
 
 from __future__ import annotations

@@ -2,10 +2,11 @@
 
 Every ``annotations*.json`` of the dataset is loaded with pycocotools, every mask is decoded, and
 what the file claims (area, bbox, ids, categories, image sizes, the instance-id maps and the amodal
-extras) is compared with what is actually there (``validate_coco``). Where the dataset has semantic
-or panoptic outputs (``core.panoptic``), they are checked against the instance annotations of the
-same image (``validate_panoptic``). Problems are collected, not raised, so one run lists all of
-them; the CLI prints one line per problem and exits 1.
+extras) is compared with what is actually there (``coco_checks``). Where the dataset has the
+semantic or panoptic format (``formats.semantic``, ``formats.panoptic``), they are checked against
+the instance annotations of the same image (``semantic_checks``, ``panoptic_checks``). Problems
+are collected, not raised, so one run lists all of them; the CLI prints one line per problem and
+exits 1.
 
 This module is the driver: which checkers run on which files, in which order.
 """
@@ -19,11 +20,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
-from .panoptic import PANOPTIC_DIR, PANOPTIC_PREFIX, SEMANTIC_DIR
-from .validate_coco import CocoChecker
-from .validate_panoptic import PanopticChecker, SemanticChecker, load_panoptic
-from .validate_report import ValidationReport, is_int
+from ..formats.dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
+from ..formats.panoptic import PANOPTIC_DIR, PANOPTIC_PREFIX
+from ..formats.semantic import SEMANTIC_DIR
+from .coco_checks import CocoChecker
+from .panoptic_checks import PanopticChecker, load_panoptic
+from .report import ValidationReport, is_int
+from .semantic_checks import SemanticChecker
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ ground truth is marked "ignore":
 * occlusion     one run per ``visible_fraction`` bucket, with ground truth outside the bucket
                 marked ignore (what COCO does for area ranges), reusing the IoU matrices.
 
-The inputs come from ``eval_inputs.load_ground_truth`` / ``load_predictions``, which check them
+The inputs come from ``inputs.load_ground_truth`` / ``load_predictions``, which check them
 before pycocotools sees them.
 """
 
@@ -28,12 +28,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..formats.rle_counts import decode_windows
 from .boundary import crop_bands, dilation_pixels
-from .eval_inputs import InputError, quiet
-# Re-exported: pipeline/ranking.py reads the loaders from here.
-from .eval_inputs import load_ground_truth, load_predictions  # noqa: F401
 from .fast_cocoeval import GivenIoUEvaluator
-from .rle_counts import decode_windows
+from .inputs import InputError, quiet
+# Re-exported: pipeline/ranking.py reads the loaders from here.
+from .inputs import load_ground_truth, load_predictions  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..fileio import atomic_write_json, atomic_write_text
 from . import metrics as M
-from .eval_inputs import InputError, load_ground_truth, load_predictions
-from .fileio import atomic_write_json, atomic_write_text
+from .inputs import InputError, load_ground_truth, load_predictions
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def evaluate(gt: str | Path | dict, predictions: str | Path | list, *, out_dir: 
     Returns the metrics.json content. With ``out_dir`` the report files are written there.
     Images for the worst-images plot are looked up under ``image_root``, by default the folder
     of the ground-truth file (COCO ``file_name`` is relative to it); missing images are drawn on grey.
-    Raises ``eval_inputs.InputError`` (a ValueError) with a one-line message on bad input.
+    Raises ``inputs.InputError`` (a ValueError) with a one-line message on bad input.
     """
     if worst < 0:
         raise InputError(f"--worst must be >= 0, got {worst}")

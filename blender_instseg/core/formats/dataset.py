@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .fileio import atomic_link_or_copy, atomic_write_bytes, atomic_write_json, read_json
+from ..fileio import atomic_link_or_copy, atomic_write_bytes, atomic_write_json, read_json
 
 log = logging.getLogger(__name__)
 

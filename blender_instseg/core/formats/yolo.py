@@ -1,4 +1,4 @@
-"""``export-yolo`` command: a merged dataset -> ultralytics YOLO-seg ``labels/`` and ``dataset.yaml``.
+"""``yolo`` format and ``export-yolo`` command: a merged dataset -> ultralytics YOLO-seg ``labels/`` + ``dataset.yaml``.
 
 Ultralytics finds an image's label by replacing ``/images/`` with ``/labels/`` in its path, so
 ``labels/<split>/<stem>.txt`` needs the image at ``images/<split>/<stem>.<ext>``: the images are
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_link_or_copy, atomic_write_text
 from .coco import decode_segmentation, mask_to_polygons
 from .dataset import ANNOTATIONS_FILE, load_coco
-from .fileio import atomic_link_or_copy, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,11 @@ def export_yolo(dataset_root: str | Path, *, out_root: str | Path | None = None)
     lines.append("names:")
     lines += [f"  {k}: {_yaml_str(v)}" for k, v in sorted(names.items())]
     return atomic_write_text(out / YAML_FILE, "\n".join(lines) + "\n")
+
+
+def write(dataset_root: Path) -> dict[str, Path]:
+    """The ``yolo`` row of ``FORMATS``: the export into the dataset folder itself; ``{"yolo": dataset.yaml}``."""
+    return {"yolo": export_yolo(dataset_root)}
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
