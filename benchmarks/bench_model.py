@@ -257,7 +257,7 @@ def cmd_curve(args: argparse.Namespace) -> int:
 
 
 def _heavy_occlusion_ap(gt_path: Path, preds_path: Path, below: float = 0.5) -> float | None:
-    """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.metrics' buckets)."""
+    """Mask AP on ground truth with visible_fraction < ``below`` (the rest ignored, as core.evaluation.metrics' buckets)."""
     from blender_instseg.core.evaluation import metrics as M
     from blender_instseg.core.evaluation.inputs import load_ground_truth, load_predictions
 

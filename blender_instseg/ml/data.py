@@ -57,7 +57,7 @@ class CocoSource:
 
 def load_coco_source(path: str | Path, image_ids: Sequence[int] | None = None, check_images: bool = True) -> CocoSource:
     """Read and check a COCO instances file, resolved against its image folder as a ``CocoSource``;
-    every failure is a one-line ``DataError``. (``core.dataset.load_coco`` reads the plain dict.)"""
+    every failure is a one-line ``DataError``. (``core.formats.dataset.load_coco`` reads the plain dict.)"""
     p = Path(path)
     try:
         coco = read_json(p, "annotations file")
@@ -157,7 +157,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def decode_to_size(seg: Any, h: int, w: int) -> np.ndarray:
     """COCO polygon / RLE (compressed or not) -> (h, w) uint8, resized (nearest) when the RLE's own
-    size differs. ``core.coco.decode_segmentation`` (the validator's) refuses such a mask instead."""
+    size differs. ``core.formats.coco.decode_segmentation`` (the validator's) refuses such a mask instead."""
     if isinstance(seg, list):
         rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w)) if seg else None
         if rle is None:

@@ -1,6 +1,6 @@
-"""``evaluate``: predict a dataset's held-out images with a checkpoint, then score them with core.evaluate.
+"""``evaluate``: predict a dataset's held-out images with a checkpoint, then score them with core.evaluation.evaluate.
 
-Scoring lives in ``core.evaluate`` (torch-free, shared with the Blender panel); this command only
+Scoring lives in ``core.evaluation.evaluate`` (torch-free, shared with the Blender panel); this command only
 produces the predictions with a low score threshold so AP sees the whole precision-recall curve.
 """
 
@@ -39,8 +39,8 @@ def pick_annotations(data: str, split: str | None) -> Path:
 def run(args: argparse.Namespace) -> int:
     try:
         from ..core.evaluation.evaluate import evaluate
-    except ImportError as exc:  # pragma: no cover - core.evaluate ships with the package
-        raise DataError(f"core.evaluate is not available: {exc}") from None
+    except ImportError as exc:  # pragma: no cover - core.evaluation ships with the package
+        raise DataError(f"core.evaluation is not available: {exc}") from None
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
     ann_path = pick_annotations(args.data, args.split)

@@ -1,6 +1,6 @@
 """Mask AP on a validation split during training (pycocotools COCOeval, segm), for eval events.
 
-The full report (Boundary AP, breakdowns, plots) is ``core.evaluate``; this is the cheap number
+The full report (Boundary AP, breakdowns, plots) is ``core.evaluation.evaluate``; this is the cheap number
 that goes into the training stream and learning curves.
 """
 
@@ -30,7 +30,7 @@ def gt_dict(src: CocoSource) -> dict[str, Any]:
 
 def coco_segm_metrics(gt: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, float]:
     """mask_AP, mask_AP50, mask_AP75 (0..1) with pycocotools, its chatter swallowed, plus the score
-    threshold with the best F1 on these images (``score_threshold_f1``, core.metrics.best_f1_threshold):
+    threshold with the best F1 on these images (``score_threshold_f1``, core.evaluation.metrics.best_f1_threshold):
     what predict uses by default with this checkpoint."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval

@@ -12,7 +12,7 @@ The score of an image combines the error terms the issue names, per ground-truth
 * false positives: each weighs ``ScoreWeights.false_positive`` with error 1.
 
 score = (sum of w_g * error_g + f * FP) / (sum of w_g + f * FP), in [0, 1]: 0 for a perfect image,
-1 when nothing is right. With b = o = 0 and f = 0.5 this is ``core.metrics.image_error`` (1 - PQ).
+1 when nothing is right. With b = o = 0 and f = 0.5 this is ``core.evaluation.metrics.image_error`` (1 - PQ).
 Normalising by the instance count keeps crowded images from winning on size alone.
 """
 
@@ -26,6 +26,7 @@ from typing import Any
 from pycocotools.cocoeval import COCOeval
 
 from ..core.evaluation import metrics as M
+from ..core.evaluation.inputs import load_ground_truth, load_predictions
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ def score_images(gt: str | Path | dict, predictions: str | Path | list, *, score
 
     Raises ``metrics.InputError`` (one line) on bad ground truth or predictions.
     """
-    coco_gt, _ = M.load_ground_truth(gt)
-    coco_dt = M.load_predictions(predictions, coco_gt)
+    coco_gt, _ = load_ground_truth(gt)
+    coco_dt = load_predictions(predictions, coco_gt)
     segm = M.run_eval(COCOeval(coco_gt, coco_dt, iouType="segm"))
     bres = M.boundary_ious(segm, dilation_ratio)
     matches = M.per_image_matches(segm, score_threshold)

@@ -1,7 +1,7 @@
 """Predict View: render the camera view, run the model out of process, bring the answer back.
 
 Predictions come back two ways: an overlay image (``ui.overlay``), and scene selection: each
-prediction is matched (``core.matching``, one-to-one, by IoU with the object's rendered pixels) to
+prediction is matched (``core.evaluation.matching``, one-to-one, by IoU with the object's rendered pixels) to
 the object it most likely is; matched objects get selected (Blender outlines them), the best one
 becomes active, and class/score are stored as custom properties. The previous selection is kept
 so "Restore Selection" can undo it.

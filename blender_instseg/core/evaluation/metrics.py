@@ -32,8 +32,6 @@ from ..formats.rle_counts import decode_windows
 from .boundary import crop_bands, dilation_pixels
 from .fast_cocoeval import GivenIoUEvaluator
 from .inputs import InputError, quiet
-# Re-exported: pipeline/ranking.py reads the loaders from here.
-from .inputs import load_ground_truth, load_predictions  # noqa: F401
 
 log = logging.getLogger(__name__)
 

@@ -94,7 +94,7 @@ def polar_points(image_hw: tuple[int, int], strides: tuple[int, ...]) -> tuple[n
 def instance_outline(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Largest 8-connected piece of a mask -> (its mask, mass centre (2,) x y, outline (M, 2)); None if empty.
 
-    The outline is the polygon of ``core.coco.mask_to_polygons`` (through the outermost half-pixel
+    The outline is the polygon of ``core.formats.coco.mask_to_polygons`` (through the outermost half-pixel
     centres, 0.25 px inside the pixel edges, so it rasterises back to the same pixels; holes are
     bridged in, which the farthest-crossing rule of :func:`ray_lengths` ignores). Only the largest
     piece, as in the paper's code: rays from one centre cannot describe several pieces. Works on
