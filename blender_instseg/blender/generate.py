@@ -123,8 +123,14 @@ def run(args: argparse.Namespace) -> int:
 
     meshes.check_assets(cfg.asset_names())
     builder.reset_blender()  # an empty factory scene, then the user's assets, imported once for the run
+    if args.blend is not None:  # the .blend's collections become the label map (read, never written)
+        from .scene import blend_source
+
+        blend_source.use_blend(cfg, args.blend, args.blend_collection)
+        cfg.validate()
     meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir)
     meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir)
+    meshes.preload(cfg.blend_shapes(), cfg.objects.blend_file)
     entries, pairs, num_images = cli.resolve_plan(args)
     prepare_out_dir(out)
     is_child = args.num_shards is not None

@@ -56,7 +56,13 @@ class InstSegSettings(bpy.types.PropertyGroup):
         name="Objects", default="BUILTIN",
         items=[("BUILTIN", "Built-in Shapes", "Six primitives and three bundled shapes, random colours"),
                ("FOLDER", "Asset Folder", "Your asset files (.blend .obj .glb .gltf .fbx .ply .stl .usd): "
-                "one category per subfolder, or per file at the top of the folder")])
+                "one category per subfolder, or per file at the top of the folder"),
+               ("COLLECTIONS", "This File's Collections", "Each child collection of the InstSeg collection (or of "
+                "the scene's top level) is a category; each object or collection in it an instance template. "
+                "A copy of this file is read; the file itself is never changed")])
+    blend_collection: StringProperty(  # type: ignore[valid-type]
+        name="Parent Collection", default="",
+        description="The collection whose children are the categories (empty: InstSeg, else the top level)")
     assets_dir: StringProperty(  # type: ignore[valid-type]
         name="Asset Folder", subtype="DIR_PATH", default="",
         description="Folder of your asset files; each subfolder is a category")

@@ -23,6 +23,7 @@ from . import formats
 PRIMITIVES = ("cube", "sphere", "cylinder", "cone", "torus", "monkey")
 ASSET_PREFIX = "asset:"  # a mesh bundled in the add-on's assets/ folder: "asset:gear" -> assets/gear.obj
 FILE_PREFIX = "file:"  # the user's asset file, relative to objects.assets_dir: "file:chairs/oak.glb"
+BLEND_PREFIX = "blend:"  # a template of objects.blend_file: "blend:<category collection>/<object or collection>"
 # Files Blender imports with its own importers (blender/scene/assets.py); USD where the build has it.
 ASSET_FILE_SUFFIXES = (".blend", ".obj", ".glb", ".gltf", ".fbx", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
 PLACEMENTS = ("free", "upright")
@@ -48,6 +49,7 @@ class ObjectsConfig:
     # assets/ folder) or "file:<path relative to assets_dir>" (the user's files, any ASSET_FILE_SUFFIXES).
     shapes: dict[str, str] = field(default_factory=_default_shapes)
     assets_dir: str = ""  # the folder "file:" keys are relative to (scripts/generate.py --assets DIR)
+    blend_file: str = ""  # the .blend of "blend:" keys (scripts/generate.py --blend FILE)
     # "free": a uniformly random 3D rotation; "upright": a random turn about the vertical axis only, so
     # the asset keeps the up axis it was modelled with (chairs stand, bottles stay up)
     placement: str = "free"
@@ -249,11 +251,14 @@ class GeneratorConfig:
         for shape, cat in o.shapes.items():
             _check(
                 shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
-                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES)),
-                f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)}, 'asset:<name>' or "
-                f"'file:<path>' with one of {', '.join(ASSET_FILE_SUFFIXES)}",
+                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES))
+                or (shape.startswith(BLEND_PREFIX) and "/" in shape),
+                f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)}, 'asset:<name>', "
+                f"'file:<path>' with one of {', '.join(ASSET_FILE_SUFFIXES)} or 'blend:<collection>/<name>'",
             )
             _check(cat in self.categories, f"shape {shape!r} maps to category {cat!r}, which is not in categories")
+        _check(not any(sh.startswith(BLEND_PREFIX) for sh in [*o.shapes, *self.distractors.shapes])
+               or bool(o.blend_file.strip()), "shapes name 'blend:' templates but objects.blend_file is empty (use --blend FILE)")
         _check(not self.file_shapes() or bool(o.assets_dir.strip()),
                "objects.shapes names 'file:' assets but objects.assets_dir is empty (use --assets DIR)")
         _check(o.placement in PLACEMENTS, f"objects.placement must be one of {', '.join(PLACEMENTS)}, got {o.placement!r}")
@@ -282,7 +287,8 @@ class GeneratorConfig:
         for shape in d.shapes:
             _check(
                 shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
-                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES)),
+                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES))
+                or (shape.startswith(BLEND_PREFIX) and "/" in shape),
                 f"unknown distractor shape {shape!r}",
             )
         _check(not any(sh.startswith(FILE_PREFIX) for sh in d.shapes) or bool(d.assets_dir.strip()),
@@ -338,6 +344,15 @@ class GeneratorConfig:
     def file_shapes(self) -> list[str]:
         """The "file:" shape keys (the user's asset files), sorted."""
         return sorted(s for s in self.objects.shapes if s.startswith(FILE_PREFIX))
+
+    def blend_shapes(self) -> list[str]:
+        """The "blend:" templates (objects and distractors) of objects.blend_file, sorted."""
+        return sorted(s for s in {*self.objects.shapes, *self.distractors.shapes} if s.startswith(BLEND_PREFIX))
+
+    def source_of(self, shape: str, files_dir: str) -> str:
+        """Where a shape's mesh comes from: the .blend of a "blend:" key, else ``files_dir`` (the
+        folder of "file:" keys of its section)."""
+        return self.objects.blend_file if shape.startswith(BLEND_PREFIX) else files_dir
 
     def distractor_file_shapes(self) -> list[str]:
         """The "file:" distractor shapes (relative to distractors.assets_dir), sorted."""

@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your asset files become the objects: every .blend .obj .glb .gltf .fbx .ply .stl (.usd*) "
                         "under DIR, imported with Blender's importers, materials kept; one category per "
                         "subfolder (or per file at the top of DIR)")
+    a.add_argument("--blend", type=Path, metavar="FILE",
+                   help="your .blend is the spec: each child collection of the 'InstSeg' collection (or of the "
+                        "scene's top level) is a category, each object or collection in it an instance template; "
+                        "the file is only read")
+    a.add_argument("--blend-collection", metavar="NAME", default="",
+                   help="the parent collection of the categories in --blend (default: InstSeg)")
     a.add_argument("--distractors", type=Path, metavar="DIR",
                    help="every asset file under DIR is a distractor: rendered, occluding, never annotated")
     a.add_argument("--max-distractors", type=int, metavar="N",
@@ -107,6 +113,10 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.distractors.assets_dir = str((args.config.parent / cfg.distractors.assets_dir).resolve())
     if args.assets is not None:
         sources.use_asset_folder(cfg, args.assets)
+    if args.blend is not None:
+        if not args.blend.is_file():
+            raise UsageError(f"--blend file not found: {args.blend}")
+        cfg.objects.blend_file = str(args.blend.resolve())  # read by Blender in generate.run
     if args.distractors is not None:
         sources.use_distractor_folder(cfg, args.distractors)
     if args.max_distractors is not None:

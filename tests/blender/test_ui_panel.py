@@ -232,3 +232,43 @@ def test_asset_folder_source_shows_its_categories_and_reaches_the_generator(addo
     finally:
         s.object_source, s.assets_dir, s.placement, s.real_size = "BUILTIN", "", "free", False
         s.distractors_dir = ""
+
+
+def test_this_files_collections_source_shows_its_categories_and_hands_a_copy_to_the_generator(addon: Any) -> None:
+    from blender_instseg.blender.ops.dataset import generate_args, save_scene_copy, scene_copy_path
+
+    scene = bpy.context.scene
+    root = bpy.data.collections.new("InstSeg")
+    scene.collection.children.link(root)
+    cups = bpy.data.collections.new("Cups")
+    root.children.link(cups)
+    clutter = bpy.data.collections.new("Clutter")
+    clutter["instseg_role"] = "distractor"
+    root.children.link(clutter)
+    mesh = bpy.data.meshes.new("cup")
+    made = [bpy.data.objects.new(name, mesh) for name in ("cup_a", "cup_b", "junk")]
+    cups.objects.link(made[0])
+    cups.objects.link(made[1])
+    clutter.objects.link(made[2])
+    s = scene.instseg
+    s.object_source = "COLLECTIONS"
+    try:
+        labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
+        assert "1 categories from collection 'InstSeg'" in labels and "Cups: 2 templates" in labels
+        assert "distractors: 1 templates" in labels
+        args = generate_args(bpy.context)
+        assert args[args.index("--blend") + 1] == str(scene_copy_path())
+        path_before, dirty_before = bpy.data.filepath, bpy.data.is_dirty
+        copy = save_scene_copy()
+        assert copy.is_file() and (bpy.data.filepath, bpy.data.is_dirty) == (path_before, dirty_before)
+        s.blend_collection = "Nope"
+        labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
+        assert "no collection named 'Nope'" in labels
+    finally:
+        s.object_source, s.blend_collection = "BUILTIN", ""
+        for obj in made:
+            bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        for coll in (cups, clutter, root):
+            bpy.data.collections.remove(coll)
+        scene_copy_path().unlink(missing_ok=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import bpy
@@ -12,6 +15,19 @@ from ..children import panel_generator_argv
 from ..props import resolve_paths, settings
 from . import jobs
 from .base import JobOperatorMixin
+
+
+def scene_copy_path() -> Path:
+    """Where Generate saves the copy of the open file that the generator reads (--blend)."""
+    return Path(tempfile.gettempdir()) / f"instseg-scene-{os.getpid()}.blend"
+
+
+def save_scene_copy() -> Path:
+    """Save the open file as it is now, collections and all, to ``scene_copy_path()``: ``copy=True``
+    leaves the artist's file path, its unsaved state and its undo history untouched."""
+    path = scene_copy_path()
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True, check_existing=False)
+    return path
 
 
 def generate_args(context: Any) -> list[str]:
@@ -30,6 +46,10 @@ def generate_args(context: Any) -> list[str]:
         if not folder:
             raise ValueError("Objects is set to Asset Folder but no Asset Folder is chosen")
         args += ["--assets", folder]
+    elif s.object_source == "COLLECTIONS":
+        args += ["--blend", str(scene_copy_path())]
+        if s.blend_collection.strip():
+            args += ["--blend-collection", s.blend_collection.strip()]
     args += ["--placement", s.placement]
     if s.real_size:
         args.append("--real-size")
@@ -47,6 +67,8 @@ class INSTSEG_OT_generate_dataset(JobOperatorMixin, bpy.types.Operator):
 
     def build_spec(self, context: Any) -> jobs.JobSpec:
         args = generate_args(context)
+        if settings(context).object_source == "COLLECTIONS":
+            save_scene_copy()
         out = resolve_paths(context).dataset
         out.parent.mkdir(parents=True, exist_ok=True)
         argv = panel_generator_argv(args)

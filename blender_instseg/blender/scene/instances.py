@@ -63,8 +63,13 @@ def _copy_geometry(evaluated: Any) -> Any:
     *original*, which for a Geometry-Nodes instance is the instancer itself, not the instance.
     """
     if isinstance(evaluated.data, bpy.types.Mesh):
-        return evaluated.data.copy()
-    return bpy.data.meshes.new_from_object(evaluated)  # curves, text, metaballs: their mesh form
+        mesh = evaluated.data.copy()
+    else:
+        mesh = bpy.data.meshes.new_from_object(evaluated)  # curves, text, metaballs: their mesh form
+    for i, material in enumerate(mesh.materials):  # the evaluated materials go with the depsgraph
+        if material is not None and material.original is not material:
+            mesh.materials[i] = material.original
+    return mesh
 
 
 _NONE = 0x7FFFFFFF  # persistent_id's filler past the instance's depth
@@ -129,7 +134,8 @@ def realize_instances(scene: Any, view_layer: Any, collection: Any | None = None
         pointer = evaluated.data.as_pointer() if evaluated.data is not None else evaluated.as_pointer()
         if pointer not in copies:
             copies[pointer] = _copy_geometry(evaluated)
-        linked = [slot.material if slot.link == "OBJECT" else None for slot in evaluated.material_slots]
+        linked = [slot.material.original if slot.link == "OBJECT" and slot.material is not None else None
+                  for slot in evaluated.material_slots]
         entries.append((name, index, pointer, inst.matrix_world.copy(), linked))
 
     by_key: dict[tuple[str, int], InstanceGroup] = {}

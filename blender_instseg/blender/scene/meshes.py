@@ -21,8 +21,8 @@ import bmesh
 import bpy
 import numpy as np
 
-from ...core.genconfig import ASSET_PREFIX, FILE_PREFIX, PRIMITIVES
-from . import assets
+from ...core.genconfig import ASSET_PREFIX, BLEND_PREFIX, FILE_PREFIX, PRIMITIVES
+from . import assets, blend_source
 
 def _find_assets_dir() -> Path:
     """``assets/`` sits inside the package in the installed extension (the zip's root is the
@@ -141,10 +141,12 @@ def _build(shape: str, assets_dir: Path | None, user_dir: str) -> tuple[bpy.type
         mesh = assets.import_mesh(asset_path(shape[len(ASSET_PREFIX):], assets_dir), name, assets.BUNDLED_OBJ)
     elif shape.startswith(FILE_PREFIX):
         mesh = assets.import_mesh(Path(user_dir) / shape[len(FILE_PREFIX):], name)
+    elif shape.startswith(BLEND_PREFIX):
+        mesh = blend_source.import_template(Path(user_dir), shape, name)
     else:
         raise ValueError(f"unknown shape {shape!r}")
     size = _normalise(mesh)
-    if not shape.startswith(FILE_PREFIX):  # the user's assets keep their own shading
+    if not shape.startswith((FILE_PREFIX, BLEND_PREFIX)):  # the user's assets keep their own shading
         for poly in mesh.polygons:
             poly.use_smooth = shape in ("sphere", "torus", "monkey", "asset:vase")
     if len(mesh.materials) == 0:
@@ -162,8 +164,8 @@ def _alive(item: ShapeMesh) -> bool:
 
 def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") -> ShapeMesh:
     """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset); ``user_dir``
-    is the folder of ``file:`` shapes (objects.assets_dir)."""
-    key = f"{user_dir}|{shape}" if shape.startswith(FILE_PREFIX) else shape
+    is the folder of ``file:`` shapes (objects.assets_dir) or the .blend of ``blend:`` ones."""
+    key = f"{user_dir}|{shape}" if shape.startswith((FILE_PREFIX, BLEND_PREFIX)) else shape
     item = _CACHE.get(key)
     if item is not None and _alive(item):
         return item
@@ -176,7 +178,7 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     t = len(mesh.loop_triangles)
     tris = np.empty(t * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", tris)
-    own = shape.startswith(FILE_PREFIX) and any(m is not None for m in mesh.materials)
+    own = shape.startswith((FILE_PREFIX, BLEND_PREFIX)) and any(m is not None for m in mesh.materials)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()),
                      size=size, own_materials=own)
     _CACHE[key] = item

@@ -100,12 +100,41 @@ def draw_sources(layout: Any, s: Any) -> None:
         box = col.box()
         for line in asset_folder_summary(s.assets_dir):
             box.label(text=line)
+    sub = col.column()
+    sub.enabled = s.object_source == "COLLECTIONS"
+    sub.prop(s, "blend_collection")
+    if s.object_source == "COLLECTIONS":
+        box = col.box()
+        for line in collections_summary(bpy.context.scene, s.blend_collection):
+            box.label(text=line)
     col.prop(s, "placement")
     col.prop(s, "real_size")
     col.prop(s, "distractors_dir")
     sub = col.column()
     sub.enabled = bool(s.distractors_dir.strip())
     sub.prop(s, "max_distractors")
+
+
+def collections_summary(scene: Any, parent: str, most: int = 8) -> list[str]:
+    """The categories this file's collections give (as the generator will read the copy), with
+    their template counts and roles, or the one-line reason they cannot be used."""
+    from ..scene import blend_source
+
+    try:
+        groups, where = blend_source.parent_groups(bpy.data.collections, [scene], parent.strip())
+        spec = blend_source.describe(groups, where)
+    except ValueError as exc:
+        return [str(exc)]
+    counts: dict[str, int] = {}
+    for category in spec.shapes.values():
+        counts[category] = counts.get(category, 0) + 1
+    lines = [f"{len(spec.categories)} categories from {where}"]
+    lines += [f"{name}: {counts[name]} template{'s' if counts[name] != 1 else ''}" for name in spec.categories[:most]]
+    if len(spec.categories) > most:
+        lines.append(f"... and {len(spec.categories) - most} more")
+    if spec.distractors:
+        lines.append(f"distractors: {len(spec.distractors)} templates")
+    return lines
 
 
 _SUMMARIES: dict[str, tuple[float, list[str]]] = {}
