@@ -134,15 +134,15 @@ def test_missing_interpreter_and_missing_dataset(settings, tmp_path: Path) -> No
     assert "dataset folder not found" in bpy.context.window_manager.instseg_job.last_error
 
 
-def _start_train(tmp_path: Path, mode: str):
-    from blender_instseg.blender.ops import jobs, train
-    from blender_instseg.procs.argv import child_env, ml_argv
+def _start_train(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch):
+    """Click Train as in the UI: the real operator takes its timer path (``jobs.start``), which the
+    tests then drive by calling ``jobs.tick`` by hand."""
+    from blender_instseg.blender.ops import jobs
 
-    ctx = bpy.context
-    spec = jobs.JobSpec("train", ml_argv(_fake_python(tmp_path, mode), "train", train.train_args(ctx)),
-                        lambda c, r: f"checkpoint: {r.done.get('checkpoint')}", env=child_env())
-    ok, _ = jobs.start(ctx, spec)
-    assert ok and jobs.is_running() and bpy.app.timers.is_registered(jobs.tick)
+    monkeypatch.setattr(jobs, "ASYNC_IN_BACKGROUND", True)
+    assert bpy.ops.instseg.train(python=_fake_python(tmp_path, mode)) == {"FINISHED"}
+    assert jobs.is_running() and bpy.app.timers.is_registered(jobs.tick)
+    assert bpy.context.window_manager.instseg_job.status == "training"  # the operator's label, before any event
     return jobs
 
 
@@ -153,20 +153,24 @@ def _tick_until_done(jobs, limit_s: float = 30.0) -> None:
         time.sleep(0.05)
 
 
-def test_timer_path_updates_state_and_finishes(settings, tmp_path: Path) -> None:
-    jobs = _start_train(tmp_path, "ok")
+def test_timer_path_updates_state_and_finishes(settings, tmp_path: Path, monkeypatch) -> None:
+    jobs = _start_train(tmp_path, "ok", monkeypatch)
     state = bpy.context.window_manager.instseg_job
-    assert state.running
+    assert state.running and state.kind == "train"
     with pytest.raises(RuntimeError):  # one job at a time: the operators refuse to start another
         bpy.ops.instseg.train(python=sys.executable)
     _tick_until_done(jobs)
     assert not jobs.is_running() and not state.running
-    assert state.progress == 1.0 and state.summary.startswith("checkpoint: ")
-    assert state.status == "train finished"
+    assert state.progress == 1.0 and state.has_loss and state.loss == pytest.approx(1.0 / 3)
+    assert state.summary == f"checkpoint: {tmp_path / 'run' / 'last.pt'}"  # the operator's own summary
+    assert state.status == "train finished" and state.last_error == ""
+    argv = json.loads((tmp_path / "run" / "argv.json").read_text())
+    assert argv == ["--data", str(tmp_path / "dataset"), "--out", str(tmp_path / "run"), "--device", "cpu",
+                    "--minutes", "0.5"]
 
 
-def test_cancel_through_the_timer_keeps_the_checkpoint(settings, tmp_path: Path) -> None:
-    jobs = _start_train(tmp_path, "long")
+def test_cancel_through_the_timer_keeps_the_checkpoint(settings, tmp_path: Path, monkeypatch) -> None:
+    jobs = _start_train(tmp_path, "long", monkeypatch)
     state = bpy.context.window_manager.instseg_job
     deadline = time.monotonic() + 20
     while not state.has_loss:
@@ -184,7 +188,7 @@ def test_cancel_escalates_to_kill_for_a_stubborn_child(settings, tmp_path: Path,
 
     monkeypatch.setattr(jobs_module, "STOP_GRACE_S", 0.3)
     monkeypatch.setattr(jobs_module, "TERM_GRACE_S", 0.3)
-    jobs = _start_train(tmp_path, "stubborn")
+    jobs = _start_train(tmp_path, "stubborn", monkeypatch)
     state = bpy.context.window_manager.instseg_job
     deadline = time.monotonic() + 20
     while not state.has_loss:
@@ -197,8 +201,8 @@ def test_cancel_escalates_to_kill_for_a_stubborn_child(settings, tmp_path: Path,
     assert state.status == "train cancelled" and not state.running and state.last_error == ""
 
 
-def test_unregister_stops_a_running_child(settings, tmp_path: Path) -> None:
-    jobs = _start_train(tmp_path, "long")
+def test_unregister_stops_a_running_child(settings, tmp_path: Path, monkeypatch) -> None:
+    jobs = _start_train(tmp_path, "long", monkeypatch)
     proc = jobs._active.job.proc
     addon_utils.disable("blender_instseg", default_set=True)
     try:
