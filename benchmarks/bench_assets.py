@@ -1,0 +1,132 @@
+"""The user's asset files against the built-in shapes: generator throughput and memory.
+
+    .venv-blender/bin/python benchmarks/bench_assets.py [--assets 20] [--tris 20000] [--images 100]
+        [--rgb-images 10] [--long-images 1000] [--out out/bench_assets]
+
+1. Makes ``--assets`` glTF files of about ``--tris`` triangles each (noisy icospheres, one
+   material each) through Blender's glTF exporter in a child process, in 5 category folders.
+2. Masks-only 256x256 and 16-spp RGB 256x256 datasets with the built-in shapes and with the assets
+   (``scripts/generate.py --assets``), same seed and counts: images/s from the generator's own
+   ``done`` event (rendering only) and the whole command's wall time (with start-up and imports).
+   Goal: the assets' rate >= 80 % of the built-in rate.
+3. Peak RSS of the generator process after ``--images`` and after ``--long-images`` masks-only
+   images with the assets. Goal: flat (assets are imported once, never per image).
+
+Every figure comes from the real command line in a child process, as the panel runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+MAKE = r"""
+import sys
+from pathlib import Path
+import bpy
+import numpy as np
+
+out, count, tris = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+level = 1  # an icosphere of subdivisions s has 20 * 4 ** (s - 1) triangles
+while 20 * 4 ** (level - 1) < tris:
+    level += 1
+rng = np.random.default_rng(0)
+for i in range(count):
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=level, radius=0.5)
+    obj = bpy.context.object
+    co = np.empty(len(obj.data.vertices) * 3)
+    obj.data.vertices.foreach_get("co", co)
+    co = co.reshape(-1, 3)
+    co *= (1 + 0.15 * rng.standard_normal((len(co), 1))) * rng.uniform(0.5, 1.5, 3)
+    obj.data.vertices.foreach_set("co", co.ravel())
+    mat = bpy.data.materials.new(f"m{i}")
+    if not mat.use_nodes:
+        mat.use_nodes = True
+    mat.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (*rng.uniform(0.1, 0.9, 3), 1.0)
+    obj.data.materials.append(mat)
+    folder = out / f"kind{i % 5}"
+    folder.mkdir(parents=True, exist_ok=True)
+    bpy.ops.export_scene.gltf(filepath=str(folder / f"asset{i:02d}.glb"))
+print(len(obj.data.polygons))
+"""
+
+# Runs the generator and prints its stdout, then "RSS <exit code> <peak RSS of the child, KiB>".
+RSS = ("import resource, subprocess, sys; p = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True); "
+       "print(p.stdout, end=''); print('RSS', p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+def make_assets(folder: Path, count: int, tris: int) -> int:
+    """The asset files; returns the triangle count of the last one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder.parent / "make_assets.py"
+    script.write_text(textwrap.dedent(MAKE), encoding="utf-8")
+    proc = subprocess.run([sys.executable, str(script), str(folder), str(count), str(tris)], capture_output=True,
+                          text=True, env={**os.environ, "BLENDER_USER_RESOURCES": str(folder.parent / "user")})
+    if proc.returncode != 0:
+        sys.exit(f"making the assets failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return int(proc.stdout.strip().splitlines()[-1])  # an icosphere's faces are all triangles
+
+
+def generate(out: Path, n: int, extra: list[str], rgb: bool) -> tuple[float, float, float]:
+    """(images/s of the render loop, wall seconds of the whole command, peak RSS MiB of the generator)."""
+    mode = ["--samples", "16"] if rgb else ["--masks-only"]
+    cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--out", str(out), "--num-images", str(n),
+           "--seed", "1", "--resolution", "256", *mode, "--no-preview", "--progress", "jsonl", *extra]
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", RSS, *cmd], capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    lines = proc.stdout.strip().splitlines()
+    _, rc, rss_kb = lines[-1].split()
+    if rc != "0":
+        sys.exit(f"generate failed ({rc}): {proc.stderr.strip().splitlines()[-1:]}")
+    done = [json.loads(line) for line in lines[:-1] if line.startswith('{"event":"done"')][-1]
+    return n / done["seconds"], wall, int(rss_kb) / 1024
+
+
+def run(args: argparse.Namespace) -> int:
+    root: Path = args.out
+    if root.exists():
+        sys.exit(f"error: {root} exists; remove it or pass another --out")
+    assets = root / "assets"
+    tris = make_assets(assets, args.assets, args.tris)
+    print(f"{args.assets} glTF assets of {tris} triangles each in {assets}")
+    print("| run | images | images/s (render loop) | whole command, s | peak RSS, MiB |")
+    print("|---|---|---|---|---|")
+    rates = {}
+    for rgb, n in ((False, args.images), (True, args.rgb_images)):
+        label = "RGB 16 spp 256x256" if rgb else "masks-only 256x256"
+        for source, extra in (("built-in shapes", []), ("assets", ["--assets", str(assets)])):
+            name = f"{'rgb' if rgb else 'masks'}-{'assets' if extra else 'builtin'}"
+            rate, wall, rss = generate(root / name, n, extra, rgb)
+            rates[name] = rate
+            print(f"| {label}, {source} | {n} | {rate:.2f} | {wall:.1f} | {rss:.0f} |", flush=True)
+    rate, wall, rss = generate(root / "masks-assets-long", args.long_images, ["--assets", str(assets)], False)
+    print(f"| masks-only 256x256, assets | {args.long_images} | {rate:.2f} | {wall:.1f} | {rss:.0f} |")
+    for kind in ("masks", "rgb"):
+        print(f"{kind}: assets / built-in rate = {rates[f'{kind}-assets'] / rates[f'{kind}-builtin']:.2f} (goal >= 0.80)")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--assets", type=int, default=20)
+    parser.add_argument("--tris", type=int, default=20000)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--rgb-images", type=int, default=10)
+    parser.add_argument("--long-images", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_assets")
+    args = parser.parse_args()
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
