@@ -1,7 +1,7 @@
 """The user's asset files against the built-in shapes: generator throughput and memory.
 
     .venv-blender/bin/python benchmarks/bench_assets.py [--assets 20] [--tris 20000] [--images 100]
-        [--rgb-images 10] [--long-images 1000] [--out out/bench_assets]
+        [--rgb-images 10] [--long-images 1000] [--out DIR]
 
 1. Makes ``--assets`` glTF files of about ``--tris`` triangles each (noisy icospheres, one
    material each) through Blender's glTF exporter in a child process, in 5 category folders.
@@ -22,6 +22,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def generate(out: Path, n: int, extra: list[str], rgb: bool) -> tuple[float, flo
 
 
 def run(args: argparse.Namespace) -> int:
-    root: Path = args.out
+    root: Path = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="bench_assets-")) / "work"
     if root.exists():
         sys.exit(f"error: {root} exists; remove it or pass another --out")
     assets = root / "assets"
@@ -123,7 +124,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--rgb-images", type=int, default=10)
     parser.add_argument("--long-images", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=ROOT / "out" / "bench_assets")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="work folder, must not exist (default: a new temporary folder)")
     args = parser.parse_args()
     return run(args)
 
