@@ -106,6 +106,37 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
+#: A test hook, off by default: with INSTSEG_TRAIN_TRACE=DIR each process (each DDP rank) appends one
+#: JSON line per step to DIR/rank<R>.jsonl (``StepTrace``). Rank 0 alone emits events and saves, so
+#: without it nothing shows what the other ranks trained on; tests/ml/test_ddp.py reads it.
+TRACE_ENV = "INSTSEG_TRAIN_TRACE"
+
+
+class StepTrace:
+    """Digests of what one rank did in each step: the images it trained on and its weights after the step."""
+
+    def __init__(self, folder: str | Path, rank: int) -> None:
+        self.path = Path(folder) / f"rank{rank}.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _digest(*tensors: torch.Tensor) -> str:
+        import hashlib
+
+        h = hashlib.sha256()
+        for t in tensors:
+            h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def write(self, step: int, images: torch.Tensor, model: torch.nn.Module) -> None:
+        import json
+
+        record = {"step": step, "images": [self._digest(im) for im in images],
+                  "weights": self._digest(*model.parameters())}
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, device: str = "auto",
                  resume: bool = False, arch: str | None = None, switches: dict[str, bool] | None = None) -> None:
@@ -198,6 +229,8 @@ class Trainer:
         self.steps_per_epoch = max(1, len(self.dataset) // (cfg.batch_size * self.world))
         self.total_steps = self._total_steps()
         self.stop = StopFlag()
+        trace_dir = os.environ.get(TRACE_ENV)
+        self.trace = StepTrace(trace_dir, self.rank) if trace_dir else None
 
     def _total_steps(self) -> int | None:
         c = self.cfg
@@ -321,6 +354,8 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize()
             self.train_seconds += time.perf_counter() - t0
+            if self.trace is not None:
+                self.trace.write(self.step, images, self.model)
             value = float(loss.detach())
             loss_avg = value if loss_avg is None else 0.9 * loss_avg + 0.1 * value
             now = time.perf_counter()
