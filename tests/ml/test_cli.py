@@ -65,6 +65,49 @@ def test_resume_continues_the_exact_step_sequence(shapes_root: Path, tmp_path: P
             torch.testing.assert_close(v, b[key][k], rtol=1e-5, atol=1e-6, msg=f"{key} differ after resume: {k}")
 
 
+def test_sigkill_mid_training_then_resume_gives_the_uninterrupted_weights(trained_run: Path, shapes_root: Path,
+                                                                          tmp_path: Path) -> None:
+    """A trainer killed without warning (no stop, no final save) between checkpoints, then resumed with
+    the same command plus --resume, ends with the weights of the uninterrupted run, bit for bit."""
+    from blender_instseg.ml.train import TRACE_ENV
+
+    # trained_run's command line: 12 steps, a checkpoint every 5
+    args = ["train", "--data", str(shapes_root), "--out", str(tmp_path / "run"), "--steps", "12", "--batch-size", "2",
+            "--image-size", "64", "--checkpoint-every", "5", "--lr", "3e-3"]
+    trace = tmp_path / "trace" / "rank0.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "blender_instseg.ml", *args], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", TRACE_ENV: str(tmp_path / "trace")})
+    try:
+        deadline = time.monotonic() + 120  # a guard against a hang, not a measurement
+        while not (trace.is_file() and len(trace.read_text().splitlines()) >= 6):  # past the step-5 checkpoint
+            assert proc.poll() is None, "the trainer ended before it could be killed"
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.02)
+        proc.kill()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert not [e for e in events(out) if e.event == "done"]
+    saved = torch.load(tmp_path / "run" / "last.pt", weights_only=True)["step"]
+    assert saved in (5, 10)  # the last checkpoint before the kill; the steps after it are lost
+
+    resumed = run_cli(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    progress = [e for e in events(resumed.stdout) if e.event == "progress"]
+    assert progress[0].get("step") == saved + 1 and progress[-1].get("step") == 12
+    ref = torch.load(trained_run / "last.pt", weights_only=True)
+    got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    assert got["step"] == ref["step"] == 12
+    for key in ("model", "train_weights"):  # the moving average and the live weights
+        assert ref[key].keys() == got[key].keys()
+        for k, v in ref[key].items():
+            assert torch.equal(v, got[key][k]), f"{key} differ after the kill and resume: {k}"
+
+
 def test_init_starts_a_new_run_from_a_checkpoints_weights(trained_run: Path, shapes_root: Path, tmp_path: Path) -> None:
     """--init: the network and weights of CKPT, but step 0 and a fresh optimizer (fine-tuning on more data)."""
     src = torch.load(trained_run / "last.pt", weights_only=True)
