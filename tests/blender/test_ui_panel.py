@@ -212,6 +212,7 @@ def test_asset_folder_source_shows_its_categories_and_reaches_the_generator(addo
     for name in ("mugs/a.glb", "mugs/b.obj", "bottle.ply"):
         (folder / name).write_bytes(b"")  # the panel only reads names; the generator imports them
     s = bpy.context.scene.instseg
+    s.min_objects, s.max_objects = 1, 3  # other tests leave these anywhere
     s.object_source, s.assets_dir, s.placement, s.real_size = "FOLDER", str(folder), "upright", True
     s.distractors_dir, s.max_distractors = str(folder / "mugs"), 2
     try:
@@ -251,6 +252,7 @@ def test_this_files_collections_source_shows_its_categories_and_hands_a_copy_to_
     cups.objects.link(made[1])
     clutter.objects.link(made[2])
     s = scene.instseg
+    s.min_objects, s.max_objects = 1, 3  # other tests leave these anywhere
     s.object_source = "COLLECTIONS"
     try:
         labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
