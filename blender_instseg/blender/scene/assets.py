@@ -40,7 +40,7 @@ def _op(category: str, name: str, **kwargs: Any) -> Callable[[Path], None]:
 
 def _load_blend(path: Path) -> None:
     """Append every object of the .blend and link them to the scene (so their modifiers evaluate)."""
-    with bpy.data.libraries.load(str(path), link=False) as (src, dst):
+    with bpy.data.libraries.load(str(path), link=False) as (src, dst):  # type: ignore[attr-defined]  # stubs: load() -> None
         dst.objects = list(src.objects)
     for obj in dst.objects:
         if obj is not None:

@@ -60,7 +60,7 @@ def _linked(path: Path) -> Iterator[Any]:
         raise AssetImportError(f"blend file not found: {path}")
     before = set(bpy.data.libraries)
     try:
-        with bpy.data.libraries.load(str(path), link=True) as (src, dst):
+        with bpy.data.libraries.load(str(path), link=True) as (src, dst):  # type: ignore[attr-defined]
             dst.scenes = list(src.scenes)
             dst.collections = list(src.collections)
     except OSError as exc:
@@ -81,7 +81,7 @@ def _appended(path: Path, collection: str) -> Iterator[Any]:
         raise AssetImportError(f"blend file not found: {path}")
     objects_before, colls_before = set(bpy.data.objects), set(bpy.data.collections)
     try:
-        with bpy.data.libraries.load(str(path), link=False) as (src, dst):
+        with bpy.data.libraries.load(str(path), link=False) as (src, dst):  # type: ignore[attr-defined]
             if collection not in src.collections:
                 raise AssetImportError(f"{path} has no collection {collection!r}")
             dst.collections = [collection]
