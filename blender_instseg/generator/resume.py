@@ -18,9 +18,26 @@ from ..core.genconfig import export_switch
 from .cli import UsageError
 
 
+# Settings added after datasets were already written, with the value that renders what those
+# datasets rendered: a stored config without them is read as having these. (The visibility filters
+# did not exist, which is min_visible_pixels 1 and min_visible_fraction 0: a resume with today's
+# defaults is then refused, naming the filter, since the labels would differ.)
+_BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
+    "objects": {"assets_dir": "", "blend_file": "", "placement": "free", "real_size": False, "per_category": {},
+                "keep_asset_materials": True, "min_visible_pixels": 1, "min_visible_fraction": 0.0},
+    "distractors": {"shapes": [], "assets_dir": "", "min_count": 0, "max_count": 0, "scale": [0.35, 0.8],
+                    "placement": "free", "keep_asset_materials": True},
+}
+
+
 def _identity(conf: dict[str, Any]) -> dict[str, Any]:
     """The parts of a dataset config that must match for a resume: everything that changes pixels or labels."""
     gen = json.loads(json.dumps(conf.get("generator", {})))
+    if gen:
+        for section, keys in _BEFORE_THEY_EXISTED.items():
+            filled = gen.setdefault(section, {})
+            for key, value in keys.items():
+                filled.setdefault(key, json.loads(json.dumps(value)))
     out = gen.get("output", {})
     for key in ("mask_format", *(export_switch(name) for name in FORMATS), "preview"):
         out.pop(key, None)

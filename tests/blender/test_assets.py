@@ -302,3 +302,25 @@ def test_generate_with_distractors_keeps_the_categories_and_validates(assets_dir
     errors = [line for line in bad.stderr.splitlines() if line.startswith("error:")]
     assert bad.returncode == 2 and len(errors) == 1 and "distractors" in errors[0]
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_dataset_from_before_these_settings_resumes_with_its_own_labelling(tmp_path: Path) -> None:
+    """config.json written before the asset, distractor and visibility settings existed lacks them;
+    it reads as 'none of that, every visible pixel annotated', so today's defaults (which drop
+    barely visible objects) are refused by name and the old labelling resumes."""
+    out = tmp_path / "old"
+    base = ["--out", str(out), "--resolution", "32", "--masks-only", "--progress", "none", "--no-preview"]
+    old_rules = tmp_path / "old_rules.toml"
+    old_rules.write_text("[objects]\nmin_visible_pixels = 1\nmin_visible_fraction = 0.0\n", encoding="utf-8")
+    assert _generate(*base, "--num-images", "1", "--config", str(old_rules)).returncode == 0
+    conf = json.loads((out / "config.json").read_text())
+    for key in ("assets_dir", "blend_file", "placement", "real_size", "per_category", "keep_asset_materials",
+                "min_visible_pixels", "min_visible_fraction"):
+        del conf["generator"]["objects"][key]
+    del conf["generator"]["distractors"]
+    (out / "config.json").write_text(json.dumps(conf), encoding="utf-8")
+    refused = _generate(*base, "--num-images", "2")
+    assert refused.returncode == 2 and "objects.min_visible_fraction" in refused.stderr
+    resumed = _generate(*base, "--num-images", "2", "--config", str(old_rules))
+    assert resumed.returncode == 0, resumed.stderr[-1500:]
+    assert len(list((out / "records").glob("*.json"))) == 2
