@@ -56,7 +56,8 @@ class ObjectsConfig:
     # True: every object keeps its mesh's own size in metres (scale ignored); False: its largest
     # half-extent is drawn from scale
     real_size: bool = False
-    # per-category overrides of placement / real_size, e.g. {"chair": {"placement": "upright"}}
+    # per-category overrides of placement / real_size, and a count [low, high] of objects of that
+    # category per scene, e.g. {"chair": {"placement": "upright", "count": [1, 3]}}
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     # "file:" assets keep the materials they were imported with (textures, UVs); False: the random palette
     keep_asset_materials: bool = True
@@ -265,8 +266,13 @@ class GeneratorConfig:
         _check(isinstance(o.real_size, bool), "objects.real_size must be true or false")
         for cat, over in o.per_category.items():
             _check(cat in self.categories, f"objects.per_category names {cat!r}, which is not in categories")
-            _check(isinstance(over, dict) and set(over) <= {"placement", "real_size"},
-                   f"objects.per_category.{cat} may set placement and real_size only, got {over!r}")
+            _check(isinstance(over, dict) and set(over) <= {"placement", "real_size", "count"},
+                   f"objects.per_category.{cat} may set placement, real_size and count only, got {over!r}")
+            if "count" in over:
+                count = over["count"]
+                _check(isinstance(count, list) and len(count) == 2 and all(isinstance(v, int) for v in count)
+                       and 0 <= count[0] <= count[1], f"objects.per_category.{cat}.count must be [low, high] "
+                       f"integers with 0 <= low <= high, got {count!r}")
             _check(over.get("placement", "free") in PLACEMENTS,
                    f"objects.per_category.{cat}.placement must be one of {', '.join(PLACEMENTS)}")
             _check(isinstance(over.get("real_size", False), bool), f"objects.per_category.{cat}.real_size must be true or false")
@@ -283,7 +289,11 @@ class GeneratorConfig:
         _check(0 <= d.min_count <= d.max_count,
                f"distractors: need 0 <= min_count <= max_count, got {d.min_count}, {d.max_count}")
         _check(d.max_count == 0 or len(d.shapes) > 0, "distractors.max_count > 0 but distractors.shapes is empty")
-        _check(o.max_count + d.max_count <= 32767, "objects.max_count + distractors.max_count must be <= 32767")
+        most = o.max_count + sum(int(over["count"][1]) for over in o.per_category.values()
+                                 if isinstance(over, dict) and isinstance(over.get("count"), list) and len(over["count"]) == 2
+                                 and isinstance(over["count"][1], int))
+        _check(most + d.max_count <= 32767,
+               "objects.max_count + the per-category counts + distractors.max_count must be <= 32767")
         for shape in d.shapes:
             _check(
                 shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))

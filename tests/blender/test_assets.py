@@ -181,6 +181,17 @@ def test_upright_keeps_the_up_axis_and_real_size_keeps_metres(assets_dir: Path) 
 def test_per_category_override(assets_dir: Path) -> None:
     cfg = _cfg(assets_dir, min_count=10, max_count=10, per_category={"poles": {"placement": "upright"}})
     assert cfg.placement_of("file:poles/green.obj") == "upright" and cfg.placement_of("file:ball.ply") == "free"
+    counted = _cfg(assets_dir, min_count=0, max_count=2,
+                   per_category={"poles": {"count": [3, 3]}, "boxes": {"count": [1, 2]}})
+    for seed in range(3):
+        built = builder.build_scene(counted, seed, build_appearance=False)
+        per = {}
+        for so in built.objects:
+            per[counted.objects.shapes[so.shape]] = per.get(counted.objects.shapes[so.shape], 0) + 1
+        assert per.get("poles") == 3 and 1 <= per.get("boxes", 0) <= 2
+        assert sum(n for cat, n in per.items() if cat not in ("poles", "boxes")) <= 2
+    with pytest.raises(ValueError, match="count must be"):
+        _cfg(assets_dir, per_category={"poles": {"count": [3, 1]}})
     with pytest.raises(ValueError, match="per_category names 'chairs'"):
         _cfg(assets_dir, per_category={"chairs": {"placement": "upright"}})
     with pytest.raises(ValueError, match="placement must be one of free, upright"):

@@ -58,7 +58,7 @@ seat = mesh_obj("chair_a", bpy.ops.mesh.primitive_cube_add, chairs, "oak", size=
 leg = mesh_obj("chair_a_leg", bpy.ops.mesh.primitive_cylinder_add, chairs, radius=0.05, depth=0.5, location=(0, 0, -0.5))
 leg.parent = seat  # one chair: the seat and its leg
 mesh_obj("chair_b", bpy.ops.mesh.primitive_cylinder_add, chairs, "pine", radius=0.3, depth=0.4)
-mugs = coll("Mugs", root, instseg_placement="upright", instseg_real_size=True)
+mugs = coll("Mugs", root, instseg_placement="upright", instseg_real_size=True, instseg_count=[2, 2])
 mug_set = coll("mug_set", mugs)
 mesh_obj("cup", bpy.ops.mesh.primitive_cylinder_add, mug_set, "glaze", radius=0.1, depth=0.2)
 mesh_obj("handle", bpy.ops.mesh.primitive_torus_add, mug_set, major_radius=0.06, minor_radius=0.015, location=(0.12, 0, 0))
@@ -99,7 +99,7 @@ def test_collections_are_categories_and_their_contents_templates(blend_file: Pat
     assert spec.shapes == {"blend:Chairs/chair_a": "Chairs", "blend:Chairs/chair_b": "Chairs",
                            "blend:Mugs/mug_set": "Mugs"}  # the leg belongs to chair_a
     assert spec.distractors == ["blend:Clutter/ball"]
-    assert spec.per_category == {"Mugs": {"placement": "upright", "real_size": True}}
+    assert spec.per_category == {"Mugs": {"placement": "upright", "real_size": True, "count": [2, 2]}}
     assert len(bpy.data.libraries) == 0 and "Chairs" not in bpy.data.collections  # read, then let go
     cfg = GeneratorConfig()
     blend_source.use_blend(cfg, blend_file)
@@ -110,6 +110,7 @@ def test_collections_are_categories_and_their_contents_templates(blend_file: Pat
     assert [m.name for m in mug.mesh.materials if m] == ["glaze"]  # cup and handle in one mesh
     built = builder.build_scene(cfg, 1, build_appearance=True)
     assert {so.shape for so in built.objects} <= set(cfg.objects.shapes)
+    assert sum(so.shape == "blend:Mugs/mug_set" for so in built.objects) == 2  # instseg_count = [2, 2]
     assert _sha(blend_file) == before
 
 

@@ -8,7 +8,8 @@ an artist sets in the Object Properties > Custom Properties panel of the collect
 
 - ``instseg_role``: ``target`` (default: annotated), ``distractor`` (rendered, never annotated) or
   ``ignore`` (left out);
-- ``instseg_placement``: ``free`` or ``upright``; ``instseg_real_size``: true or false.
+- ``instseg_placement``: ``free`` or ``upright``; ``instseg_real_size``: true or false;
+- ``instseg_count``: objects of this category per scene, ``[low, high]`` (or one number).
 
 The file is only read (``bpy.data.libraries.load``), never saved: the user's .blend is unchanged.
 A template becomes one mesh the way an asset file does (``assets.py``): its evaluated geometry,
@@ -152,6 +153,13 @@ def describe(groups: list[Any], where: str = "") -> BlendSpec:
             over["placement"] = placement
         if "instseg_real_size" in coll:
             over["real_size"] = bool(coll["instseg_real_size"])
+        if "instseg_count" in coll:
+            value = coll["instseg_count"]
+            count = list(value.to_list() if hasattr(value, "to_list") else [value, value])
+            if not (len(count) == 2 and all(isinstance(v, int) for v in count) and 0 <= count[0] <= count[1]):
+                raise AssetImportError(f"collection {coll.name!r}: instseg_count must be two integers "
+                                       f"low <= high (or one), got {count!r}")
+            over["count"] = count
         if over:
             spec.per_category[coll.name] = over
     if not spec.categories:

@@ -124,6 +124,29 @@ def _random_rotation(rng: np.random.Generator) -> Quaternion:
     return Quaternion((float(q[0]), float(q[1]), float(q[2]), float(q[3])))
 
 
+def _counted_picks(cfg: GeneratorConfig, rng: np.random.Generator) -> list[str] | None:
+    """The shapes of one scene when some categories have their own ``count = [lo, hi]``
+    (objects.per_category, or a .blend collection's instseg_count): each of those gets its own
+    number of objects, picked among its own templates, and objects.min_count..max_count covers the
+    other categories. None when no category has a count: the caller then draws shape by shape as
+    every dataset so far was made."""
+    oc = cfg.objects
+    shapes = sorted(oc.shapes)
+    counted = {cat: over["count"] for cat, over in oc.per_category.items() if "count" in over}
+    if not counted:
+        return None
+    picks: list[str] = []
+    for cat in cfg.categories:
+        if cat in counted:
+            lo, hi = counted[cat]
+            pool = [s for s in shapes if oc.shapes[s] == cat]
+            picks += [pool[int(rng.integers(0, len(pool)))] for _ in range(int(rng.integers(lo, hi + 1)))]
+    rest = [s for s in shapes if oc.shapes[s] not in counted]
+    if rest:
+        picks += [rest[int(rng.integers(0, len(rest)))] for _ in range(int(rng.integers(oc.min_count, oc.max_count + 1)))]
+    return picks
+
+
 def _random_yaw(rng: np.random.Generator) -> Quaternion:
     """A turn about the vertical axis only: the asset keeps the up axis it was modelled with."""
     return Quaternion((0.0, 0.0, 1.0), float(rng.uniform(0.0, 2.0 * math.pi)))
@@ -191,14 +214,18 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             ground.material_slots[0].material = world_spec.ground.build("ground")
 
     shapes = sorted(oc.shapes)
-    count = int(layout.integers(oc.min_count, oc.max_count + 1))
+    picks = _counted_picks(cfg, layout)  # None: no per-category counts, the draws of every dataset so far
+    count = len(picks) if picks is not None else int(layout.integers(oc.min_count, oc.max_count + 1))
     # shapes, sizes and rotations first: the disc grows with the objects' total footprint (packing
     # density <= ~50 %), so crowded scenes spread out instead of nesting objects inside each other
     drafts = []
     prev_shape: str | None = None
-    for _ in range(count):
-        dup = prev_shape is not None and float(layout.uniform()) < oc.linked_duplicates
-        shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
+    for i in range(count):
+        if picks is None:
+            dup = prev_shape is not None and float(layout.uniform()) < oc.linked_duplicates
+            shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
+        else:
+            dup, shape = False, picks[i]
         sm = meshes.get_shape(shape, assets_dir, cfg.source_of(shape, oc.assets_dir))
         scale = float(layout.uniform(oc.scale[0], oc.scale[1]))  # drawn either way: streams stay aligned
         if cfg.real_size_of(shape):
