@@ -105,34 +105,43 @@ def import_mesh(path: Path, name: str, importer: Callable[[Path], None] | None =
 
 
 def _merge(objects: list[bpy.types.Object], name: str) -> bpy.types.Mesh:
-    """The evaluated meshes of ``objects`` in world space, merged into one new mesh; material
-    indices are offset so every face keeps its material."""
+    """The evaluated meshes of ``objects`` in world space, merged into one new mesh."""
     bpy.context.view_layer.update()
     depsgraph = bpy.context.evaluated_depsgraph_get()
+    evaluated = [obj.evaluated_get(depsgraph) for obj in sorted(objects, key=lambda o: o.name)]
+    try:
+        pieces = []
+        for ev in evaluated:
+            temp = ev.to_mesh()  # owned by the evaluated object until to_mesh_clear()
+            temp.transform(ev.matrix_world)
+            pieces.append((temp, [slot.material for slot in ev.original.material_slots]))
+        return merge_meshes(pieces, name)
+    finally:
+        for ev in evaluated:
+            ev.to_mesh_clear()
+
+
+def merge_meshes(pieces: list[tuple[bpy.types.Mesh, list[Any]]], name: str) -> bpy.types.Mesh:
+    """One new mesh from ``pieces`` (meshes already in one space, each with its slots' materials):
+    material indices are offset so every face keeps its material, and the materials get a fake
+    user, since the generator clears unused materials between images."""
     bm = bmesh.new()
-    materials: list[bpy.types.Material | None] = []
-    for obj in sorted(objects, key=lambda o: o.name):
-        evaluated = obj.evaluated_get(depsgraph)
-        temp = evaluated.to_mesh()
-        try:
-            temp.transform(obj.matrix_world)
-            faces_before = len(bm.faces)
-            bm.from_mesh(temp)
-            offset = len(materials)
-            slots = [slot.material for slot in obj.material_slots]
-            materials.extend(slots or [None])
-            if offset:
-                bm.faces.ensure_lookup_table()
-                for face in bm.faces[faces_before:]:
-                    face.material_index += offset
-        finally:
-            evaluated.to_mesh_clear()
+    materials: list[Any] = []
+    for piece, slots in pieces:
+        faces_before = len(bm.faces)
+        bm.from_mesh(piece)
+        offset = len(materials)
+        materials.extend(slots or [None])
+        if offset:
+            bm.faces.ensure_lookup_table()
+            for face in bm.faces[faces_before:]:
+                face.material_index += offset
     mesh = bpy.data.meshes.new(name)
     bm.to_mesh(mesh)
     bm.free()
     for material in materials:
         mesh.materials.append(material)
         if material is not None:
-            material.use_fake_user = True  # the generator clears unused materials between images
+            material.use_fake_user = True
     mesh.update()
     return mesh

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import bmesh
 import bpy
 
 from ...core.genconfig import BLEND_PREFIX, PLACEMENTS, GeneratorConfig
-from .assets import AssetImportError
+from .assets import AssetImportError, merge_meshes
 
 DEFAULT_PARENT = "InstSeg"
 ROLES = ("target", "distractor", "ignore")
@@ -241,23 +240,8 @@ def _merge_instances(empty: Any, name: str) -> bpy.types.Mesh:
         # the original materials: the evaluated ones are copies that live as long as the depsgraph
         slots = [slot.material.original if slot.material is not None else None for slot in evaluated.material_slots]
         pieces.append((temp, slots or [None]))
-    bm = bmesh.new()
-    materials: list[Any] = []
-    for temp, slots in pieces:
-        faces_before = len(bm.faces)
-        bm.from_mesh(temp)
-        offset = len(materials)
-        materials.extend(slots)
-        if offset:
-            bm.faces.ensure_lookup_table()
-            for face in bm.faces[faces_before:]:
-                face.material_index += offset
-        bpy.data.meshes.remove(temp)
-    mesh = bpy.data.meshes.new(name)
-    bm.to_mesh(mesh)
-    bm.free()
-    for material in materials:
-        mesh.materials.append(material)
-        if material is not None:
-            material.use_fake_user = True
-    return mesh
+    try:
+        return merge_meshes(pieces, name)
+    finally:
+        for temp, _ in pieces:
+            bpy.data.meshes.remove(temp)
