@@ -2,8 +2,9 @@
 new rounds build on old ones, and a rerun with other settings is refused.
 
 The stages' child processes are replaced by a stand-in that writes what each child would write
-(the real processes run in test_loop_e2e.py); the loop logic, the ranking, the plan and the COCO
-concatenation are the real ones.
+(the real processes run in test_loop_e2e.py, and are killed and continued in test_loop_kill.py;
+stopping the loop by stdin and signals is in test_loop_stop.py); the loop logic, the ranking, the
+plan and the COCO concatenation are the real ones.
 """
 
 from __future__ import annotations
