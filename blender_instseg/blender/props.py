@@ -51,6 +51,10 @@ class InstSegSettings(bpy.types.PropertyGroup):
                          description="Cycles samples per pixel for the RGB images")
     masks_only: BoolProperty(name="Masks Only", default=False,  # type: ignore[valid-type]
                              description="Skip RGB (1 sample, no bounces): masks, depth and COCO only, fast")
+    val_fraction: FloatProperty(  # type: ignore[valid-type]
+        name="Validation Fraction", default=0.1, min=0.0, max=0.9, soft_max=0.5,
+        description="Share of the images kept out of training: Evaluate scores them, training picks the "
+        "model's score threshold on them, and Mine Hard Scenes mines them")
     # Dataset: where the objects come from (docs/generator.md, "Bring your own objects")
     object_source: EnumProperty(  # type: ignore[valid-type]
         name="Objects", default="BUILTIN",
@@ -165,6 +169,8 @@ class InstSegJobState(bpy.types.PropertyGroup):
     mask_ap50: FloatProperty(default=0.0)  # type: ignore[valid-type]
     boundary_ap: FloatProperty(default=0.0)  # type: ignore[valid-type]
     report_dir: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
+    eval_source: StringProperty(default="")  # type: ignore[valid-type]  # which images the numbers are on
+    eval_on_training_images: BoolProperty(default=False)  # type: ignore[valid-type]
     worst_images: CollectionProperty(type=InstSegWorstImage)  # type: ignore[valid-type]
     # prediction results
     overlay_image: StringProperty(default="")  # type: ignore[valid-type]

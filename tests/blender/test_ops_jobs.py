@@ -254,3 +254,36 @@ def test_generate_dataset_runs_the_generator_in_a_child(settings, tmp_path: Path
     s.min_objects, s.max_objects = 5, 2
     with pytest.raises(RuntimeError, match="Min Objects"):
         bpy.ops.instseg.generate_dataset()
+
+
+def test_the_panel_generates_a_validation_split_and_evaluate_says_which_images_it_scored(
+        settings, shapes_dataset: Path, tmp_path: Path) -> None:
+    """Validation Fraction reaches the generator; the Evaluation numbers say whether they are on a
+    held-out split or on the training images."""
+    from blender_instseg.blender.ops.dataset import generate_args
+
+    s = settings
+    s.num_images, s.seed, s.resolution, s.min_objects, s.max_objects, s.masks_only = 10, 3, 32, 1, 2, True
+    s.dataset_dir, s.val_fraction = str(tmp_path / "gen"), 0.2
+    assert generate_args(bpy.context)[generate_args(bpy.context).index("--val-fraction") + 1] == "0.2"
+    assert bpy.ops.instseg.generate_dataset() == {"FINISHED"}
+    val = json.loads((tmp_path / "gen" / "annotations_val.json").read_text())
+    assert len(val["images"]) == 2
+    state = bpy.context.window_manager.instseg_job
+    # predictions equal to the val ground truth: scored on the val split
+    pred_path = tmp_path / "preds.json"
+    pred_path.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"],
+                                      "segmentation": a["segmentation"], "score": 0.9} for a in val["annotations"]]))
+    s.predictions_path = str(pred_path)
+    assert bpy.ops.instseg.evaluate(python=sys.executable) == {"FINISHED"}
+    assert state.eval_source == "the val split (annotations_val.json)" and not state.eval_on_training_images
+    # a dataset without a split: the numbers are on the training images, and the panel says so
+    s.dataset_dir = str(shapes_dataset.parent)
+    gt = json.loads(shapes_dataset.read_text())
+    pred_path.write_text(json.dumps([{"image_id": a["image_id"], "category_id": a["category_id"],
+                                      "segmentation": a["segmentation"], "score": 0.9} for a in gt["annotations"]]))
+    assert bpy.ops.instseg.evaluate(python=sys.executable) == {"FINISHED"}
+    assert state.eval_on_training_images and "the training images too" in state.eval_source
+    s.val_fraction = 0.0
+    assert "--val-fraction" not in generate_args(bpy.context)
+    s.val_fraction = 0.1

@@ -41,6 +41,8 @@ def generate_args(context: Any) -> list[str]:
             "--max-objects", str(s.max_objects), "--samples", str(s.samples), "--progress", "jsonl"]
     if s.masks_only:
         args.append("--masks-only")
+    if s.val_fraction > 0:
+        args += ["--val-fraction", f"{s.val_fraction:g}"]
     if s.object_source == "FOLDER":
         folder = bpy.path.abspath(s.assets_dir.strip()) if s.assets_dir.strip() else ""
         if not folder:

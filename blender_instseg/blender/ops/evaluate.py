@@ -30,12 +30,29 @@ def ground_truth_file(dataset: Path) -> Path:
     raise ValueError(f"no annotations.json in {dataset} (generate a dataset first)")
 
 
+def scored_on(dataset: Path, gt: Path | None = None) -> tuple[str, bool]:
+    """Which images a score is on, in words, and whether they are the training images: ``gt`` when
+    a file is given (predictions), else the one the model's evaluate reads (val, test, then all)."""
+    if gt is None:
+        if dataset.is_file():
+            gt = dataset
+        else:
+            gt = next((dataset / n for n in ("annotations_val.json", "annotations_test.json", "annotations.json")
+                       if (dataset / n).is_file()), dataset / "annotations.json")
+    if gt.name.startswith("annotations_") and gt.name != "annotations_train.json":
+        split = gt.stem[len("annotations_"):]
+        return f"the {split} split ({gt.name})", False
+    return (f"all images ({gt.name}), the training images too: set Validation Fraction and generate again "
+            "for a held-out score"), True
+
+
 def _num(value: Any) -> float:
     return float(value) if isinstance(value, (int, float)) else -1.0
 
 
-def load_metrics(context: Any, report_dir: Path) -> str:
-    """Copy metrics.json's headline numbers and worst images into the panel state."""
+def load_metrics(context: Any, report_dir: Path, source: tuple[str, bool] = ("", False)) -> str:
+    """Copy metrics.json's headline numbers and worst images into the panel state, with the words
+    saying which images they are on (``scored_on``)."""
     metrics = read_json(report_dir / "metrics.json", "metrics file")
     if not isinstance(metrics, dict) or "segm" not in metrics:
         raise ValueError(f"{report_dir / 'metrics.json'} has no 'segm' section")
@@ -47,6 +64,7 @@ def load_metrics(context: Any, report_dir: Path) -> str:
     state.boundary_ap = _num(boundary.get("AP"))
     state.has_metrics = True
     state.report_dir = str(report_dir)
+    state.eval_source, state.eval_on_training_images = source
     state.worst_images.clear()
     for row in metrics.get("worst_images") or []:
         item = state.worst_images.add()
@@ -85,7 +103,8 @@ class INSTSEG_OT_evaluate(JobOperatorMixin, bpy.types.Operator):
             argv = ml_argv(python, "evaluate", ["--checkpoint", str(paths.checkpoint),
                                                 "--data", str(paths.dataset), "--out", str(report),
                                                 "--device", s.device])
-        return jobs.JobSpec("evaluate", argv, lambda ctx, result: load_metrics(ctx, report),
+        source = scored_on(paths.dataset, gt if s.predictions_path else None)
+        return jobs.JobSpec("evaluate", argv, lambda ctx, result: load_metrics(ctx, report, source),
                             env=child_env(), cwd=str(report), label="evaluating", require_done=require_done)
 
 

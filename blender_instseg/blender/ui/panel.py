@@ -191,6 +191,7 @@ class INSTSEG_PT_dataset(_Base):
         col.prop(s, "max_objects", text="Max")
         draw_sources(layout, s)
         col = layout.column()
+        col.prop(s, "val_fraction")
         col.prop(s, "masks_only")
         sub = col.column()
         sub.enabled = not s.masks_only
@@ -253,6 +254,10 @@ class INSTSEG_PT_evaluation(_Base):
             col.label(text=f"Mask AP       {state.mask_ap:.3f}")
             col.label(text=f"Mask AP50     {state.mask_ap50:.3f}")
             col.label(text=f"Boundary AP   {state.boundary_ap:.3f}")
+            if state.eval_source:
+                row = box.row()
+                row.alert = state.eval_on_training_images
+                row.label(text=f"On {state.eval_source}", icon="ERROR" if state.eval_on_training_images else "INFO")
             if len(state.worst_images):
                 box.label(text="Worst images", icon="IMAGE_DATA")
                 col = box.column(align=True)
