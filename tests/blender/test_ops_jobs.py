@@ -287,3 +287,17 @@ def test_the_panel_generates_a_validation_split_and_evaluate_says_which_images_i
     s.val_fraction = 0.0
     assert "--val-fraction" not in generate_args(bpy.context)
     s.val_fraction = 0.1
+
+
+def test_resume_trains_minutes_more_than_the_run_already_has(settings, tmp_path: Path) -> None:
+    """--minutes is a run's whole budget: Resume with Minutes 0.5 on a run that trained 1.5 minutes
+    asks for 2, so it trains 0.5 minutes more instead of stopping at once (issue 23 item 3)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"earlier run")
+    (run / "events.jsonl").write_text('{"event":"progress","step":10,"train_seconds":30.0}\n'
+                                      '{"event":"done","step":30,"train_seconds":90.0}\n', encoding="utf-8")
+    settings.resume_training, settings.train_minutes, settings.epochs = True, 0.5, 0
+    assert bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok")) == {"FINISHED"}
+    argv = json.loads((run / "argv.json").read_text())
+    assert "--resume" in argv and argv[argv.index("--minutes") + 1] == "2"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import bpy
@@ -27,8 +29,28 @@ def train_args(context: Any) -> list[str]:
     if s.epochs > 0:
         args += ["--epochs", str(s.epochs)]
     else:
-        args += ["--minutes", f"{s.train_minutes:g}"]
+        # the trainer's --minutes is the run's whole budget; a resumed run has spent some of it, so
+        # Resume trains Minutes more instead of stopping at once
+        spent = trained_minutes(paths.run) if "--resume" in args else 0.0
+        args += ["--minutes", f"{spent + s.train_minutes:.4g}"]
     return args
+
+
+def trained_minutes(run_dir: Path) -> float:
+    """Training minutes a run has spent so far: the last ``train_seconds`` its events.jsonl reports."""
+    seconds = 0.0
+    try:
+        lines = (run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0.0
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and isinstance(event.get("train_seconds"), (int, float)):
+            seconds = float(event["train_seconds"])
+    return seconds / 60.0
 
 
 class INSTSEG_OT_train(JobOperatorMixin, bpy.types.Operator):
