@@ -77,3 +77,28 @@ def test_blender_image_gets_the_pixels_bottom_up() -> None:
         for name in ("test overlay",):
             if name in bpy.data.images:
                 bpy.data.images.remove(bpy.data.images[name])
+
+
+def test_the_overlay_survives_save_and_reopen(tmp_path) -> None:
+    """Saved and reopened, the overlay images come back with their pixels (packed, kept by a fake
+    user), not as the blank black image that turned the camera view black (issue 23 item 2)."""
+    import bpy
+
+    rgb, masks = _scene()
+    out = overlay.draw_overlay(rgb, masks, ["a", "b", "c"])
+    overlay.to_blender_image(overlay.LAYER_NAME, out.layer)
+    overlay.to_blender_image(overlay.COMPOSITE_NAME, out.composite)
+    path = tmp_path / "scene.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path), copy=True)
+    bpy.ops.wm.open_mainfile(filepath=str(path))
+    try:
+        for name, expected in ((overlay.LAYER_NAME, out.layer), (overlay.COMPOSITE_NAME, out.composite)):
+            image = bpy.data.images[name]
+            w, h = image.size
+            px = np.empty(w * h * 4, np.float32)
+            image.pixels.foreach_get(px)
+            px = np.flipud(px.reshape(h, w, 4)) * 255
+            channels = expected.shape[2]
+            assert np.abs(px[..., :channels] - expected).max() < 0.51, name
+    finally:
+        bpy.ops.wm.read_factory_settings(use_empty=True)

@@ -138,7 +138,12 @@ def encode_png(img: np.ndarray) -> bytes:
 
 
 def to_blender_image(name: str, img: np.ndarray) -> Any:
-    """Create or refresh ``bpy.data.images[name]`` with the pixels of ``img`` (uint8, top row first)."""
+    """Create or refresh ``bpy.data.images[name]`` with the pixels of ``img`` (uint8, top row first).
+
+    The pixels are packed into the .blend and the image has a fake user: a generated image is saved
+    without its pixels otherwise, and reopened as a blank opaque black one, which as the camera's
+    front background turns the camera view black; and an image with no user is not saved at all.
+    """
     import bpy
 
     h, w = img.shape[:2]
@@ -154,6 +159,8 @@ def to_blender_image(name: str, img: np.ndarray) -> Any:
     rgba = np.flipud(rgba) / 255.0  # Blender stores rows bottom-up
     image.pixels.foreach_set(np.ascontiguousarray(rgba, dtype=np.float32).ravel())  # type: ignore[attr-defined]
     image.update()
+    image.pack()  # again on every refresh: the packed copy is what a save writes
+    image.use_fake_user = True
     return image
 
 
