@@ -164,6 +164,9 @@ def check_args(args: argparse.Namespace) -> None:
     """Checks of the flags among themselves (ranges, pairs, exclusions); ``UsageError`` on the first failure."""
     if args.out is None:
         raise UsageError("--out is required")
+    if args.assets is not None and args.blend is not None:
+        raise UsageError("--assets and --blend are two sources of the objects: choose one (a .blend file can "
+                         "also be one of the files in the --assets folder)")
     if args.num_images is not None and args.num_images < 0:
         raise UsageError(f"--num-images must be >= 0, got {args.num_images}")
     if args.workers < 1:

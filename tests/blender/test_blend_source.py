@@ -135,13 +135,15 @@ def test_generate_from_the_blend_leaves_it_unchanged_and_validates(blend_file: P
     assert conf["distractors"]["shapes"] == ["blend:Clutter/ball"] and conf["distractors"]["max_count"] == 3
 
 
-@pytest.mark.parametrize("case", ["missing", "no_parent", "bad_role"])
+@pytest.mark.parametrize("case", ["missing", "no_parent", "bad_role", "two_sources"])
 def test_bad_blend_input_is_one_line_and_writes_nothing(blend_file: Path, tmp_path: Path, case: str) -> None:
     args = {"missing": ["--blend", str(tmp_path / "nope.blend")],
             "no_parent": ["--blend", str(blend_file), "--blend-collection", "Nope"],
-            "bad_role": ["--blend", str(blend_file), "--blend-collection", "Other"]}[case]
+            "bad_role": ["--blend", str(blend_file), "--blend-collection", "Other"],
+            "two_sources": ["--blend", str(blend_file), "--assets", str(blend_file.parent)]}[case]
     fragment = {"missing": "--blend file not found", "no_parent": "products.blend: no collection named 'Nope'",
-                "bad_role": "instseg_role must be one of target, distractor, ignore"}[case]
+                "bad_role": "instseg_role must be one of target, distractor, ignore",
+                "two_sources": "--assets and --blend are two sources of the objects"}[case]
     out = tmp_path / "out"
     proc = _generate(*args, "--out", str(out), "--num-images", "1", "--resolution", "32", "--masks-only",
                      "--progress", "none")
