@@ -251,9 +251,7 @@ class GeneratorConfig:
         _check(all(isinstance(c, str) and c.strip() for c in self.categories), "category names must be non-empty")
         for shape, cat in o.shapes.items():
             _check(
-                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
-                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES))
-                or (shape.startswith(BLEND_PREFIX) and "/" in shape),
+                is_shape_key(shape),
                 f"unknown shape {shape!r}: use one of {', '.join(PRIMITIVES)}, 'asset:<name>', "
                 f"'file:<path>' with one of {', '.join(ASSET_FILE_SUFFIXES)} or 'blend:<collection>/<name>'",
             )
@@ -295,12 +293,7 @@ class GeneratorConfig:
         _check(most + d.max_count <= 32767,
                "objects.max_count + the per-category counts + distractors.max_count must be <= 32767")
         for shape in d.shapes:
-            _check(
-                shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
-                or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES))
-                or (shape.startswith(BLEND_PREFIX) and "/" in shape),
-                f"unknown distractor shape {shape!r}",
-            )
+            _check(is_shape_key(shape), f"unknown distractor shape {shape!r}")
         _check(not any(sh.startswith(FILE_PREFIX) for sh in d.shapes) or bool(d.assets_dir.strip()),
                "distractors.shapes names 'file:' assets but distractors.assets_dir is empty (use --distractors DIR)")
         _range(d.scale, "distractors.scale", positive=True)
@@ -376,6 +369,13 @@ class GeneratorConfig:
     def real_size_of(self, shape: str) -> bool:
         over = self.objects.per_category.get(self.objects.shapes[shape], {})
         return bool(over.get("real_size", self.objects.real_size))
+
+
+def is_shape_key(shape: str) -> bool:
+    """A primitive, ``asset:<name>``, ``file:<path>`` with an importable suffix, or ``blend:<collection>/<name>``."""
+    return (shape in PRIMITIVES or (shape.startswith(ASSET_PREFIX) and len(shape) > len(ASSET_PREFIX))
+            or (shape.startswith(FILE_PREFIX) and shape.lower().endswith(ASSET_FILE_SUFFIXES))
+            or (shape.startswith(BLEND_PREFIX) and "/" in shape))
 
 
 def _check(ok: bool, message: str) -> None:

@@ -106,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
     """Defaults < --config file < flags; validated. Raises ValueError (one line) on any problem."""
     cfg = load_config(args.config) if args.config is not None else GeneratorConfig()
-    if args.config is not None and cfg.objects.assets_dir and not Path(cfg.objects.assets_dir).is_absolute():
-        # a config's relative asset folder is relative to the config file, not to where it is run
-        cfg.objects.assets_dir = str((args.config.parent / cfg.objects.assets_dir).resolve())
-    if args.config is not None and cfg.distractors.assets_dir and not Path(cfg.distractors.assets_dir).is_absolute():
-        cfg.distractors.assets_dir = str((args.config.parent / cfg.distractors.assets_dir).resolve())
+    if args.config is not None:
+        # a config's relative asset folders are relative to the config file, not to where it is run
+        for section in (cfg.objects, cfg.distractors):
+            if section.assets_dir and not Path(section.assets_dir).is_absolute():
+                section.assets_dir = str((args.config.parent / section.assets_dir).resolve())
     if args.assets is not None:
         sources.use_asset_folder(cfg, args.assets)
     if args.blend is not None:

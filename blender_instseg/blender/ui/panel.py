@@ -115,6 +115,17 @@ def draw_sources(layout: Any, s: Any) -> None:
     sub.prop(s, "max_distractors")
 
 
+def _per_category(shapes: dict[str, str], categories: list[str], noun: str, most: int) -> list[str]:
+    """'<category>: <n> <noun>(s)' for the first ``most`` categories, then how many more."""
+    counts: dict[str, int] = {}
+    for category in shapes.values():
+        counts[category] = counts.get(category, 0) + 1
+    lines = [f"{name}: {counts[name]} {noun}{'s' if counts[name] != 1 else ''}" for name in categories[:most]]
+    if len(categories) > most:
+        lines.append(f"... and {len(categories) - most} more")
+    return lines
+
+
 def collections_summary(scene: Any, parent: str, most: int = 8) -> list[str]:
     """The categories this file's collections give (as the generator will read the copy), with
     their template counts and roles, or the one-line reason they cannot be used."""
@@ -125,13 +136,8 @@ def collections_summary(scene: Any, parent: str, most: int = 8) -> list[str]:
         spec = blend_source.describe(groups, where)
     except ValueError as exc:
         return [str(exc)]
-    counts: dict[str, int] = {}
-    for category in spec.shapes.values():
-        counts[category] = counts.get(category, 0) + 1
     lines = [f"{len(spec.categories)} categories from {where}"]
-    lines += [f"{name}: {counts[name]} template{'s' if counts[name] != 1 else ''}" for name in spec.categories[:most]]
-    if len(spec.categories) > most:
-        lines.append(f"... and {len(spec.categories) - most} more")
+    lines += _per_category(spec.shapes, spec.categories, "template", most)
     if spec.distractors:
         lines.append(f"distractors: {len(spec.distractors)} templates")
     return lines
@@ -160,13 +166,9 @@ def asset_folder_summary(folder: str, most: int = 8) -> list[str]:
         shapes = scan_assets(path)
     except ValueError as exc:
         return [str(exc)]
-    counts: dict[str, int] = {}
-    for category in shapes.values():
-        counts[category] = counts.get(category, 0) + 1
-    lines = [f"{len(counts)} categories, {len(shapes)} files"]
-    lines += [f"{name}: {n} file{'s' if n != 1 else ''}" for name, n in sorted(counts.items())[:most]]
-    if len(counts) > most:
-        lines.append(f"... and {len(counts) - most} more")
+    categories = sorted(set(shapes.values()))
+    lines = [f"{len(categories)} categories, {len(shapes)} files"]
+    lines += _per_category(shapes, categories, "file", most)
     _SUMMARIES[str(path)] = (stamp, lines)
     return lines
 
