@@ -20,14 +20,15 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from .. import __version__
 from ..core import formats, plan, protocol
+from ..core.fileio import remove_stale_temp_files
 from ..core.formats import dataset
 from ..core.genconfig import GeneratorConfig
 from ..generator import cli
-from ..generator.cli import UsageError, prepare_out_dir
+from ..generator.cli import UsageError, held_out_dir, prepare_out_dir
 from ..generator.progress import Progress, StopWatcher
 from ..generator.resume import write_or_check_config
 from ..generator.workers import run_workers
@@ -60,7 +61,7 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
     return conf
 
 
-def run_shard(task: RenderTask, indices: list[int], progress: Progress, stop: StopWatcher) -> bool:
+def run_shard(task: RenderTask, indices: Iterable[int], progress: Progress, stop: StopWatcher) -> bool:
     """Render ``indices`` in order (skipping none: the caller removed finished ones). False if stopped.
     Blender was reset by ``run`` before the assets were imported."""
     for index in indices:
@@ -110,8 +111,8 @@ def run(args: argparse.Namespace) -> int:
             if not d.is_dir():
                 raise UsageError(f"--merge folder not found: {d}")
         cfg = cli.merge_config(args, dataset.read_dataset_config(args.merge[0]))
-        prepare_out_dir(out)
-        merged = finish_dataset(out, cfg, roots=list(args.merge))
+        with held_out_dir(out):
+            merged = finish_dataset(out, cfg, roots=list(args.merge))
         if mode == "jsonl":
             protocol.emit("done", out=str(out), files={k: str(v) for k, v in merged.items()})
         return 0
@@ -132,9 +133,22 @@ def run(args: argparse.Namespace) -> int:
     meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir)
     meshes.preload(cfg.blend_shapes(), cfg.objects.blend_file)
     entries, pairs, num_images = cli.resolve_plan(args)
-    prepare_out_dir(out)
-    is_child = args.num_shards is not None
     conf = dataset_config(cfg, args.seed, num_images, entries)
+    write_or_check_config(out, conf, write=False)  # a resume with other settings is refused before any write
+    if args.num_shards is not None:  # shards of one run (job arrays, --workers children) share the folder
+        prepare_out_dir(out)
+        return _render_dataset(args, cfg, conf, pairs, num_images, mode)
+    with held_out_dir(out):
+        for path in remove_stale_temp_files(out):
+            log.debug("removed %s, left by a killed run", path)
+        return _render_dataset(args, cfg, conf, pairs, num_images, mode)
+
+
+def _render_dataset(args: argparse.Namespace, cfg: GeneratorConfig, conf: dict[str, Any],
+                    pairs: list[tuple[int, int]] | None, num_images: int, mode: str) -> int:
+    """Write config.json (or check it on resume), render the indices not done yet, merge; the exit code."""
+    out: Path = args.out
+    is_child = args.num_shards is not None
     write_or_check_config(out, conf, write=True)
 
     from .render import cycles as cy
@@ -143,16 +157,20 @@ def run(args: argparse.Namespace) -> int:
     task = RenderTask(cfg, out, args.seed, num_images, threads=args.threads, device=device, variants=pairs)
     stop = StopWatcher(mode == "jsonl")
 
+    # the indices to render are generated, never listed: a large --num-images costs nothing up front
+    todo: Iterable[int]
     if args.only_index is not None:
-        todo = [args.only_index]
+        todo, count = [args.only_index], 1
     else:
         shard, n = (args.shard, args.num_shards) if is_child else (0, 1)
         done = dataset.completed_indices(out)
-        todo = [i for i in range(shard, num_images, n) if i not in done]
-    progress = Progress(mode, len(todo))
+        mine = range(shard, num_images, n)
+        todo = (i for i in mine if i not in done)
+        count = len(mine) - sum(1 for i in done if i in mine)
+    progress = Progress(mode, count)
     progress.emit()
     t0 = time.monotonic()
-    if args.workers > 1 and len(todo) > 1:
+    if args.workers > 1 and count > 1:
         # children read the settings back from config.json, so they cannot disagree with the parent
         run_workers(args, progress, stop, out / dataset.CONFIG_FILE, worker_generator_argv)
         completed = not stop.stopped
@@ -167,11 +185,13 @@ def run(args: argparse.Namespace) -> int:
         return 0
     paths: dict[str, Path] = {}
     if not args.no_merge and not is_child:
-        missing = set(range(num_images)) - dataset.completed_indices(out)
+        finished = dataset.completed_indices(out)
+        missing = num_images - sum(1 for i in finished if 0 <= i < num_images)
         if missing and args.only_index is not None:
-            log.info("not merging: %d image(s) of %s have no record yet", len(missing), out)
+            log.info("not merging: %d image(s) of %s have no record yet", missing, out)
         elif missing:
-            raise RuntimeError(f"{len(missing)} image(s) have no record (e.g. index {min(missing)}); rerun to resume")
+            first = next(i for i in range(num_images) if i not in finished)
+            raise RuntimeError(f"{missing} image(s) have no record (e.g. index {first}); rerun to resume")
         else:
             paths = finish_dataset(out, cfg)
     if mode == "jsonl":

@@ -71,7 +71,7 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
         parent, variant = task.variants[index]
         seed = plan.variant_seed(parent, variant)
     else:
-        seed = builder.image_seed(task.seed, index)
+        seed = plan.image_seed(task.seed, index)
     w, h = cfg.render.resolution
     masks_only = cfg.render.masks_only
     timer = _Timer(timings)

@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 
+from .cliargs import OneLineParser
 from .formats import FORMATS
 
 #: command -> (module, help), in the order ``--help`` lists them
@@ -36,7 +37,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """Build the parser; only the chosen command's module is imported, so one broken or slow
     module never takes the other commands down with it."""
     chosen = _chosen_command(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="python -m blender_instseg.core", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python -m blender_instseg.core", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -50,7 +51,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except ValueError as exc:  # UsageError: one line, not usage + message
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     try:
         return int(args._module.run(args))

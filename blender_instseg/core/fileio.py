@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,9 +26,8 @@ def _default_file_mode() -> int:
 _FILE_MODE = _default_file_mode()
 
 
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``)."""
-    target = Path(path)
+def _written_temp(target: Path, data: bytes) -> str:
+    """``data`` in a new, fsynced temp file beside ``target`` (a name ``TEMP_NAME`` matches); its path."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
@@ -36,14 +36,57 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, _FILE_MODE)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+    return tmp
+
+
+def _unlink_quietly(path: str | Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (same-directory temp file + ``os.replace``)."""
+    target = Path(path)
+    tmp = _written_temp(target, data)
+    try:
         os.replace(tmp, target)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(tmp)
         raise
     return target
+
+
+def atomic_create_bytes(path: str | os.PathLike[str], data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists; True when this call created it.
+
+    Two processes starting on one folder at the same moment both see no file; only one may write it,
+    and the other must read what the first wrote (a hardlink of the finished temp file either
+    succeeds or finds the name taken, so the file is never seen half-written).
+    """
+    target = Path(path)
+    tmp = _written_temp(target, data)
+    try:
+        os.link(tmp, target)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # a filesystem without hardlinks: an exclusive create, written in place
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return True
+    finally:
+        _unlink_quietly(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -90,3 +133,22 @@ def atomic_link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+#: the names the writers above give their temp files: ``.NAME.XXXXXXXX.tmp`` (mkstemp's eight
+#: characters) and ``.NAME.PID.link.tmp``
+TEMP_NAME = re.compile(r"^\..+\.(?:[a-z0-9_]{8}|\d+\.link)\.tmp$")
+
+
+def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temp files a killed writer left under ``root`` (only names ``TEMP_NAME`` matches);
+    the removed paths. Call it only while no other process writes there (a resume holding the
+    folder's lock): a live writer's temp file looks the same."""
+    removed: list[Path] = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if TEMP_NAME.match(name):
+                path = Path(folder) / name
+                _unlink_quietly(path)
+                removed.append(path)
+    return sorted(removed)

@@ -8,15 +8,15 @@ depend on their order.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
+from .cliargs import path_arg
 from .formats.dataset import MASK_FORMATS, merge_dataset
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("datasets", nargs="+", type=Path, metavar="DATASET",
+    parser.add_argument("datasets", nargs="+", type=path_arg, metavar="DATASET",
                         help="dataset folder(s) holding config.json and records/")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=path_arg, default=None,
                         help="output dataset folder (default: the first DATASET); files of the other "
                              "folders are hardlinked or copied into it")
     parser.add_argument("--mask-format", choices=MASK_FORMATS, default="rle",

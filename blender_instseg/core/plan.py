@@ -35,6 +35,16 @@ class PlanEntry:
         return {"seed": self.seed, "count": self.count, "first": self.first}
 
 
+#: the most images one dataset may hold: image ids stay 32-bit signed integers, which some COCO readers
+#: store them in, and a typo such as ``--num-images 10**12`` is refused instead of started
+MAX_IMAGES = 2**31 - 1
+
+
+def image_seed(global_seed: int, index: int) -> int:
+    """The per-image seed: a pure function of (global seed, index), so shards and reruns agree."""
+    return int(np.random.SeedSequence([int(global_seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint32)[0])
+
+
 def variant_seed(parent_seed: int, variant: int) -> int:
     """The seed of variant ``variant`` of scene ``parent_seed`` (drives every perturbation draw)."""
     ss = np.random.SeedSequence([int(parent_seed) & 0xFFFFFFFF, int(variant), _VARIANT_SALT])
@@ -61,10 +71,14 @@ def parse_plan(data: Any, where: str = "plan") -> list[PlanEntry]:
         entries.append(PlanEntry(_int(item.get("seed"), f"{where} entry {i} 'seed'", 0),
                                  _int(item.get("count"), f"{where} entry {i} 'count'", 1),
                                  _int(item.get("first", 0), f"{where} entry {i} 'first'", 0)))
-    pairs = expand_plan(entries)
-    if len(set(pairs)) != len(pairs):
-        dup = next(p for p in pairs if pairs.count(p) > 1)
-        raise ValueError(f"{where} asks for variant {dup[1]} of seed {dup[0]} twice")
+    total = sum(e.count for e in entries)
+    if total > MAX_IMAGES:
+        raise ValueError(f"{where} asks for {total} images; a dataset holds at most {MAX_IMAGES}")
+    seen: set[tuple[int, int]] = set()
+    for pair in expand_plan(entries):
+        if pair in seen:
+            raise ValueError(f"{where} asks for variant {pair[1]} of seed {pair[0]} twice")
+        seen.add(pair)
     return entries
 
 

@@ -6,12 +6,15 @@ Bad arguments raise ``UsageError`` (one line; ``main`` exits 2 with it) before a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ..core import plan
+from ..core.cliargs import OneLineParser, UsageError, path_arg
+from ..core.folder_lock import FolderBusy, FolderLock
 from ..core.formats import FORMATS
 from ..core.genconfig import GeneratorConfig, load_config
 from . import sources
@@ -30,38 +33,29 @@ Rerunning the same command resumes: finished images (those with records/NNNNNN.j
 """
 
 
-class UsageError(ValueError):
-    """Bad command-line arguments: reported on one line, exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # one line, not usage + message
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``scripts/generate.py`` (``--help`` prints them); errors raise ``UsageError``."""
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("dataset")
-    g.add_argument("--out", type=Path, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
+    g.add_argument("--out", type=path_arg, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
     g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
-    g.add_argument("--config", type=Path, metavar="FILE", help="generator config (.json or .toml); flags below override it")
-    g.add_argument("--variants-of", type=Path, metavar="PLAN.json",
+    g.add_argument("--config", type=path_arg, metavar="FILE", help="generator config (.json or .toml); flags below override it")
+    g.add_argument("--variants-of", type=path_arg, metavar="PLAN.json",
                    help='render variants of given scenes instead: a JSON list of {"seed": S, "count": C[, "first": K]}; '
                         "image i is the i-th variant in plan order (--num-images defaults to the plan's total)")
     a = p.add_argument_group("your objects (override the config)")
-    a.add_argument("--assets", type=Path, metavar="DIR",
+    a.add_argument("--assets", type=path_arg, metavar="DIR",
                    help="your asset files become the objects: every .blend .obj .glb .gltf .fbx .ply .stl (.usd*) "
                         "under DIR, imported with Blender's importers, materials kept; one category per "
                         "subfolder (or per file at the top of DIR)")
-    a.add_argument("--blend", type=Path, metavar="FILE",
+    a.add_argument("--blend", type=path_arg, metavar="FILE",
                    help="your .blend is the spec: each child collection of the 'InstSeg' collection (or of the "
                         "scene's top level) is a category, each object or collection in it an instance template; "
                         "the file is only read")
     a.add_argument("--blend-collection", metavar="NAME", default="",
                    help="the parent collection of the categories in --blend (default: InstSeg)")
-    a.add_argument("--distractors", type=Path, metavar="DIR",
+    a.add_argument("--distractors", type=path_arg, metavar="DIR",
                    help="every asset file under DIR is a distractor: rendered, occluding, never annotated")
     a.add_argument("--max-distractors", type=int, metavar="N",
                    help="distractors per scene: 0..N (default 3 with --distractors)")
@@ -89,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--val-fraction", type=float, metavar="F", help="fraction of images in the 'val' split (by index)")
     o.add_argument("--no-preview", action="store_true", help="skip preview.png")
     o.add_argument("--no-merge", action="store_true", help="only write records (merge later)")
-    o.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+    o.add_argument("--merge", nargs="+", type=path_arg, metavar="DIR",
                    help="merge these dataset/shard folders into --out instead of rendering")
     r = p.add_argument_group("scale and control")
     r.add_argument("--workers", type=int, default=1, metavar="K", help="parallel child processes on this machine")
@@ -167,8 +161,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.assets is not None and args.blend is not None:
         raise UsageError("--assets and --blend are two sources of the objects: choose one (a .blend file can "
                          "also be one of the files in the --assets folder)")
-    if args.num_images is not None and args.num_images < 0:
-        raise UsageError(f"--num-images must be >= 0, got {args.num_images}")
+    if args.num_images is not None and not 1 <= args.num_images <= plan.MAX_IMAGES:
+        raise UsageError(f"--num-images must be in [1, {plan.MAX_IMAGES}], got {args.num_images}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.threads < 0:
@@ -188,8 +182,7 @@ def check_args(args: argparse.Namespace) -> None:
 
 def prepare_out_dir(out: Path) -> None:
     """Create the folder and prove it is writable before any work starts."""
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out exists and is not a folder: {out}")
+    _check_not_a_file(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test-{os.getpid()}"
@@ -197,6 +190,31 @@ def prepare_out_dir(out: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise UsageError(f"--out is not writable: {out} ({exc.strerror or exc})") from None
+
+
+@contextlib.contextmanager
+def held_out_dir(out: Path) -> Iterator[None]:
+    """Create the folder and hold it for this run (``core.folder_lock``): a second command on it is
+    refused in one line. Creating the lock file is the proof that the folder is writable, and on a
+    folder that already has one (a resume) a refusal changes nothing on disk."""
+    _check_not_a_file(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = FolderLock(out)
+        lock.__enter__()
+    except FolderBusy as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"--out is not writable: {out} ({exc.strerror or exc})") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _check_not_a_file(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out exists and is not a folder: {out}")
 
 
 def merge_config(args: argparse.Namespace, stored: dict[str, Any]) -> GeneratorConfig:

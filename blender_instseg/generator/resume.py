@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.formats import dataset
-from ..core.fileio import atomic_write_json
+from ..core.fileio import atomic_create_bytes, atomic_write_bytes
 from ..core.formats import FORMATS
 from ..core.genconfig import export_switch
 from .cli import UsageError
@@ -48,9 +48,13 @@ def _identity(conf: dict[str, Any]) -> dict[str, Any]:
 def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True) -> None:
     """Write ``out``/config.json, or check that an existing one has ``conf``'s identity (``UsageError`` if not).
 
-    A matching config is rewritten only when ``num_images`` grew or shrank (a resume may change it).
+    The first write is an exclusive create: of two commands starting on an empty folder at once, one
+    writes config.json and the other is checked against it. A matching config is rewritten only
+    when ``num_images`` grew or shrank (a resume may change it).
     """
     path = out / dataset.CONFIG_FILE
+    if write and not path.exists() and atomic_create_bytes(path, _config_bytes(conf)):
+        return
     if path.exists():
         try:
             old = dataset.read_dataset_config(out)
@@ -63,7 +67,11 @@ def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True
         if not write or old.get("num_images") == conf["num_images"]:
             return
     if write:
-        atomic_write_json(path, conf, indent=2)
+        atomic_write_bytes(path, _config_bytes(conf))
+
+
+def _config_bytes(conf: dict[str, Any]) -> bytes:
+    return json.dumps(conf, indent=2).encode("utf-8")
 
 
 def _first_diff(a: Any, b: Any, where: str = "") -> str:

@@ -21,6 +21,7 @@ from blender_instseg.blender.render import amodal, annotate  # noqa: E402
 from blender_instseg.blender.render import cycles as cy  # noqa: E402
 from blender_instseg.blender.render import output  # noqa: E402
 from blender_instseg.blender.scene import builder  # noqa: E402
+from blender_instseg.core import plan  # noqa: E402
 from blender_instseg.core.formats import coco, dataset  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
 from blender_instseg.core.validation.validate import validate_dataset  # noqa: E402
@@ -221,7 +222,7 @@ def test_same_seed_same_bytes_and_valid(tmp_path: Path) -> None:
     assert generate(["--out", str(tmp_path / "c"), *args[:-2], "--seed", "8"]) == 0
     assert tree(tmp_path / "c")["masks/000000.png"] != a["masks/000000.png"]
     recs = [json.loads(a[f"records/{i:06d}.json"]) for i in range(3)]
-    assert [r["seed"] for r in recs] == [builder.image_seed(7, i) for i in range(3)]
+    assert [r["seed"] for r in recs] == [plan.image_seed(7, i) for i in range(3)]
 
 
 def test_rgb_run_is_deterministic_and_valid(tmp_path: Path) -> None:
@@ -308,7 +309,7 @@ def test_only_index_rerenders_one_image(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "fragment"),
     [
-        (["--num-images", "-1"], "--num-images must be >= 0"),
+        (["--num-images", "-1"], "--num-images must be in [1, 2147483647], got -1"),
         (["--min-objects", "-2"], "objects.min_count must be >= 0"),
         (["--min-objects", "9", "--max-objects", "3"], "objects.min_count (9) > objects.max_count (3)"),
         (["--workers", "0"], "--workers must be >= 1"),

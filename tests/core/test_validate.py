@@ -194,6 +194,31 @@ def test_cli_reports_one_line_per_problem_and_caps(merged: Path) -> None:
     assert len(lines) == 5  # 3 problems, "... and N more", the verdict
     assert f"and {n - 3} more" in lines[3] and lines[4].startswith("INVALID")
     res = _cli("validate", str(merged / "nope"))
-    assert res.returncode == 1 and "not found" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 2 and "not found" in res.stderr and "Traceback" not in res.stderr
     res = _cli("validate")
     assert res.returncode == 2 and "Traceback" not in res.stderr
+
+
+def test_images_of_another_run_are_found_by_their_seed(tmp_path: Path) -> None:
+    """Two generators on one folder leave images whose seed is not the config's: validate names them."""
+    from blender_instseg.core import plan
+
+    root = make_record_dataset(tmp_path / "ds", range(4), size=32)
+    conf = dataset.read_dataset_config(root)
+    conf.update(seed=5, generator={"render": {"resolution": [32, 32]}})
+    dataset.write_dataset_config(root, conf)
+    for i in range(4):
+        path = dataset.record_path(root, i)
+        record = json.loads(path.read_text())
+        record["seed"] = plan.image_seed(5 if i != 2 else 6, i)  # index 2 came from a run with seed 6
+        dataset.write_record(root, record)
+    dataset.merge_dataset([root])
+    report = validate_dataset(root)
+    assert not report.ok
+    assert len(report.errors) == 2  # annotations.json and the split file holding index 2
+    assert all("(index 2)" in e and "another run" in e for e in report.errors)
+    record = json.loads(dataset.record_path(root, 2).read_text())
+    record["seed"] = plan.image_seed(5, 2)
+    dataset.write_record(root, record)
+    dataset.merge_dataset([root])
+    assert validate_dataset(root).ok

@@ -85,11 +85,6 @@ class BuiltScene:
         return {o.instance_id: o for o in self.objects}
 
 
-def image_seed(global_seed: int, index: int) -> int:
-    """The per-image seed: a pure function of (global seed, index), so shards and reruns agree."""
-    return int(np.random.SeedSequence([int(global_seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint32)[0])
-
-
 def make_rngs(seed: int) -> dict[str, np.random.Generator]:
     children = np.random.SeedSequence(int(seed)).spawn(len(STREAMS))
     return {name: np.random.Generator(np.random.PCG64(ss)) for name, ss in zip(STREAMS, children)}

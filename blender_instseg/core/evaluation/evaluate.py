@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import path_arg
 from ..fileio import atomic_write_json, atomic_write_text
 from . import metrics as M
 from .inputs import InputError, load_ground_truth, load_predictions
@@ -156,11 +157,11 @@ def render_report(m: dict) -> str:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gt", required=True, metavar="ANNOTATIONS.json",
+    parser.add_argument("--gt", required=True, type=path_arg, metavar="ANNOTATIONS.json",
                         help="COCO ground truth (image file names are relative to its folder)")
-    parser.add_argument("--pred", required=True, metavar="PREDS.json",
+    parser.add_argument("--pred", required=True, type=path_arg, metavar="PREDS.json",
                         help="COCO results list: [{image_id, category_id, score, segmentation (RLE)}]")
-    parser.add_argument("--out", required=True, metavar="REPORT_DIR",
+    parser.add_argument("--out", required=True, type=path_arg, metavar="REPORT_DIR",
                         help="folder for metrics.json, report.md and the PNG plots (created if missing)")
     parser.add_argument("--score-threshold", type=float, default=0.5,
                         help="score cut for precision/recall/F1 and the worst-images ranking (AP uses all "
@@ -169,7 +170,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="Boundary IoU band width as a fraction of the image diagonal [default: 0.02]")
     parser.add_argument("--worst", type=int, default=10, metavar="N",
                         help="how many worst images to list and draw [default: 10]")
-    parser.add_argument("--image-root", default=None, metavar="DIR",
+    parser.add_argument("--image-root", default=None, type=path_arg, metavar="DIR",
                         help="folder the images' file_name is relative to [default: the folder of --gt]")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 

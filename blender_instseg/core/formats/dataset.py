@@ -266,6 +266,10 @@ def merge_dataset(roots: Sequence[str | Path], out_root: str | Path | None = Non
         cat_key = _category_key(cfg["categories"])
         if cat_key != ref_key:
             raise ValueError(f"categories differ between {root_paths[0]} and {root}: {ref_key} vs {cat_key}")
+        for key in ("seed", "variants_of"):  # shards of one dataset share them; other datasets do not
+            if cfg.get(key) != configs[0].get(key):
+                raise ValueError(f"{root_paths[0]} and {root} are not shards of one dataset ({key}: "
+                                 f"{configs[0].get(key)!r} vs {cfg.get(key)!r})")
     categories = [
         {"id": c["id"], "name": c["name"], "supercategory": c.get("supercategory", "object")}
         for c in sorted(configs[0]["categories"], key=lambda c: int(c["id"]))

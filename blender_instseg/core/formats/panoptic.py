@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ..cliargs import path_arg
 from ..fileio import atomic_write_bytes, atomic_write_json
 from . import coco
 from . import semantic as semantic_format
@@ -216,7 +217,7 @@ def export_panoptic(dataset_root: str | Path, *, semantic: bool = True, panoptic
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, metavar="DATASET",
+    parser.add_argument("dataset", type=path_arg, metavar="DATASET",
                         help="merged dataset folder (annotations*.json + masks/ id maps)")
     parser.add_argument("--semantic", action="store_true",
                         help="write semantic/<stem>.png (category per pixel, background 0)")

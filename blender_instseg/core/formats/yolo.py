@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..cliargs import path_arg
 from ..fileio import atomic_link_or_copy, atomic_write_text
 from .coco import decode_segmentation, mask_to_polygons
 from .dataset import ANNOTATIONS_FILE, load_coco
@@ -180,8 +181,8 @@ def write(dataset_root: Path) -> dict[str, Path]:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, metavar="DATASET", help="merged dataset folder (annotations*.json)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("dataset", type=path_arg, metavar="DATASET", help="merged dataset folder (annotations*.json)")
+    parser.add_argument("--out", type=path_arg, default=None,
                         help="where labels/, images/<split>/ and dataset.yaml go (default: DATASET)")
 
 

@@ -20,10 +20,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..cliargs import path_arg
 from ..formats.dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
 from ..formats.panoptic import PANOPTIC_DIR, PANOPTIC_PREFIX
 from ..formats.semantic import SEMANTIC_DIR
 from .coco_checks import CocoChecker
+from .config_checks import ConfigChecker
 from .panoptic_checks import PanopticChecker, load_panoptic
 from .report import ValidationReport, is_int
 from .semantic_checks import SemanticChecker
@@ -88,12 +90,14 @@ def validate_dataset(root: str | Path) -> ValidationReport:
     per_file: dict[str, Any] = {}
     has_panoptic = (base / PANOPTIC_DIR).is_dir() or any(base.glob(f"{PANOPTIC_PREFIX}*.json"))
     semantic_done: set[Path] | None = set() if (base / SEMANTIC_DIR).is_dir() else None
+    config = ConfigChecker(report, base)
     for f in files:
         try:
             data = load_coco(f)
         except (ValueError, FileNotFoundError, OSError) as exc:
             report.error(str(exc))
             continue
+        config.check_images(f.name, data.get("images") or [])
         per_file[f.name] = _check_coco_file(report, base, f, data, sizes, has_panoptic=has_panoptic,
                                             semantic_done=semantic_done)
     report.summary = {"files": per_file}
@@ -105,7 +109,7 @@ def validate_dataset(root: str | Path) -> ValidationReport:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", type=Path, metavar="DATASET",
+    parser.add_argument("dataset", type=path_arg, metavar="DATASET",
                         help="dataset folder holding annotations*.json (or one COCO file)")
     parser.add_argument("--max-errors", type=int, default=50, metavar="N",
                         help="print at most N problems (default 50); the rest are counted")
@@ -122,6 +126,8 @@ def _print_summary(report: ValidationReport) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.max_errors < 1:
         raise ValueError("--max-errors must be at least 1")
+    if not args.dataset.exists():  # bad input (exit 2), not an invalid dataset (exit 1)
+        raise FileNotFoundError(f"dataset not found: {args.dataset}")
     report = validate_dataset(args.dataset)
     if report.ok:
         _print_summary(report)
