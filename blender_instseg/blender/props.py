@@ -19,6 +19,7 @@ from bpy.props import (
     EnumProperty,
     FloatProperty,
     IntProperty,
+    IntVectorProperty,
     PointerProperty,
     StringProperty,
 )
@@ -147,6 +148,96 @@ class InstSegPrediction(bpy.types.PropertyGroup):
     iou: FloatProperty()  # type: ignore[valid-type]
 
 
+# Per-category settings of "From this file's collections" live on the category collection as plain
+# custom properties (blend_source reads them, with or without the add-on, in the generator's copy of
+# the file). ``CategorySettings`` shows them as widgets: every property reads and writes the custom
+# property through get/set, and "Default" removes it so the generator's own setting applies.
+_DEFAULT_FREE_UPRIGHT = [("DEFAULT", "Default", "The generator's Placement setting", 0),
+                         ("free", "Free", "A uniformly random 3D rotation", 1),
+                         ("upright", "Upright", "A random turn about the vertical axis only", 2)]
+_DEFAULT_ON_OFF = {
+    "instseg_real_size": [("DEFAULT", "Default", "The generator's Real Size setting", 0),
+                          ("ON", "Real Size", "Keep the template's own size in metres", 1),
+                          ("OFF", "Scaled", "A size drawn from the generator's scale range", 2)],
+    "instseg_physics": [("DEFAULT", "Default", "The generator's physics setting", 0),
+                        ("ON", "Falls", "Dropped onto the ground by the rigid-body simulation", 1),
+                        ("OFF", "Stands", "Stays where placed; falling objects land on it", 2)],
+}
+_ROLES = [("target", "Target", "Annotated: its objects are the instances to segment", 0),
+          ("distractor", "Distractor", "Rendered and occluding, never annotated", 1),
+          ("ignore", "Ignore", "Left out of the dataset", 2)]
+
+
+def _stored(key: str, items: list[tuple[str, str, str, int]], default: str):  # type: ignore[no-untyped-def]
+    """The enum's get/set pair over custom property ``key``: the item identifiers are the stored
+    strings, except ON/OFF (stored as true/false) and DEFAULT (the property is absent)."""
+
+    def get(self: bpy.types.PropertyGroup) -> int:
+        value = self.id_data.get(key, default)
+        if isinstance(value, (bool, int)) and not isinstance(value, str):
+            value = "ON" if value else "OFF"
+        return next((i for ident, _, _, i in items if ident == value), 0)
+
+    def set_(self: bpy.types.PropertyGroup, index: int) -> None:
+        ident = next(ident for ident, _, _, i in items if i == index)
+        if ident == "DEFAULT":
+            self.id_data.pop(key, None)
+        else:
+            self.id_data[key] = (ident == "ON") if ident in ("ON", "OFF") else ident
+
+    return get, set_
+
+
+def _get_count(self: bpy.types.PropertyGroup) -> tuple[int, int]:
+    value = self.id_data.get("instseg_count")
+    if value is None:
+        return (0, 0)
+    count = list(value.to_list() if hasattr(value, "to_list") else [value, value])
+    return (int(count[0]), int(count[-1])) if count else (0, 0)
+
+
+def _set_count(self: bpy.types.PropertyGroup, value: tuple[int, int]) -> None:
+    low, high = int(value[0]), int(value[1])
+    self.id_data["instseg_count"] = [min(low, high), max(low, high)]
+
+
+def _get_own_count(self: bpy.types.PropertyGroup) -> bool:
+    return "instseg_count" in self.id_data
+
+
+def _set_own_count(self: bpy.types.PropertyGroup, on: bool) -> None:
+    if on and "instseg_count" not in self.id_data:
+        self.id_data["instseg_count"] = [1, 3]
+    elif not on:
+        self.id_data.pop("instseg_count", None)
+
+
+_ROLE = _stored("instseg_role", _ROLES, "target")
+_PLACEMENT = _stored("instseg_placement", _DEFAULT_FREE_UPRIGHT, "DEFAULT")
+_SIZE = _stored("instseg_real_size", _DEFAULT_ON_OFF["instseg_real_size"], "DEFAULT")
+_PHYSICS = _stored("instseg_physics", _DEFAULT_ON_OFF["instseg_physics"], "DEFAULT")
+
+
+class CategorySettings(bpy.types.PropertyGroup):
+    """A category collection's settings for the generator (``Collection.instseg``), stored as the
+    collection's ``instseg_*`` custom properties (see blend_source)."""
+
+    role: EnumProperty(name="Role", items=_ROLES, get=_ROLE[0], set=_ROLE[1])  # type: ignore[valid-type]
+    own_count: BoolProperty(  # type: ignore[valid-type]
+        name="Own Count", get=_get_own_count, set=_set_own_count,
+        description="Draw this category's objects per scene from its own range (in addition to the "
+        "generator's Min/Max Objects, drawn from the other categories)")
+    count: IntVectorProperty(  # type: ignore[valid-type]
+        name="Count", size=2, min=0, soft_max=50, get=_get_count, set=_set_count,
+        description="Fewest and most objects of this category per scene")
+    placement: EnumProperty(  # type: ignore[valid-type]
+        name="Placement", items=_DEFAULT_FREE_UPRIGHT, get=_PLACEMENT[0], set=_PLACEMENT[1])
+    size: EnumProperty(  # type: ignore[valid-type]
+        name="Size", items=_DEFAULT_ON_OFF["instseg_real_size"], get=_SIZE[0], set=_SIZE[1])
+    physics: EnumProperty(  # type: ignore[valid-type]
+        name="Physics", items=_DEFAULT_ON_OFF["instseg_physics"], get=_PHYSICS[0], set=_PHYSICS[1])
+
+
 class InstSegObjectRef(bpy.types.PropertyGroup):
     object_name: StringProperty()  # type: ignore[valid-type]
 
@@ -183,16 +274,18 @@ class InstSegJobState(bpy.types.PropertyGroup):
     has_saved_selection: BoolProperty(default=False)  # type: ignore[valid-type]
 
 
-classes = (InstSegSettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
+classes = (InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
 
 
 def register() -> None:
     bpy.types.Scene.instseg = PointerProperty(type=InstSegSettings)
+    bpy.types.Collection.instseg = PointerProperty(type=CategorySettings)
     bpy.types.WindowManager.instseg_job = PointerProperty(type=InstSegJobState)
 
 
 def unregister() -> None:
-    for owner, name in ((bpy.types.WindowManager, "instseg_job"), (bpy.types.Scene, "instseg")):
+    for owner, name in ((bpy.types.WindowManager, "instseg_job"), (bpy.types.Scene, "instseg"),
+                        (bpy.types.Collection, "instseg")):
         if hasattr(owner, name):
             delattr(owner, name)
 

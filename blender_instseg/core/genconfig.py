@@ -27,6 +27,7 @@ BLEND_PREFIX = "blend:"  # a template of objects.blend_file: "blend:<category co
 # Files Blender imports with its own importers (blender/scene/assets.py); USD where the build has it.
 ASSET_FILE_SUFFIXES = (".blend", ".obj", ".glb", ".gltf", ".fbx", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
 PLACEMENTS = ("free", "upright")
+PER_CATEGORY_KEYS = ("placement", "real_size", "count", "physics")  # what objects.per_category may set
 
 
 def _default_shapes() -> dict[str, str]:
@@ -56,8 +57,9 @@ class ObjectsConfig:
     # True: every object keeps its mesh's own size in metres (scale ignored); False: its largest
     # half-extent is drawn from scale
     real_size: bool = False
-    # per-category overrides of placement / real_size, and a count [low, high] of objects of that
-    # category per scene, e.g. {"chair": {"placement": "upright", "count": [1, 3]}}
+    # per-category overrides of placement / real_size / physics (falls with physics.* settings, or
+    # stands where placed as an obstacle the others land on), and a count [low, high] of objects of
+    # that category per scene, e.g. {"chair": {"placement": "upright", "count": [1, 3]}}
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     # "file:" assets keep the materials they were imported with (textures, UVs); False: the random palette
     keep_asset_materials: bool = True
@@ -264,8 +266,8 @@ class GeneratorConfig:
         _check(isinstance(o.real_size, bool), "objects.real_size must be true or false")
         for cat, over in o.per_category.items():
             _check(cat in self.categories, f"objects.per_category names {cat!r}, which is not in categories")
-            _check(isinstance(over, dict) and set(over) <= {"placement", "real_size", "count"},
-                   f"objects.per_category.{cat} may set placement, real_size and count only, got {over!r}")
+            _check(isinstance(over, dict) and set(over) <= set(PER_CATEGORY_KEYS),
+                   f"objects.per_category.{cat} may set {', '.join(PER_CATEGORY_KEYS)} only, got {over!r}")
             if "count" in over:
                 count = over["count"]
                 _check(isinstance(count, list) and len(count) == 2 and all(isinstance(v, int) for v in count)
@@ -274,6 +276,7 @@ class GeneratorConfig:
             _check(over.get("placement", "free") in PLACEMENTS,
                    f"objects.per_category.{cat}.placement must be one of {', '.join(PLACEMENTS)}")
             _check(isinstance(over.get("real_size", False), bool), f"objects.per_category.{cat}.real_size must be true or false")
+            _check(isinstance(over.get("physics", False), bool), f"objects.per_category.{cat}.physics must be true or false")
         _range(o.scale, "objects.scale", positive=True)
         _range(o.float_height, "objects.float_height")
         _check(o.scatter_radius >= 0, "objects.scatter_radius must be >= 0")
@@ -369,6 +372,16 @@ class GeneratorConfig:
     def real_size_of(self, shape: str) -> bool:
         over = self.objects.per_category.get(self.objects.shapes[shape], {})
         return bool(over.get("real_size", self.objects.real_size))
+
+    def physics_of(self, shape: str) -> bool:
+        """Whether objects of this shape's category fall (per_category first, then physics.enabled)."""
+        over = self.objects.per_category.get(self.objects.shapes[shape], {})
+        return bool(over.get("physics", self.physics.enabled))
+
+    def simulates(self) -> bool:
+        """Whether the rigid-body simulation runs: physics is on, or on for some category."""
+        return self.physics.enabled or any(bool(over.get("physics")) for over in self.objects.per_category.values()
+                                           if isinstance(over, dict))
 
 
 def is_shape_key(shape: str) -> bool:

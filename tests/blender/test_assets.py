@@ -198,6 +198,33 @@ def test_per_category_override(assets_dir: Path) -> None:
         _cfg(assets_dir, placement="sideways")
 
 
+def _lowest_z(so: builder.SceneObject) -> float:
+    m = np.array(so.obj.matrix_world)
+    return float((so.shape_mesh.verts @ m[:3, :3].T + m[:3, 3])[:, 2].min())
+
+
+def test_per_category_physics_drops_some_and_leaves_the_others_standing(assets_dir: Path) -> None:
+    """Physics is off globally and on for boxes: the boxes fall from their drop height, the poles
+    (physics false) stay exactly where they were placed, standing on the ground."""
+    per = {"poles": {"count": [2, 2], "physics": False, "placement": "upright"}, "boxes": {"count": [3, 3], "physics": True}}
+    cfg = _cfg(assets_dir, min_count=0, max_count=0, per_category=per)
+    cfg.physics.drop_height = [1.0, 1.5]
+    assert cfg.simulates() and not cfg.physics.enabled
+    assert cfg.physics_of("file:boxes/red.glb") and not cfg.physics_of("file:poles/green.obj")
+    built = builder.build_scene(cfg, 4, build_appearance=False)
+    assert built.params["physics"] is True
+    poles = [so for so in built.objects if so.shape == "file:poles/green.obj"]
+    boxes = [so for so in built.objects if so.shape == "file:boxes/red.glb"]
+    assert len(poles) == 2 and len(boxes) == 3
+    for so in poles:  # placed on the ground (1e-4 above it), upright, never moved
+        assert abs(_lowest_z(so) - 1e-4) < 1e-6
+        assert abs(so.obj.matrix_world.to_3x3().normalized()[2][2] - 1.0) < 1e-6
+    for so in boxes:  # dropped from >= 1 m, resting on the ground or on another object
+        assert _lowest_z(so) < 0.9
+    with pytest.raises(ValueError, match="physics must be true or false"):
+        _cfg(assets_dir, per_category={"poles": {"physics": "yes"}})
+
+
 def _generate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
 

@@ -50,6 +50,9 @@ class RecordingLayout:
     def split(self, **kw: Any) -> "RecordingLayout":
         return self._child("split")
 
+    def grid_flow(self, **kw: Any) -> "RecordingLayout":
+        return self._child("grid_flow")
+
     @staticmethod
     def _check_icon(icon: str | None) -> None:
         if icon is not None:
@@ -186,6 +189,7 @@ def test_unregister_leaves_nothing_behind(addon: Any) -> None:
             assert not hasattr(bpy.types, name), name
         assert not hasattr(bpy.types.Scene, "instseg")
         assert not hasattr(bpy.types.WindowManager, "instseg_job")
+        assert not hasattr(bpy.types.Collection, "instseg")
         assert not hasattr(bpy.ops.instseg, "predict_view") or not _op_registered("instseg.predict_view")
         from blender_instseg.blender.ops import jobs
 
@@ -263,6 +267,30 @@ def test_this_files_collections_source_shows_its_categories_and_hands_a_copy_to_
         path_before, dirty_before = bpy.data.filepath, bpy.data.is_dirty
         copy = save_scene_copy()
         assert copy.is_file() and (bpy.data.filepath, bpy.data.is_dirty) == (path_before, dirty_before)
+        # per-category settings: widgets over the collection's instseg_* custom properties
+        log = _draw_all(addon)
+        assert ("label", "Cups") in log and ("label", "Clutter") in log
+        drawn = {entry[2] for entry in log if entry[0] == "prop" and entry[1] == "CategorySettings"}
+        assert drawn == {"role", "own_count", "count", "placement", "size", "physics"}
+        from blender_instseg.blender.scene import blend_source
+
+        assert cups.instseg.role == "target" and clutter.instseg.role == "distractor"
+        assert (cups.instseg.placement, cups.instseg.size, cups.instseg.physics) == ("DEFAULT",) * 3
+        cups.instseg.own_count = True
+        cups.instseg.count = (4, 2)  # kept as low <= high
+        cups.instseg.placement, cups.instseg.size, cups.instseg.physics = "upright", "ON", "OFF"
+        assert cups["instseg_count"].to_list() == [2, 4] and cups["instseg_placement"] == "upright"
+        assert bool(cups["instseg_real_size"]) is True and bool(cups["instseg_physics"]) is False
+        groups, where = blend_source.parent_groups(bpy.data.collections, [scene], "")
+        spec = blend_source.describe(groups, where)
+        assert spec.per_category == {"Cups": {"placement": "upright", "real_size": True, "physics": False,
+                                              "count": [2, 4]}}
+        cups.instseg.placement = cups.instseg.size = cups.instseg.physics = "DEFAULT"
+        cups.instseg.own_count = False
+        assert not any(k.startswith("instseg_") for k in cups.keys())
+        clutter.instseg.role = "ignore"
+        assert clutter["instseg_role"] == "ignore"
+        assert "distractors: 1 templates" not in [e[1] for e in _draw_all(addon) if e[0] == "label"]
         s.blend_collection = "Nope"
         labels = [entry[1] for entry in _draw_all(addon) if entry[0] == "label"]
         assert "no collection named 'Nope'" in labels

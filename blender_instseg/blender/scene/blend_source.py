@@ -9,7 +9,12 @@ an artist sets in the Object Properties > Custom Properties panel of the collect
 - ``instseg_role``: ``target`` (default: annotated), ``distractor`` (rendered, never annotated) or
   ``ignore`` (left out);
 - ``instseg_placement``: ``free`` or ``upright``; ``instseg_real_size``: true or false;
-- ``instseg_count``: objects of this category per scene, ``[low, high]`` (or one number).
+- ``instseg_count``: objects of this category per scene, ``[low, high]`` (or one number);
+- ``instseg_physics``: true (dropped with the physics settings) or false (stands where placed, an
+  obstacle the falling ones land on); unset: the generator's physics setting.
+
+The add-on's panel edits the same properties (``props.CategorySettings``), so a file set up by hand,
+by a script or in the panel reads the same, with or without the add-on installed.
 
 The file is only read (``bpy.data.libraries.load``), never saved: the user's .blend is unchanged.
 A template becomes one mesh the way an asset file does (``assets.py``): its evaluated geometry,
@@ -152,6 +157,8 @@ def describe(groups: list[Any], where: str = "") -> BlendSpec:
             over["placement"] = placement
         if "instseg_real_size" in coll:
             over["real_size"] = bool(coll["instseg_real_size"])
+        if "instseg_physics" in coll:
+            over["physics"] = bool(coll["instseg_physics"])
         if "instseg_count" in coll:
             value = coll["instseg_count"]
             count = list(value.to_list() if hasattr(value, "to_list") else [value, value])

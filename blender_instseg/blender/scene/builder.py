@@ -238,8 +238,9 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     for k, (dup, shape, sm, scale, rot, rotated, footprint) in enumerate(drafts, start=1):
         x, y = _place_xy(layout, radius, footprint, parent_placed)
         lift = float(layout.uniform(oc.float_height[0], oc.float_height[1]))
-        if cfg.physics.enabled:
-            lift += float(layout.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1]))
+        if cfg.simulates():  # drawn for every object when anything falls: streams stay aligned
+            drop = float(layout.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1]))
+            lift += drop if cfg.physics_of(shape) else 0.0
         z = -float(rotated[:, 2].min()) + lift + 1e-4  # a turn about z keeps the lowest point: valid for variants
         parent_placed.append((x, y, footprint))
         mat_spec = MaterialSpec.sample(mats, cfg.materials)  # drawn even when not built: streams stay aligned
@@ -271,11 +272,15 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
 
     distractors = _add_distractors(cfg, base["distractors"], collection, placed, radius, assets_dir, build_appearance)
 
-    if cfg.physics.enabled and objects:
+    if cfg.simulates() and objects:
         from .physics import settle
 
         assert scene is not None
-        settle(scene, [o.obj for o in objects] + distractors, ground if cfg.world.ground else None, cfg.physics.frames)
+        falling = [o.obj for o in objects if cfg.physics_of(o.shape)]
+        standing = [o.obj for o in objects if not cfg.physics_of(o.shape)]  # obstacles the others land on
+        falling += distractors if cfg.physics.enabled else []
+        standing += [] if cfg.physics.enabled else distractors
+        settle(scene, falling, ground if cfg.world.ground else None, cfg.physics.frames, passive=standing)
 
     if build_appearance:
         scene.world = world_spec.build("world")
@@ -294,7 +299,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         "camera": {k: round(v, 6) if isinstance(v, float) else v for k, v in camera["instseg_params"].to_dict().items()},
         "lights": [spec.kind for spec in light_specs],
         "world_gradient": world_spec.gradient,
-        "physics": cfg.physics.enabled,
+        "physics": cfg.simulates(),
     }
     if distractors:
         params["distractors"] = len(distractors)

@@ -24,8 +24,10 @@ def _add_body(obj: bpy.types.Object, kind: Literal["ACTIVE", "PASSIVE"], shape: 
 
 
 def settle(scene: bpy.types.Scene, objects: list[bpy.types.Object], ground: bpy.types.Object | None,
-           frames: int) -> None:
-    """Simulate ``frames`` frames and bake the result into the objects' transforms."""
+           frames: int, passive: list[bpy.types.Object] | None = None) -> None:
+    """Simulate ``frames`` frames and bake the result into the objects' transforms. ``passive``
+    objects (categories with physics off) stay where they were placed and the others collide with them."""
+    passive = list(passive or [])
     if scene.rigidbody_world is None:
         with bpy.context.temp_override(scene=scene):
             bpy.ops.rigidbody.world_add()
@@ -36,13 +38,15 @@ def settle(scene: bpy.types.Scene, objects: list[bpy.types.Object], ground: bpy.
     world.solver_iterations = 10
     if ground is not None:
         _add_body(ground, "PASSIVE", "BOX")
+    for obj in passive:
+        _add_body(obj, "PASSIVE", "MESH")
     for obj in objects:
         _add_body(obj, "ACTIVE", "CONVEX_HULL")
     for frame in range(1, frames + 2):
         scene.frame_set(frame)
     depsgraph = bpy.context.evaluated_depsgraph_get()
     settled = [obj.evaluated_get(depsgraph).matrix_world.copy() for obj in objects]
-    for obj in [*objects, *([ground] if ground is not None else [])]:
+    for obj in [*objects, *passive, *([ground] if ground is not None else [])]:
         with bpy.context.temp_override(object=obj, active_object=obj, selected_objects=[obj]):
             bpy.ops.rigidbody.object_remove()
     with bpy.context.temp_override(scene=scene):

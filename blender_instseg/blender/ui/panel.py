@@ -107,6 +107,7 @@ def draw_sources(layout: Any, s: Any) -> None:
         box = col.box()
         for line in collections_summary(bpy.context.scene, s.blend_collection):
             box.label(text=line)
+        draw_category_settings(col, bpy.context.scene, s.blend_collection)
     col.prop(s, "placement")
     col.prop(s, "real_size")
     col.prop(s, "distractors_dir")
@@ -141,6 +142,33 @@ def collections_summary(scene: Any, parent: str, most: int = 8) -> list[str]:
     if spec.distractors:
         lines.append(f"distractors: {len(spec.distractors)} templates")
     return lines
+
+
+def draw_category_settings(layout: Any, scene: Any, parent: str) -> None:
+    """One box per category collection with its role and, for targets, count, placement, size and
+    physics: the collection's ``instseg_*`` custom properties, through ``Collection.instseg``."""
+    from ..scene import blend_source
+
+    try:
+        groups, _where = blend_source.parent_groups(bpy.data.collections, [scene], parent.strip())
+    except ValueError:
+        return  # collections_summary already says why
+    for coll in groups:
+        box = layout.box()
+        row = box.row()
+        row.label(text=coll.name, icon="OUTLINER_COLLECTION")
+        row.prop(coll.instseg, "role", text="")
+        if coll.instseg.role != "target":
+            continue
+        row = box.row(align=True)
+        row.prop(coll.instseg, "own_count", text="Count")
+        sub = row.row(align=True)
+        sub.enabled = coll.instseg.own_count
+        sub.prop(coll.instseg, "count", text="")
+        grid = box.grid_flow(columns=3, align=True)
+        grid.prop(coll.instseg, "placement", text="")
+        grid.prop(coll.instseg, "size", text="")
+        grid.prop(coll.instseg, "physics", text="")
 
 
 _SUMMARIES: dict[str, tuple[float, list[str]]] = {}
