@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bpy
 from bpy.props import (
@@ -168,12 +169,17 @@ _ROLES = [("target", "Target", "Annotated: its objects are the instances to segm
           ("ignore", "Ignore", "Left out of the dataset", 2)]
 
 
+def _owner(group: bpy.types.PropertyGroup) -> Any:
+    """The collection a ``CategorySettings`` belongs to (its custom properties hold the values)."""
+    return group.id_data
+
+
 def _stored(key: str, items: list[tuple[str, str, str, int]], default: str):  # type: ignore[no-untyped-def]
     """The enum's get/set pair over custom property ``key``: the item identifiers are the stored
     strings, except ON/OFF (stored as true/false) and DEFAULT (the property is absent)."""
 
     def get(self: bpy.types.PropertyGroup) -> int:
-        value = self.id_data.get(key, default)
+        value = _owner(self).get(key, default)
         if isinstance(value, (bool, int)) and not isinstance(value, str):
             value = "ON" if value else "OFF"
         return next((i for ident, _, _, i in items if ident == value), 0)
@@ -181,15 +187,15 @@ def _stored(key: str, items: list[tuple[str, str, str, int]], default: str):  # 
     def set_(self: bpy.types.PropertyGroup, index: int) -> None:
         ident = next(ident for ident, _, _, i in items if i == index)
         if ident == "DEFAULT":
-            self.id_data.pop(key, None)
+            _owner(self).pop(key, None)
         else:
-            self.id_data[key] = (ident == "ON") if ident in ("ON", "OFF") else ident
+            _owner(self)[key] = (ident == "ON") if ident in ("ON", "OFF") else ident
 
     return get, set_
 
 
 def _get_count(self: bpy.types.PropertyGroup) -> tuple[int, int]:
-    value = self.id_data.get("instseg_count")
+    value = _owner(self).get("instseg_count")
     if value is None:
         return (0, 0)
     count = list(value.to_list() if hasattr(value, "to_list") else [value, value])
@@ -198,18 +204,18 @@ def _get_count(self: bpy.types.PropertyGroup) -> tuple[int, int]:
 
 def _set_count(self: bpy.types.PropertyGroup, value: tuple[int, int]) -> None:
     low, high = int(value[0]), int(value[1])
-    self.id_data["instseg_count"] = [min(low, high), max(low, high)]
+    _owner(self)["instseg_count"] = [min(low, high), max(low, high)]
 
 
 def _get_own_count(self: bpy.types.PropertyGroup) -> bool:
-    return "instseg_count" in self.id_data
+    return "instseg_count" in _owner(self)
 
 
 def _set_own_count(self: bpy.types.PropertyGroup, on: bool) -> None:
-    if on and "instseg_count" not in self.id_data:
-        self.id_data["instseg_count"] = [1, 3]
+    if on and "instseg_count" not in _owner(self):
+        _owner(self)["instseg_count"] = [1, 3]
     elif not on:
-        self.id_data.pop("instseg_count", None)
+        _owner(self).pop("instseg_count", None)
 
 
 _ROLE = _stored("instseg_role", _ROLES, "target")
