@@ -100,7 +100,11 @@ def rasterize(tris2d: np.ndarray, width: int, height: int) -> np.ndarray:
     r0 = np.maximum(np.ceil(ys.min(1) - 0.5), 0).astype(np.int64)
     r1 = np.minimum(np.floor(ys.max(1) - 0.5), height - 1).astype(np.int64)
     xs = tris2d[:, :, 0]
-    keep = (r1 >= r0) & (xs.max(1) >= 0.5) & (xs.min(1) <= width - 0.5)
+    c0 = np.maximum(np.ceil(xs.min(1) - 0.5), 0)
+    c1 = np.minimum(np.floor(xs.max(1) - 0.5), width - 1)
+    # a triangle whose bounding box holds no pixel centre covers none: dropping it changes nothing,
+    # and most triangles of a dense mesh seen from afar are such slivers between pixel centres
+    keep = (r1 >= r0) & (c1 >= c0)
     if not keep.any():
         return mask
     tris2d, r0, r1 = tris2d[keep], r0[keep], r1[keep]
@@ -152,6 +156,60 @@ def amodal_mask(world_tris: np.ndarray, cam: Camera) -> AmodalResult:
         truncated = truncated or bool(
             (pts[:, 0] < 0).any() or (pts[:, 0] > cam.width).any() or (pts[:, 1] < 0).any() or (pts[:, 1] > cam.height).any()
         )
+    rows = np.flatnonzero(mask.any(1))
+    if len(rows) == 0:
+        return AmodalResult(mask, truncated, None)
+    cols = np.flatnonzero(mask.any(0))
+    return AmodalResult(mask, truncated, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])))
+
+
+def closed_surface(verts: np.ndarray, tris: np.ndarray) -> bool:
+    """Whether the triangles form closed, consistently wound surfaces: every edge (between vertex
+    positions: files split vertices along UV seams and hard edges) is run once in each direction,
+    by two triangles.
+
+    Then every pixel centre inside the silhouette is covered by a triangle of each winding (a ray
+    that enters the surface also leaves it), so one winding's triangles rasterise to the same mask
+    as all of them: half the work (``mesh_amodal_mask``). Open scans and non-manifold meshes keep
+    every triangle.
+    """
+    if len(tris) == 0:
+        return False
+    _, welded = np.unique(verts, axis=0, return_inverse=True)
+    t = welded.reshape(-1)[tris].astype(np.int64)
+    n = int(t.max()) + 1
+    a = np.concatenate([t[:, 0], t[:, 1], t[:, 2]])
+    b = np.concatenate([t[:, 1], t[:, 2], t[:, 0]])
+    forward = np.sort(a * n + b)
+    if (a == b).any() or (np.diff(forward) == 0).any():  # a degenerate or twice-run edge
+        return False
+    return bool(np.array_equal(forward, np.sort(b * n + a)))
+
+
+def mesh_amodal_mask(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np.ndarray, cam: Camera,
+                     closed: bool = False) -> AmodalResult:
+    """``amodal_mask`` of a mesh under a world matrix, projecting each vertex once and, for a
+    ``closed`` surface (``closed_surface``), rasterising one winding's triangles only; a mesh that
+    reaches behind the near plane takes the general path (``amodal_mask``), which clips triangles."""
+    v = verts_local @ matrix_world[:3, :3].T + matrix_world[:3, 3]
+    cam_pts = v @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
+    if len(tris) == 0 or not (cam_pts[:, 2] <= -cam.clip_start).all():
+        return amodal_mask(v[tris], cam)
+    clip = cam_pts @ cam.projection[:3, :3].T + cam.projection[:3, 3]
+    wcoord = cam_pts @ cam.projection[3, :3] + cam.projection[3, 3]
+    ndc = clip[:, :2] / wcoord[:, None]
+    px = np.empty_like(ndc)
+    px[:, 0] = (ndc[:, 0] + 1.0) * 0.5 * cam.width
+    px[:, 1] = (1.0 - ndc[:, 1]) * 0.5 * cam.height
+    tris2d = px[tris]
+    flat = tris2d.reshape(-1, 2)
+    lo, hi = flat.min(axis=0), flat.max(axis=0)
+    truncated = bool(lo[0] < 0 or hi[0] > cam.width or lo[1] < 0 or hi[1] > cam.height)
+    if closed:
+        e1, e2 = tris2d[:, 1] - tris2d[:, 0], tris2d[:, 2] - tris2d[:, 0]
+        area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+        tris2d = tris2d[area2 >= 0]  # one winding, and the edge-on slivers (area 0) of both
+    mask = rasterize(tris2d, cam.width, cam.height)
     rows = np.flatnonzero(mask.any(1))
     if len(rows) == 0:
         return AmodalResult(mask, truncated, None)

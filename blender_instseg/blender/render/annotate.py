@@ -39,8 +39,7 @@ def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray
     for k, so in enumerate(built.objects):
         sm = so.shape_mesh
         ev = so.obj.evaluated_get(depsgraph)
-        tris = amodal.world_triangles(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64))
-        res = amodal.amodal_mask(tris, cam)
+        res = amodal.mesh_amodal_mask(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64), cam, sm.closed)
         stack[k] = res.mask
         truncated.append(res.truncated)
     return stack, truncated

@@ -22,6 +22,7 @@ import bpy
 import numpy as np
 
 from ...core.genconfig import ASSET_PREFIX, BLEND_PREFIX, FILE_PREFIX, PRIMITIVES
+from ..render.amodal import closed_surface
 from . import assets, blend_source
 
 def _find_assets_dir() -> Path:
@@ -45,6 +46,7 @@ class ShapeMesh:
     radius: float  # max vertex distance from the origin (bounding sphere)
     size: float = 1.0  # the largest half-extent before normalisation, in the file's units (metres)
     own_materials: bool = False  # the mesh's slots hold the asset's own materials (file: assets)
+    closed: bool = False  # a closed, consistently wound surface (render.amodal.closed_surface)
 
 
 _CACHE: dict[str, ShapeMesh] = {}
@@ -180,7 +182,7 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     mesh.loop_triangles.foreach_get("vertices", tris)
     own = shape.startswith((FILE_PREFIX, BLEND_PREFIX)) and any(m is not None for m in mesh.materials)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()),
-                     size=size, own_materials=own)
+                     size=size, own_materials=own, closed=closed_surface(verts, tris.reshape(t, 3)))
     _CACHE[key] = item
     return item
 
