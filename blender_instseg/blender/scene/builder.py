@@ -1,8 +1,9 @@
 """Build one procedural scene from (config, seed): ground, objects, materials, lights, camera, world.
 
 Randomness comes from independent numpy streams spawned from the image seed (layout, materials,
-lights, camera, world, resample), so switching a feature off (e.g. materials in masks-only mode)
-never changes the draws of another, and the same seed always gives the same scene.
+lights, camera, world, resample, distractors; the looks: hdri, backplate, textures), so switching
+a feature off (e.g. materials in masks-only mode, or the looks) never changes the draws of
+another, and the same seed always gives the same scene and labels.
 
 A *variant* of a scene (hard-scene mining, docs/loop.md) is built with ``parent_seed``: every
 draw of the parent (object count, shapes, scales, rotations, positions, materials, lights, camera,
