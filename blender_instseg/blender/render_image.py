@@ -79,7 +79,8 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     timer.lap("build")
     settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
                                  device=task.device, threads=task.threads, seed=seed,
-                                 filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01)
+                                 filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01,
+                                 backplate=built.backplate is not None)
     labels, passes = _settle_and_render(built, cfg, settings, timer)
     ids = cy.index_map(labels)
     oc = cfg.objects
@@ -94,6 +95,10 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     file_name = f"images/{stem}.png"
     mask_file = f"masks/{stem}.png"
     depth_file = f"depth/{stem}.exr" if cfg.render.depth else None
+    if built.backplate is not None:
+        from .scene import backplate
+
+        passes = backplate.composite_passes(passes, built.backplate, w, h)
     output.write_rgb(task.out / file_name, cy.rgb8(passes))
     timer.lap("write_rgb")
     output.write_id_map(task.out / mask_file, ids)
@@ -140,7 +145,7 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
     oc = cfg.objects
     check = dict(vars(settings))
     # in masks-only mode the check render also gives the (clay) image, so it keeps its shading
-    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only)
+    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only, backplate=False)
     check_settings = cy.RenderSettings(**check)
     w, h = settings.width, settings.height
     labels_from_check = settings.masks_only or settings.filter_width != 0.01

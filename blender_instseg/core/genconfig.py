@@ -120,10 +120,57 @@ class CameraConfig:
 
 @dataclass
 class WorldConfig:
+    """The world (background and ambient light) of each image: an HDRI, a gradient sky or a plain colour.
+
+    With ``hdri_dir`` set, an image gets an HDRI environment with ``hdri_probability``; every other
+    image gets the gradient sky with ``gradient_probability``, else a plain colour.
+    """
+
     gradient_probability: float = 0.5
     strength: list[float] = field(default_factory=lambda: [0.2, 0.8])
     ground: bool = True
     ground_size: float = 40.0
+    # equirectangular environments (.hdr .exr .png .jpg, any depth of subfolders) lighting the scene
+    # and seen as its background (scripts/generate.py --hdri DIR); "" = none
+    hdri_dir: str = ""
+    hdri_probability: float = 1.0
+    hdri_strength: list[float] = field(default_factory=lambda: [0.6, 1.5])  # the Background shader's strength
+    hdri_rotation: list[float] = field(default_factory=lambda: [0.0, 360.0])  # degrees about the vertical axis
+
+
+@dataclass
+class BackplateConfig:
+    """Photographs behind the scene (scripts/generate.py --backgrounds DIR): the ground becomes a
+    shadow catcher, the render is composited over the photo, and the objects' shadows darken it.
+
+    A photo needs a camera that looks down on the ground as the photo's camera did: only images
+    whose frame shows no horizon (its top edge looks down by ``horizon_margin`` degrees or more)
+    get one, so the camera, and with it the labels, stay exactly what the seed drew.
+    """
+
+    photos_dir: str = ""  # .png .jpg .jpeg .tif .tiff under it, any depth; "" = none
+    probability: float = 1.0  # chance of a photo for an image whose camera sees no horizon
+    horizon_margin: float = 5.0  # degrees
+
+
+@dataclass
+class TexturesConfig:
+    """Image texture sets (scripts/generate.py --textures DIR) in Poly Haven / ambientCG naming:
+    a colour map (``*_diff*`` / ``*Color*``) and optional roughness (``*_rough*`` / ``*Roughness*``)
+    and OpenGL normal maps (``*_nor_gl*`` / ``*NormalGL*``, used on the ground)."""
+
+    textures_dir: str = ""  # "" = none
+    ground_probability: float = 1.0
+    distractor_probability: float = 1.0
+    object_probability: float = 0.3  # objects with the random palette (the assets' own materials are kept)
+    tile_size: list[float] = field(default_factory=lambda: [0.5, 2.0])  # one repeat of the texture, in the object's units
+    ground_tile_size: list[float] = field(default_factory=lambda: [1.0, 4.0])  # metres on the ground
+    # assets that keep their own materials: each object's copy has its hue shifted by up to
+    # +- asset_hue_jitter (of the colour wheel), its value scaled by 1 +- asset_value_jitter and
+    # asset_roughness_jitter added to its roughness (+-); 0 = the materials exactly as imported
+    asset_hue_jitter: float = 0.0
+    asset_value_jitter: float = 0.0
+    asset_roughness_jitter: float = 0.0
 
 
 @dataclass
@@ -211,6 +258,8 @@ class GeneratorConfig:
     lights: LightConfig = field(default_factory=LightConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    backplate: BackplateConfig = field(default_factory=BackplateConfig)
+    textures: TexturesConfig = field(default_factory=TexturesConfig)
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -325,6 +374,7 @@ class GeneratorConfig:
         _range(w.strength, "world.strength")
         _check(0 <= w.gradient_probability <= 1, "world.gradient_probability must be in [0, 1]")
         _check(w.ground_size > 0, "world.ground_size must be > 0")
+        self._validate_looks()
         p = self.physics
         _range(p.drop_height, "physics.drop_height")
         _check(p.frames >= 1, "physics.frames must be >= 1")
@@ -342,6 +392,27 @@ class GeneratorConfig:
         _check(0.0 <= out.val_fraction < 1.0, f"output.val_fraction must be in [0, 1), got {out.val_fraction}")
         formats.check_names(out.exports)
         return self
+
+    def _validate_looks(self) -> None:
+        """The HDRI, backplate and texture settings (the folders' contents are checked by generator/media.py)."""
+        w, b, t = self.world, self.backplate, self.textures
+        _check(0 <= w.hdri_probability <= 1, f"world.hdri_probability must be in [0, 1], got {w.hdri_probability}")
+        _range(w.hdri_strength, "world.hdri_strength")
+        _range(w.hdri_rotation, "world.hdri_rotation")
+        _check(w.hdri_rotation[1] <= 360, f"world.hdri_rotation must be within [0, 360] degrees, got {w.hdri_rotation}")
+        _check(0 <= b.probability <= 1, f"backplate.probability must be in [0, 1], got {b.probability}")
+        _check(0 <= b.horizon_margin < 90, f"backplate.horizon_margin must be in [0, 90) degrees, got {b.horizon_margin}")
+        _check(not b.photos_dir.strip() or w.ground,
+               "backplate.photos_dir needs world.ground = true (the ground catches the objects' shadows)")
+        for key in ("ground_probability", "distractor_probability", "object_probability"):
+            value = getattr(t, key)
+            _check(0 <= value <= 1, f"textures.{key} must be in [0, 1], got {value}")
+        _range(t.tile_size, "textures.tile_size", positive=True)
+        _range(t.ground_tile_size, "textures.ground_tile_size", positive=True)
+        _check(0 <= t.asset_hue_jitter <= 0.5, f"textures.asset_hue_jitter must be in [0, 0.5], got {t.asset_hue_jitter}")
+        _check(0 <= t.asset_value_jitter <= 1, f"textures.asset_value_jitter must be in [0, 1], got {t.asset_value_jitter}")
+        _check(0 <= t.asset_roughness_jitter <= 1,
+               f"textures.asset_roughness_jitter must be in [0, 1], got {t.asset_roughness_jitter}")
 
     def asset_names(self) -> list[str]:
         shapes = [*self.objects.shapes, *self.distractors.shapes]

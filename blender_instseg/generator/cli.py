@@ -17,7 +17,7 @@ from ..core.cliargs import OneLineParser, UsageError, path_arg
 from ..core.folder_lock import FolderBusy, FolderLock
 from ..core.formats import FORMATS
 from ..core.genconfig import GeneratorConfig, load_config
-from . import sources
+from . import media, sources
 
 PROG = "generate.py"
 DESCRIPTION = "Render procedural scenes with Cycles into a COCO instance-segmentation dataset (exact masks)."
@@ -63,6 +63,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="free: random 3D rotation (default); upright: random turn about the vertical axis only")
     a.add_argument("--real-size", action="store_true", default=None,
                    help="keep every object's own size in metres instead of drawing it from objects.scale")
+    k = p.add_argument_group("looks (override the config; your own images: docs/generator.md)")
+    k.add_argument("--hdri", type=Path, metavar="DIR",
+                   help="equirectangular environments (.hdr .exr .png .jpg under DIR) light the scene and are "
+                        "its background, randomly turned and scaled per image (world.hdri_probability of the images)")
+    k.add_argument("--backgrounds", type=Path, metavar="DIR",
+                   help="photographs (.png .jpg .tif under DIR) behind the scene, with the objects' shadows on "
+                        "them; used on images whose camera looks down without seeing the horizon")
+    k.add_argument("--textures", type=Path, metavar="DIR",
+                   help="texture sets (Poly Haven / ambientCG naming: *_diff*/*Color*, *_rough*/*Roughness*, "
+                        "*_nor_gl*/*NormalGL*) on the ground, the distractors and some objects")
     s = p.add_argument_group("scene and render (override the config)")
     s.add_argument("--resolution", type=str, metavar="R|WxH", help="R (square) or WxH, e.g. 256 or 640x480")
     s.add_argument("--samples", type=int, metavar="K", help="Cycles samples per pixel for RGB")
@@ -105,6 +115,10 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         for section in (cfg.objects, cfg.distractors):
             if section.assets_dir and not Path(section.assets_dir).is_absolute():
                 section.assets_dir = str((args.config.parent / section.assets_dir).resolve())
+        for owner, key in media.LOOK_FOLDERS:
+            folder = getattr(getattr(cfg, owner), key)
+            if folder and not Path(folder).is_absolute():
+                setattr(getattr(cfg, owner), key, str((args.config.parent / folder).resolve()))
     if args.assets is not None:
         sources.use_asset_folder(cfg, args.assets)
     if args.blend is not None:
@@ -119,6 +133,9 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.objects.placement = args.placement
     if args.real_size:
         cfg.objects.real_size = True
+    for flag, (owner, key) in zip((args.hdri, args.backgrounds, args.textures), media.LOOK_FOLDERS):
+        if flag is not None:
+            setattr(getattr(cfg, owner), key, str(flag.resolve()))
     if args.resolution is not None:
         text = args.resolution.lower()
         try:
@@ -151,6 +168,7 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.output.preview = False
     cfg.validate()
     sources.check_asset_files(cfg)
+    media.check_media(cfg)
     return cfg
 
 

@@ -27,6 +27,12 @@ _BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
                 "keep_asset_materials": True, "min_visible_pixels": 1, "min_visible_fraction": 0.0},
     "distractors": {"shapes": [], "assets_dir": "", "min_count": 0, "max_count": 0, "scale": [0.35, 0.8],
                     "placement": "free", "keep_asset_materials": True},
+    # the looks (no folder: no HDRI, photo or texture, the worlds and materials of before)
+    "world": {"hdri_dir": "", "hdri_probability": 1.0, "hdri_strength": [0.6, 1.5], "hdri_rotation": [0.0, 360.0]},
+    "backplate": {"photos_dir": "", "probability": 1.0, "horizon_margin": 5.0},
+    "textures": {"textures_dir": "", "ground_probability": 1.0, "distractor_probability": 1.0,
+                 "object_probability": 0.3, "tile_size": [0.5, 2.0], "ground_tile_size": [1.0, 4.0],
+                 "asset_hue_jitter": 0.0, "asset_value_jitter": 0.0, "asset_roughness_jitter": 0.0},
 }
 
 

@@ -126,6 +126,8 @@ class RenderSettings:
     seed: int = 0
     filter_width: float = 0.01  # px; 0.01 = pixel-centre rays (exact labels), 1.5 = Cycles' anti-aliasing default
     label_only: bool = False  # only the Object Index / Depth passes matter: shade everything with a black emission
+    # a photo backplate: transparent film and the Shadow Catcher pass, composited over the photo afterwards
+    backplate: bool = False
 
 
 def configure(s: RenderSettings, *, percentage: int = 100) -> None:
@@ -140,7 +142,7 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     r.pixel_aspect_x = r.pixel_aspect_y = 1.0
     r.use_border = False
     r.use_persistent_data = False
-    r.film_transparent = False
+    r.film_transparent = s.backplate
     if s.threads > 0:
         r.threads_mode = "FIXED"
         r.threads = s.threads
@@ -171,6 +173,7 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     vl.use_pass_object_index = True
     vl.use_pass_z = s.depth
     vl.use_pass_combined = True
+    vl.cycles.use_pass_shadow_catcher = s.backplate
     scene.view_settings.view_transform = "Standard"
     scene.view_settings.look = "None"
     scene.view_settings.exposure = 0.0

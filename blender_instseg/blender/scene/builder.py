@@ -1,8 +1,9 @@
 """Build one procedural scene from (config, seed): ground, objects, materials, lights, camera, world.
 
 Randomness comes from independent numpy streams spawned from the image seed (layout, materials,
-lights, camera, world, resample), so switching a feature off (e.g. materials in masks-only mode)
-never changes the draws of another, and the same seed always gives the same scene.
+lights, camera, world, resample, distractors; the looks: hdri, backplate, textures), so switching
+a feature off (e.g. materials in masks-only mode, or the looks) never changes the draws of
+another, and the same seed always gives the same scene and labels.
 
 A *variant* of a scene (hard-scene mining, docs/loop.md) is built with ``parent_seed``: every
 draw of the parent (object count, shapes, scales, rotations, positions, materials, lights, camera,
@@ -28,13 +29,14 @@ import numpy as np
 from mathutils import Quaternion, Vector
 
 from ...core.genconfig import GeneratorConfig
-from . import meshes
+from . import backplate, meshes, textures, world
 from .materials import MaterialSpec, WorldSpec, clay_world, sample_lights
 
 log = logging.getLogger(__name__)
 
 # A stream added at the end leaves the others' draws unchanged (SeedSequence children are by index).
-STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors")
+STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors", "hdri", "backplate",
+           "textures")
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,7 @@ class BuiltScene:
     camera: bpy.types.Object
     rngs: dict[str, np.random.Generator]
     params: dict = field(default_factory=dict)  # a summary of the scene parameters, stored in the record
+    backplate: backplate.BackplateSpec | None = None  # the photo the render is composited over
 
     def by_id(self) -> dict[int, SceneObject]:
         return {o.instance_id: o for o in self.objects}
@@ -282,8 +285,14 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         standing += [] if cfg.physics.enabled else distractors
         settle(scene, falling, ground if cfg.world.ground else None, cfg.physics.frames, passive=standing)
 
+    looks: dict[str, Any] = {}
     if build_appearance:
-        scene.world = world_spec.build("world")
+        hdri = world.sample_hdri(base["hdri"], cfg.world)
+        scene.world = world.build_hdri_world(hdri, cfg.world.hdri_dir) if hdri else world_spec.build("world")
+        looks = textures.apply(cfg.textures, base["textures"], ground if cfg.world.ground else None,
+                               [o.obj for o in objects], distractors)
+        if hdri:
+            looks["hdri"] = hdri.file
         target0 = Vector((0.0, 0.0, 0.0))
         for i, spec in enumerate(light_specs):
             collection.objects.link(spec.build(f"light_{i}", target0))
@@ -293,6 +302,10 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
                      perturb)
     collection.objects.link(camera)
     scene.camera = camera
+    plate = backplate.sample_backplate(base["backplate"], cfg, camera) if build_appearance else None
+    if plate is not None:
+        backplate.catch_shadows(ground)
+        looks["backplate"] = plate.file
     bpy.context.view_layer.update()
     params = {
         "num_objects": count,
@@ -305,7 +318,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         params["distractors"] = len(distractors)
     if parent_seed is not None:
         params["parent_seed"] = int(parent_seed)
-    return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params)
+    params.update(looks)
+    return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params, backplate=plate)
 
 
 def _add_distractors(cfg: GeneratorConfig, rng: np.random.Generator, collection: Any,
