@@ -163,7 +163,7 @@ class LensConfig:
     switched on per image with its probability; every draw comes from the "lens" stream."""
 
     dof_probability: float = 0.0
-    fstop: list[float] = field(default_factory=lambda: [1.4, 5.6])  # aperture f-number; focus on a random visible object
+    fstop: list[float] = field(default_factory=lambda: [0.05, 0.5])  # f-number; focus: a random visible object
     motion_blur_probability: float = 0.0
     shutter: list[float] = field(default_factory=lambda: [0.3, 1.0])  # open time in frames, centred on the frame
     object_motion: list[float] = field(default_factory=lambda: [0.0, 0.3])  # metres an object travels per frame

@@ -29,7 +29,7 @@ _BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
                     "placement": "free", "keep_asset_materials": True},
     # camera, sensor and transparency effects: all off, the RGB every earlier dataset has
     "materials": {"glass_probability": 0.0, "alpha_cut_probability": 0.0, "transparency_labels": "footprint"},
-    "lens": {"dof_probability": 0.0, "fstop": [1.4, 5.6], "motion_blur_probability": 0.0, "shutter": [0.3, 1.0],
+    "lens": {"dof_probability": 0.0, "fstop": [0.05, 0.5], "motion_blur_probability": 0.0, "shutter": [0.3, 1.0],
              "object_motion": [0.0, 0.3], "camera_motion": [0.0, 0.1]},
     "sensor": {"noise_probability": 0.0, "noise": [0.005, 0.03], "exposure_probability": 0.0, "exposure": [-1.0, 1.0],
                "white_balance_probability": 0.0, "white_balance": [-0.3, 0.3], "jpeg_probability": 0.0,

@@ -39,7 +39,7 @@ class TransparencySpec:
         u = rng.uniform(size=5)
         kind = "glass" if u[0] < cfg.glass_probability else ("alpha_cut" if u[1] < cfg.alpha_cut_probability else "")
         return cls(kind, 1.4 + 0.15 * float(u[2]), 0.08 * float(u[2]), 3.0 + 5.0 * float(u[3]),
-                   0.5 + 0.1 * float(u[4]))
+                   0.45 + 0.1 * float(u[4]))
 
     def dress(self, mat: bpy.types.Material) -> bpy.types.Material:
         """Make the palette material ``mat`` glass or alpha-cut (in place); returns it."""
