@@ -144,7 +144,8 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
 
 def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _Timer, *,
                        separate_labels: bool = False,
-                       before_rgb: Callable[[dict[str, Any]], None] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+                       before_rgb: Callable[[dict[str, Any]], None] | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move fully hidden objects into view (a few tries, deterministic), then render; returns (labels, image).
 
     Label passes (Object Index, Depth) always come from a render with pixel-centre rays. Checks are

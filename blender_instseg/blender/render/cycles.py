@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import bpy
 import numpy as np
@@ -183,8 +184,9 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     r.use_motion_blur = s.motion_blur
     r.motion_blur_shutter = s.shutter
     r.motion_blur_position = "CENTER"
-    if scene.camera is not None and "instseg_params" in scene.camera:  # the generator's own camera only
-        scene.camera.data.dof.use_dof = s.dof
+    camera: Any = scene.camera
+    if camera is not None and camera.get("instseg_params") is not None:  # the generator's own camera only
+        camera.data.dof.use_dof = s.dof
     vl.use_pass_object_index = True
     vl.use_pass_z = s.depth
     vl.use_pass_combined = True
