@@ -48,7 +48,8 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
         "categories": cfg.coco_categories(),
         "version": __version__,
         "files": {
-            "images": "8-bit sRGB PNG" + (" (1-sample clay render: masks-only mode)" if cfg.render.masks_only else ""),
+            "images": "8-bit sRGB PNG" + (" or JPEG (file_name)" if cfg.sensor.jpeg_probability > 0 else "")
+                      + (" (1-sample clay render: masks-only mode)" if cfg.render.masks_only else ""),
             "masks": "16-bit PNG instance-id map, 0 = background, ids = annotations' instance_id",
             "depth": "float32 EXR, metres along the camera axis (z-depth), 0 = no surface" if cfg.render.depth else None,
         },

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core import plan
 from ..core.formats import dataset
@@ -61,9 +61,10 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     """
     import numpy as np
 
+    from ..core import sensor
     from .render import annotate, output
     from .render import cycles as cy
-    from .scene import builder
+    from .scene import builder, lens
 
     cfg = task.cfg
     parent: int | None = None
@@ -77,11 +78,27 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     timer = _Timer(timings)
     built = builder.build_scene(cfg, seed, build_appearance=not masks_only, parent_seed=parent)
     timer.lap("build")
+    # looks of the RGB only: drawn from their own streams, so the labels are the same with them on or off
+    lens_plan = lens.LensPlan() if masks_only else lens.LensPlan.sample(built.rngs["lens"], cfg.lens)
+    look = sensor.NO_EFFECTS if masks_only else sensor.SensorSpec.sample(built.rngs["sensor"], cfg.sensor)
+    alpha_cut = built.params.get("transparency", {}).get("alpha_cut", 0) > 0
     settings = cy.RenderSettings(w, h, cfg.render.samples, masks_only, cfg.render.max_bounces, cfg.render.depth,
                                  device=task.device, threads=task.threads, seed=seed,
                                  filter_width=1.5 if cfg.render.antialias and not masks_only else 0.01,
-                                 backplate=built.backplate is not None)
-    labels, passes = _settle_and_render(built, cfg, settings, timer)
+                                 backplate=built.backplate is not None,
+                                 label_alpha=alpha_cut and cfg.materials.transparency_labels == "opaque",
+                                 dof=lens_plan.dof, motion_blur=lens_plan.motion_blur, shutter=lens_plan.shutter or 0.5)
+
+    def set_up_lens(label_passes: dict[str, Any]) -> None:  # after the labels, before the RGB render
+        visible = [int(i) for i in np.unique(cy.index_map(label_passes)) if i > 0]
+        summary = lens.apply(lens_plan, cfg.lens, built, visible, built.rngs["lens"])
+        if summary:
+            built.params["lens"] = summary
+
+    # a render with DOF, motion blur or alpha holes cannot give the labels: they get their own render
+    separate = lens_plan.active or alpha_cut
+    labels, passes = _settle_and_render(built, cfg, settings, timer, separate_labels=separate,
+                                        before_rgb=set_up_lens if lens_plan.active else None)
     ids = cy.index_map(labels)
     oc = cfg.objects
     annotations, hidden, fixups = annotate.build_annotations(built, ids, oc.min_visible_pixels,
@@ -92,14 +109,17 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     timer.lap("annotate")
 
     stem = f"{index:06d}"
-    file_name = f"images/{stem}.png"
+    file_name = f"images/{stem}{look.suffix}"
     mask_file = f"masks/{stem}.png"
     depth_file = f"depth/{stem}.exr" if cfg.render.depth else None
-    if built.backplate is not None:
+    if built.backplate is not None:  # the photo goes under the render before the sensor's effects
         from .scene import backplate
 
         passes = backplate.composite_passes(passes, built.backplate, w, h)
-    output.write_rgb(task.out / file_name, cy.rgb8(passes))
+    output.write_rgb(task.out / file_name, sensor.develop(passes["Combined"], look, built.rngs["sensor"]),
+                     jpeg_quality=look.jpeg_quality)
+    if look.to_record():
+        built.params["sensor"] = look.to_record()
     timer.lap("write_rgb")
     output.write_id_map(task.out / mask_file, ids)
     if depth_file is not None:
@@ -127,14 +147,18 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     return record
 
 
-def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
-                       timer: _Timer) -> tuple[dict[str, Any], dict[str, Any]]:
+def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _Timer, *,
+                       separate_labels: bool = False,
+                       before_rgb: Callable[[dict[str, Any]], None] | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move fully hidden objects into view (a few tries, deterministic), then render; returns (labels, image).
 
     Label passes (Object Index, Depth) always come from a render with pixel-centre rays. Checks are
     1-sample index renders: at full size when they also give the labels (masks-only mode, or RGB
     with anti-aliasing, where the anti-aliased RGB render cannot), else at reduced size before one
     RGB render that gives both. Objects still hidden in the label render are recorded in hidden[].
+    ``separate_labels`` asks for the full-size label render whatever the filter (the RGB render has
+    DOF, motion blur or alpha holes); ``before_rgb(labels)`` runs between the label and the RGB render.
     """
     import bpy
     import numpy as np
@@ -145,10 +169,12 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
     oc = cfg.objects
     check = dict(vars(settings))
     # in masks-only mode the check render also gives the (clay) image, so it keeps its shading
-    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only, backplate=False)
+    check.update(masks_only=True, filter_width=0.01, label_only=not settings.masks_only, backplate=False, dof=False,
+                 motion_blur=False)
     check_settings = cy.RenderSettings(**check)
     w, h = settings.width, settings.height
     labels_from_check = settings.masks_only or settings.filter_width != 0.01
+    # the checks' size never depends on separate_labels: the same objects move with the looks on or off
     percentage = 100 if labels_from_check else (50 if max(w, h) <= 256 else 25)
     last: dict[str, Any] | None = None
     if not oc.allow_hidden and oc.max_resample > 0 and built.objects:
@@ -166,14 +192,18 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any,
             for so in missing:
                 builder.move_object(so, built.objects, cfg, rng, built.camera)
             bpy.context.view_layer.update()
-    if labels_from_check and last is None:
+    if (labels_from_check and last is None) or (separate_labels and (last is None or percentage != 100)):
         cy.configure(check_settings)
         last = cy.render()
+    labels_from_check = labels_from_check or separate_labels
     if settings.masks_only:
         assert last is not None
         timer.lap("render")
         return last, last
     timer.lap("check")
+    if before_rgb is not None:
+        assert last is not None, "before_rgb needs the label render (separate_labels)"
+        before_rgb(last)
     cy.configure(settings)
     passes = cy.render()
     timer.lap("render")

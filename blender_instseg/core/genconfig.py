@@ -97,6 +97,18 @@ class MaterialConfig:
     texture_probability: float = 0.5  # chance of a procedural noise/voronoi texture mixing two colours
     saturation: list[float] = field(default_factory=lambda: [0.3, 1.0])
     value: list[float] = field(default_factory=lambda: [0.25, 0.95])
+    # transparency (objects with the random palette only; drawn from the "transparency" stream):
+    # chance of a clear glass material (refraction, Transmission 1), and of an alpha-cut material
+    # (the palette material with holes where a noise pattern clips its alpha to 0)
+    glass_probability: float = 0.0
+    alpha_cut_probability: float = 0.0
+    # what the labels of such objects cover: "footprint" = every pixel of the object's geometry (holes
+    # included); "opaque" = only where its alpha is >= 0.5 (Cycles' pass_alpha_threshold), so holes show
+    # what is behind. Glass refracts, it has no alpha: it is labelled by its footprint either way.
+    transparency_labels: str = "footprint"
+
+
+TRANSPARENCY_LABELS = ("footprint", "opaque")
 
 
 @dataclass
@@ -194,6 +206,34 @@ class RenderConfig:
     antialias: bool = True
 
 
+@dataclass
+class LensConfig:
+    """Camera effects of the RGB render (never of the labels): depth of field and motion blur, each
+    switched on per image with its probability; every draw comes from the "lens" stream."""
+
+    dof_probability: float = 0.0
+    fstop: list[float] = field(default_factory=lambda: [0.05, 0.5])  # f-number; focus: a random visible object
+    motion_blur_probability: float = 0.0
+    shutter: list[float] = field(default_factory=lambda: [0.3, 1.0])  # open time in frames, centred on the frame
+    object_motion: list[float] = field(default_factory=lambda: [0.0, 0.3])  # metres an object travels per frame
+    camera_motion: list[float] = field(default_factory=lambda: [0.0, 0.1])  # metres the camera travels per frame
+
+
+@dataclass
+class SensorConfig:
+    """Sensor and file effects on the written RGB (never on the id map), each switched on per image
+    with its probability; every draw comes from the "sensor" stream."""
+
+    noise_probability: float = 0.0
+    noise: list[float] = field(default_factory=lambda: [0.005, 0.03])  # noise sigma at white, linear (0..1)
+    exposure_probability: float = 0.0
+    exposure: list[float] = field(default_factory=lambda: [-1.0, 1.0])  # stops (EV) of brightness change
+    white_balance_probability: float = 0.0
+    white_balance: list[float] = field(default_factory=lambda: [-0.3, 0.3])  # stops of red gain (blue: the opposite)
+    jpeg_probability: float = 0.0  # the image is written as images/NNNNNN.jpg instead of .png
+    jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # 1..100
+
+
 def export_switch(name: str) -> str:
     """The config key that turns output format ``name`` on: ``export_<name>``."""
     return f"export_{name}"
@@ -263,6 +303,8 @@ class GeneratorConfig:
     physics: PhysicsConfig = field(default_factory=PhysicsConfig)
     render: RenderConfig = field(default_factory=RenderConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    lens: LensConfig = field(default_factory=LensConfig)
+    sensor: SensorConfig = field(default_factory=SensorConfig)
 
     # -- conversions -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -374,7 +416,7 @@ class GeneratorConfig:
         _range(w.strength, "world.strength")
         _check(0 <= w.gradient_probability <= 1, "world.gradient_probability must be in [0, 1]")
         _check(w.ground_size > 0, "world.ground_size must be > 0")
-        self._validate_looks()
+        self._validate_world_looks()
         p = self.physics
         _range(p.drop_height, "physics.drop_height")
         _check(p.frames >= 1, "physics.frames must be >= 1")
@@ -391,9 +433,10 @@ class GeneratorConfig:
         _check(out.mask_format in ("rle", "polygon"), f"output.mask_format must be rle or polygon, got {out.mask_format!r}")
         _check(0.0 <= out.val_fraction < 1.0, f"output.val_fraction must be in [0, 1), got {out.val_fraction}")
         formats.check_names(out.exports)
+        self._validate_camera_looks()
         return self
 
-    def _validate_looks(self) -> None:
+    def _validate_world_looks(self) -> None:
         """The HDRI, backplate and texture settings (the folders' contents are checked by generator/media.py)."""
         w, b, t = self.world, self.backplate, self.textures
         _check(0 <= w.hdri_probability <= 1, f"world.hdri_probability must be in [0, 1], got {w.hdri_probability}")
@@ -413,6 +456,32 @@ class GeneratorConfig:
         _check(0 <= t.asset_value_jitter <= 1, f"textures.asset_value_jitter must be in [0, 1], got {t.asset_value_jitter}")
         _check(0 <= t.asset_roughness_jitter <= 1,
                f"textures.asset_roughness_jitter must be in [0, 1], got {t.asset_roughness_jitter}")
+
+    def _validate_camera_looks(self) -> None:
+        """Camera, sensor and transparency settings (LensConfig, SensorConfig, materials.*)."""
+        m = self.materials
+        for name in ("glass_probability", "alpha_cut_probability"):
+            _probability(getattr(m, name), f"materials.{name}")
+        _check(m.transparency_labels in TRANSPARENCY_LABELS, f"materials.transparency_labels must be one of "
+               f"{', '.join(TRANSPARENCY_LABELS)}, got {m.transparency_labels!r}")
+        _check(not (self.render.masks_only and m.transparency_labels == "opaque" and m.alpha_cut_probability > 0),
+               "materials.transparency_labels = 'opaque' needs the materials, which render.masks_only does not build")
+        le = self.lens
+        _probability(le.dof_probability, "lens.dof_probability")
+        _probability(le.motion_blur_probability, "lens.motion_blur_probability")
+        _range(le.fstop, "lens.fstop", positive=True)
+        _range(le.shutter, "lens.shutter", positive=True)
+        _range(le.object_motion, "lens.object_motion")
+        _range(le.camera_motion, "lens.camera_motion")
+        se = self.sensor
+        for name in ("noise", "exposure", "white_balance", "jpeg"):
+            _probability(getattr(se, f"{name}_probability"), f"sensor.{name}_probability")
+        _range(se.noise, "sensor.noise")
+        _range(se.exposure, "sensor.exposure", signed=True)
+        _range(se.white_balance, "sensor.white_balance", signed=True)
+        _range(se.jpeg_quality, "sensor.jpeg_quality")
+        _check(all(isinstance(q, int) and 1 <= q <= 100 for q in se.jpeg_quality),
+               f"sensor.jpeg_quality must be integers within 1..100, got {se.jpeg_quality}")
 
     def asset_names(self) -> list[str]:
         shapes = [*self.objects.shapes, *self.distractors.shapes]
@@ -467,7 +536,11 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
-def _range(value: Any, name: str, *, positive: bool = False, unit: bool = False) -> None:
+def _probability(value: Any, name: str) -> None:
+    _check(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, f"{name} must be in [0, 1], got {value!r}")
+
+
+def _range(value: Any, name: str, *, positive: bool = False, unit: bool = False, signed: bool = False) -> None:
     _check(
         isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value),
         f"{name} must be a [low, high] pair of numbers",
@@ -476,7 +549,7 @@ def _range(value: Any, name: str, *, positive: bool = False, unit: bool = False)
     _check(lo <= hi, f"{name}: low ({lo}) > high ({hi})")
     if positive:
         _check(lo > 0, f"{name} must be > 0")
-    elif not name.endswith("elevation"):
+    elif not (signed or name.endswith("elevation")):
         _check(lo >= 0, f"{name} must be >= 0")
     if unit:
         _check(0 <= lo and hi <= 1, f"{name} must be within [0, 1]")

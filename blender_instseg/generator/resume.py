@@ -33,6 +33,13 @@ _BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
     "textures": {"textures_dir": "", "ground_probability": 1.0, "distractor_probability": 1.0,
                  "object_probability": 0.3, "tile_size": [0.5, 2.0], "ground_tile_size": [1.0, 4.0],
                  "asset_hue_jitter": 0.0, "asset_value_jitter": 0.0, "asset_roughness_jitter": 0.0},
+    # camera, sensor and transparency effects: all off, the RGB every earlier dataset has
+    "materials": {"glass_probability": 0.0, "alpha_cut_probability": 0.0, "transparency_labels": "footprint"},
+    "lens": {"dof_probability": 0.0, "fstop": [0.05, 0.5], "motion_blur_probability": 0.0, "shutter": [0.3, 1.0],
+             "object_motion": [0.0, 0.3], "camera_motion": [0.0, 0.1]},
+    "sensor": {"noise_probability": 0.0, "noise": [0.005, 0.03], "exposure_probability": 0.0, "exposure": [-1.0, 1.0],
+               "white_balance_probability": 0.0, "white_balance": [-0.3, 0.3], "jpeg_probability": 0.0,
+               "jpeg_quality": [60, 95]},
 }
 
 

@@ -16,9 +16,12 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import bpy
 import numpy as np
+
+from ...core import sensor
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +131,11 @@ class RenderSettings:
     label_only: bool = False  # only the Object Index / Depth passes matter: shade everything with a black emission
     # a photo backplate: transparent film and the Shadow Catcher pass, composited over the photo afterwards
     backplate: bool = False
+    # label renders keep the real materials so alpha holes let the rays through (transparency_labels "opaque")
+    label_alpha: bool = False
+    dof: bool = False  # the camera's depth of field (set up by scene/lens.py); never for label renders
+    motion_blur: bool = False  # Cycles motion blur over the keyed motion (scene/lens.py); never for label renders
+    shutter: float = 0.5  # frames, centred on the current frame
 
 
 def configure(s: RenderSettings, *, percentage: int = 100) -> None:
@@ -166,10 +174,21 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     c.diffuse_bounces = c.glossy_bounces = c.transmission_bounces = min(bounces, 4)
     c.volume_bounces = 0
     c.transparent_max_bounces = min(bounces, 8)
+    if s.label_alpha and s.label_only:
+        # a ray that runs out of transparent bounces stops on the surface as if it were opaque (measured)
+        c.transparent_max_bounces = 16
     c.caustics_reflective = c.caustics_refractive = False
     vl = bpy.context.view_layer
     # a black emission override skips textures and light sampling: ~4x faster label renders, same ids
-    vl.material_override = _label_material() if s.label_only else None
+    vl.material_override = _label_material() if s.label_only and not s.label_alpha else None
+    vl.pass_alpha_threshold = 0.5  # Index/Depth are written at the first surface with alpha >= this
+    # the shutter is centred on the frame, so a render without blur shows the scene at the shutter's centre
+    r.use_motion_blur = s.motion_blur
+    r.motion_blur_shutter = s.shutter
+    r.motion_blur_position = "CENTER"
+    camera: Any = scene.camera
+    if camera is not None and camera.get("instseg_params") is not None:  # the generator's own camera only
+        camera.data.dof.use_dof = s.dof
     vl.use_pass_object_index = True
     vl.use_pass_z = s.depth
     vl.use_pass_combined = True
@@ -245,17 +264,10 @@ def depth_map(passes: dict[str, np.ndarray]) -> np.ndarray | None:
 
 
 def rgb8(passes: dict[str, np.ndarray], auto_exposure: bool = True) -> np.ndarray:
-    """Combined pass (linear scene-referred) -> 8-bit sRGB HxWx3 with the standard sRGB transfer curve.
+    """Combined pass (linear scene-referred) -> 8-bit sRGB HxWx3 (``core.sensor.develop`` without effects).
 
     Random lights sometimes blow a scene out; ``auto_exposure`` scales the linear image down (never
     up) so the 97th percentile of its brightest channel is at most 0.95: a deterministic function
     of the pixels.
     """
-    lin = passes["Combined"][..., :3].astype(np.float32)
-    if auto_exposure:
-        p97 = float(np.percentile(lin.max(axis=2), 97))
-        if p97 > 0.95:
-            lin = lin * np.float32(0.95 / p97)
-    lin = np.clip(lin, 0.0, 1.0)
-    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
-    return np.rint(srgb * 255.0).astype(np.uint8)
+    return sensor.develop(passes["Combined"], auto_exposure=auto_exposure)

@@ -1,4 +1,4 @@
-"""Image files of a dataset (RGB PNG, 16-bit id-map PNG, float32 EXR depth) and the preview sheet.
+"""Image files of a dataset (RGB PNG or JPEG, 16-bit id-map PNG, float32 EXR depth) and the preview sheet.
 
 Files are encoded in memory with OpenCV and written through ``core.fileio`` (temp name + rename),
 so a killed run never leaves a truncated image behind. Encoding is deterministic: same arrays,
@@ -17,6 +17,7 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ...core.fileio import atomic_write_bytes  # noqa: E402
+from ...core.sensor import encode_image  # noqa: E402
 
 
 def _encode(ext: str, array: np.ndarray) -> bytes:
@@ -26,8 +27,9 @@ def _encode(ext: str, array: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def write_rgb(path: Path, rgb: np.ndarray) -> None:
-    atomic_write_bytes(path, _encode(".png", np.ascontiguousarray(rgb[..., ::-1])))
+def write_rgb(path: Path, rgb: np.ndarray, jpeg_quality: int | None = None) -> None:
+    """RGB uint8 as a PNG, or a JPEG of ``jpeg_quality`` when ``path`` ends in .jpg."""
+    atomic_write_bytes(path, encode_image(rgb, path.suffix.lower(), jpeg_quality))
 
 
 def write_id_map(path: Path, ids: np.ndarray) -> None:

@@ -31,12 +31,13 @@ from mathutils import Quaternion, Vector
 from ...core.genconfig import GeneratorConfig
 from . import backplate, meshes, textures, world
 from .materials import MaterialSpec, WorldSpec, clay_world, sample_lights
+from .transparency import TransparencySpec
 
 log = logging.getLogger(__name__)
 
 # A stream added at the end leaves the others' draws unchanged (SeedSequence children are by index).
 STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors", "hdri", "backplate",
-           "textures")
+           "textures", "lens", "sensor", "transparency")
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,9 @@ def clear_scene() -> None:
     for mesh in list(bpy.data.meshes):
         if not mesh.use_fake_user and mesh.users == 0:
             bpy.data.meshes.remove(mesh)
+    for action in list(bpy.data.actions):  # the motion keys of scene/lens.py (their objects are gone)
+        if not action.use_fake_user and action.users == 0:
+            bpy.data.actions.remove(action)
     scene = bpy.context.scene
     if scene.rigidbody_world is not None:
         bpy.ops.rigidbody.world_remove()
@@ -238,6 +242,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     parent_placed: list[tuple[float, float, float]] = []  # the parent's own layout (its draws depend on it)
     objects: list[SceneObject] = []
     prev_mat: bpy.types.Material | None = None
+    see_through = {"glass": 0, "alpha_cut": 0}
     for k, (dup, shape, sm, scale, rot, rotated, footprint) in enumerate(drafts, start=1):
         x, y = _place_xy(layout, radius, footprint, parent_placed)
         lift = float(layout.uniform(oc.float_height[0], oc.float_height[1]))
@@ -247,6 +252,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         z = -float(rotated[:, 2].min()) + lift + 1e-4  # a turn about z keeps the lowest point: valid for variants
         parent_placed.append((x, y, footprint))
         mat_spec = MaterialSpec.sample(mats, cfg.materials)  # drawn even when not built: streams stay aligned
+        clear = TransparencySpec.sample(base["transparency"], cfg.materials)  # its own stream, drawn for every object
         if variant is not None:
             vl = variant["layout"]
             rot = Quaternion((0.0, 0.0, 1.0), math.radians(p.yaw_deg) * float(vl.uniform(-1.0, 1.0))) @ rot
@@ -266,7 +272,9 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         obj["instseg_shape"] = shape
         collection.objects.link(obj)
         if build_appearance and not (sm.own_materials and oc.keep_asset_materials):
-            mat = prev_mat if dup and prev_mat is not None else mat_spec.build(f"mat_{k:04d}")
+            mat = prev_mat if dup and prev_mat is not None else clear.dress(mat_spec.build(f"mat_{k:04d}"))
+            if clear.kind and not (dup and prev_mat is not None):
+                see_through[clear.kind] += 1
             for slot in obj.material_slots:  # every slot: an asset may have several
                 slot.link = "OBJECT"
                 slot.material = mat
@@ -316,6 +324,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     }
     if distractors:
         params["distractors"] = len(distractors)
+    if any(see_through.values()):
+        params["transparency"] = see_through
     if parent_seed is not None:
         params["parent_seed"] = int(parent_seed)
     params.update(looks)
