@@ -132,7 +132,7 @@ def test_serve_argument_errors_are_one_line(trained_run: Path, tmp_path: Path) -
     bad_ckpt.write_bytes(b"\x00garbage" * 100)
     junk = run_cli("predict", "--serve", "--checkpoint", str(bad_ckpt), stdin="")
     assert junk.returncode == 2 and "Traceback" not in junk.stderr
-    assert [(e.event, "not a readable checkpoint" in e.message) for e in events(junk.stdout)] == [("error", True)]
+    assert [(e.event, "is not a checkpoint of this project" in e.message) for e in events(junk.stdout)] == [("error", True)]
 
 
 def test_incomplete_requests_and_bad_thresholds_are_errors_that_leave_the_server_as_it_was(
