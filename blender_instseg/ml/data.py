@@ -277,7 +277,7 @@ class InstanceDataset(torch.utils.data.Dataset):
             masks = np.concatenate([masks, amodal])
         img, masks = self._augment(img, masks, rng)
         masks, amodal = masks[:n], masks[n:]
-        keep = masks.reshape(len(masks), -1).sum(1) >= self.aug.min_area
+        keep = masks.sum(axis=(1, 2), dtype=np.int64) >= self.aug.min_area  # (0, S, S) for a negative image
         masks, labels = masks[keep], labels[keep]
         sample = {"labels": labels, "masks": masks, "boxes": mask_boxes_xyxy(masks)}
         if self.amodal:
