@@ -7,6 +7,7 @@ written to a temporary name in the same directory, flushed, fsynced, then rename
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import tempfile
@@ -90,3 +91,34 @@ def atomic_link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]
         if tmp.exists():
             tmp.unlink()
     return target
+
+
+# The names the writers above give their temporary files: mkstemp's ``.NAME.XXXXXXXX.tmp`` and
+# atomic_link_or_copy's ``.NAME.PID.link.tmp``. Only these are ever removed as leftovers.
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}|\d+\.link)\.tmp$")
+
+
+def temp_target(path: str | os.PathLike[str]) -> Path | None:
+    """The file an atomic writer's temporary ``path`` stands for, or None when ``path`` is no such name
+    (so messages can name the file a person knows, not the hidden temporary one)."""
+    p = Path(path)
+    m = _TEMP_NAME.match(p.name)
+    return p.with_name(m.group("name")) if m else None
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files a killed writer left directly in ``folder`` (names as above only);
+    for a resume, which alone writes there. Returns what was removed."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if temp_target(p) is not None and p.is_file() and not p.is_symlink():
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(p)
+    return removed
