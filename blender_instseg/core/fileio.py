@@ -109,7 +109,7 @@ def temp_target(path: str | os.PathLike[str]) -> Path | None:
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     """Delete the temporary files a killed writer left directly in ``folder`` (names as above only);
     for a resume, which alone writes there. Returns what was removed."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(Path(folder).iterdir())
     except OSError:
