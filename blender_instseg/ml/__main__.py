@@ -84,6 +84,8 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         value = getattr(args, flag[2:], None)
         if isinstance(value, str) and not value.strip():
             parser.error(f"{flag} is empty")
+    if any(not str(p).strip() for p in getattr(args, "images", None) or []):
+        parser.error("--images is empty")  # '' would mean the current folder
     if args.command == "train":
         missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
         if missing and args.model != "list":

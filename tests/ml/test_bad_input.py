@@ -152,6 +152,7 @@ CASES: dict[str, tuple[list[str], str]] = {
     "predict image size absurd": (PREDICT + ["--image-size", "99999"], "--image-size must be in"),
     "predict score threshold 5": (PREDICT + ["--score-threshold", "5"], "--score-threshold must be in [0, 1]"),
     "predict score threshold nan": (PREDICT + ["--score-threshold", "nan"], "--score-threshold must be in [0, 1]"),
+    "predict images empty": (_with(PREDICT, "--images", ""), "--images is empty"),
     "predict images missing": (_with(PREDICT, "--images", "{ws}/nope.png"), "image not found"),
     "predict corrupt image": (_with(PREDICT, "--images", "{ws}/bad.png"), "cannot read image"),
     "predict corrupt image in a folder": (_with(PREDICT, "--images", "{ws}/bad_png/images"), "cannot read image"),
