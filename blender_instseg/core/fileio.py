@@ -135,20 +135,28 @@ def atomic_link_or_copy(src: str | os.PathLike[str], dst: str | os.PathLike[str]
     return target
 
 
-#: the names the writers above give their temp files: ``.NAME.XXXXXXXX.tmp`` (mkstemp's eight
-#: characters) and ``.NAME.PID.link.tmp``
-TEMP_NAME = re.compile(r"^\..+\.(?:[a-z0-9_]{8}|\d+\.link)\.tmp$")
+#: the names the writers above give their temp files: mkstemp's ``.NAME.XXXXXXXX.tmp`` and
+#: atomic_link_or_copy's ``.NAME.PID.link.tmp``; only these are ever removed as leftovers
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?:[a-z0-9_]{8}|\d+\.link)\.tmp$")
+
+
+def temp_target(path: str | os.PathLike[str]) -> Path | None:
+    """The file an atomic writer's temporary ``path`` stands for, or None when ``path`` is no such name
+    (so messages can name the file a person knows, not the hidden temporary one)."""
+    p = Path(path)
+    m = TEMP_NAME.match(p.name)
+    return p.with_name(m.group("name")) if m else None
 
 
 def remove_stale_temp_files(root: str | os.PathLike[str]) -> list[Path]:
     """Delete the temp files a killed writer left under ``root`` (only names ``TEMP_NAME`` matches);
-    the removed paths. Call it only while no other process writes there (a resume holding the
-    folder's lock): a live writer's temp file looks the same."""
+    the removed paths, sorted. Call it only while no other process writes there (a resume holding
+    the folder): a live writer's temp file looks the same."""
     removed: list[Path] = []
     for folder, _dirs, files in os.walk(root):
         for name in files:
-            if TEMP_NAME.match(name):
-                path = Path(folder) / name
+            path = Path(folder) / name
+            if TEMP_NAME.match(name) and not path.is_symlink():
                 _unlink_quietly(path)
                 removed.append(path)
     return sorted(removed)

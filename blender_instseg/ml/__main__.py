@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import Any
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("blender_instseg.ml.train", "train a model (--model NAME, default solov2) on a COCO dataset"),
@@ -36,10 +37,32 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+class UsageError(Exception):
+    """A command line argparse refuses: reported as one ``error:`` line (no usage block), exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:
+        raise UsageError(f"{self.prog.removeprefix('python -m blender_instseg.ml').strip() or 'ml'}: {message}")
+
+
+def os_error_text(exc: OSError) -> str:
+    """An OSError as a person reads it: what failed on which file, never ``[Errno N]`` or the hidden
+    temporary name an atomic write was using (the file it stands for is named instead)."""
+    from ..core.fileio import temp_target
+
+    what = (exc.strerror or type(exc).__name__).rstrip(".").lower()
+    name = exc.filename
+    if name is None:
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else what
+    target = temp_target(name)
+    return f"{what}: {target if target is not None else name}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m blender_instseg.ml", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="python -m blender_instseg.ml", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages on stderr")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module_name=module_name, _parser=p)
@@ -57,6 +80,12 @@ def _configure(name: str, p: argparse.ArgumentParser) -> None:
 def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Requirements argparse cannot express: ``train`` needs --data and --out except for ``--model list``;
     ``predict`` needs --images and --out, except in --serve mode where each request names its own."""
+    for flag in ("--out", "--data", "--checkpoint", "--overlays", "--gt", "--init"):
+        value = getattr(args, flag[2:], None)
+        if isinstance(value, str) and not value.strip():
+            parser.error(f"{flag} is empty")
+    if any(not str(p).strip() for p in getattr(args, "images", None) or []):
+        parser.error("--images is empty")  # '' would mean the current folder
     if args.command == "train":
         missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
         if missing and args.model != "list":
@@ -77,10 +106,19 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _check_args(args._parser, args)
+    try:
+        args = parser.parse_args(argv)
+        _check_args(args._parser, args)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_ERROR)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s",
                         stream=sys.stderr)
+    # Libraries' warnings (matplotlib's font cache and config dir, torch's UserWarnings) are not the
+    # user's to act on: they go to the log, shown with -v only, so stderr holds our own lines.
+    logging.captureWarnings(True)
+    quiet = logging.DEBUG if args.verbose else logging.ERROR
+    for name in ("py.warnings", "matplotlib", "PIL"):
+        logging.getLogger(name).setLevel(quiet)
     try:
         import torch  # noqa: F401
     except Exception as exc:  # ImportError, or a broken install raising anything at import
@@ -91,12 +129,16 @@ def main(argv: list[str] | None = None) -> int:
         return int(module.run(args))
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except (FileNotFoundError, ValueError, OSError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _fail(text, EXIT_ERROR)
+    except OSError as exc:
+        return _fail(os_error_text(exc) if exc.errno is not None else _first_line(exc), EXIT_ERROR)
+    except ValueError as exc:
+        return _fail(_first_line(exc), EXIT_ERROR)
     except RuntimeError as exc:  # torch errors (e.g. out of memory) -> still one line, never a traceback
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return _fail(f"{type(exc).__name__}: {text}", EXIT_ERROR)
+        return _fail(f"{type(exc).__name__}: {_first_line(exc)}", EXIT_ERROR)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -18,6 +18,30 @@ MODEL_SWITCHES: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: --image-size bounds: below 32 there is no feature map left, above 4096 one image alone outgrows memory
+IMAGE_SIZE_RANGE = (32, 4096)
+
+
+def check_image_size(value: int | None, multiple_of: int = 1) -> None:
+    """A one-line ValueError unless --image-size is None (the default) or in IMAGE_SIZE_RANGE
+    (and a multiple of ``multiple_of``: training needs 32, inference pads itself)."""
+    if value is None:
+        return
+    lo, hi = IMAGE_SIZE_RANGE
+    if not lo <= value <= hi:
+        raise ValueError(f"--image-size must be in [{lo}, {hi}], got {value}")
+    if value % multiple_of:
+        raise ValueError(f"--image-size must be a multiple of {multiple_of}, got {value}")
+
+
+def check_fraction(value: float | None, flag: str, *, closed: bool) -> None:
+    """--score-threshold style values: in [0, 1] (``closed``) or [0, 1); NaN never passes."""
+    if value is None:
+        return
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"{flag} must be in [0, {'1]' if closed else '1)'}, got {value}")
+
+
 def _default(name: str) -> Any:
     """``TrainConfig``'s default of a setting: train's defaults are written there only."""
     f = {f.name: f for f in fields(TrainConfig)}[name]

@@ -13,8 +13,10 @@ from pathlib import Path
 from ..core import protocol
 from ..core.fileio import atomic_write_json
 from .checkpoint import categories_match, load_model
-from .data import DataError, load_coco_source
+from .cli_args import check_fraction, check_image_size
+from .data import DataError, check_images_readable, load_coco_source
 from .device import resolve_device
+from .outputs import check_out_folder
 from .predict import run_inference
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,21 @@ def run(args: argparse.Namespace) -> int:
         from ..core.evaluation.evaluate import evaluate
     except ImportError as exc:  # pragma: no cover - core.evaluation ships with the package
         raise DataError(f"core.evaluation is not available: {exc}") from None
-    device = resolve_device(args.device)
-    model, ckpt = load_model(args.checkpoint, device)
+    # every check before the first write: arguments, output folder, dataset and its images, device, checkpoint
+    check_image_size(args.image_size)
+    check_fraction(args.score_threshold, "--score-threshold", closed=True)
+    out = check_out_folder(args.out)
     ann_path = pick_annotations(args.data, args.split)
     src = load_coco_source(ann_path)
+    check_images_readable([r.path for r in src.records])
+    device = resolve_device(args.device)
+    model, ckpt = load_model(args.checkpoint, device)
     if not categories_match(src.categories, ckpt["categories"]):
         raise DataError(f"categories of {ann_path} differ from the checkpoint's")
     size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
     items = [(r.image_id, r.path) for r in src.records]
     results, _ = run_inference(model, items, src.category_ids, size, device,
                                refine=False if args.no_refine else None, events=True)
-    out = Path(args.out)
     preds_path = atomic_write_json(out / "predictions.json", results)
     metrics = evaluate(ann_path, results, out_dir=out, score_threshold=args.score_threshold, plots=not args.no_plots)
     summary = {"mask_AP": metrics.get("segm", {}).get("AP"), "mask_AP50": metrics.get("segm", {}).get("AP50"),

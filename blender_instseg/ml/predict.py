@@ -37,8 +37,11 @@ from pycocotools import mask as mask_utils
 from ..core import protocol
 from ..core.fileio import atomic_write_bytes, atomic_write_json
 from .checkpoint import categories_match, load_model, score_threshold_of
-from .data import DataError, letterbox, list_images, load_coco_source, read_image, to_tensor
+from .cli_args import check_fraction, check_image_size
+from .data import (DataError, check_images_readable, letterbox, list_images, load_coco_source, read_image,
+                   to_tensor)
 from .device import resolve_device
+from .outputs import check_out_file, check_out_folder
 
 log = logging.getLogger(__name__)
 
@@ -252,24 +255,33 @@ def serve(args: argparse.Namespace, stdin: IO[str] | None = None) -> int:
     return 0
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """predict's argument checks (no file read): before loading anything."""
+    check_image_size(args.image_size)
+    check_fraction(args.score_threshold, "--score-threshold", closed=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
     if getattr(args, "serve", False):
         return serve(args)
+    # every check before the first write: output paths, images, device, checkpoint
+    out = check_out_file(args.out)
+    overlays = check_out_folder(args.overlays, "--overlays") if args.overlays is not None else None
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
+    categories = ckpt["categories"]
+    items, from_dataset = _image_list(args.images, args.gt, categories)
+    check_images_readable([path for _, path in items])
     threshold, source = resolve_score_threshold(args.score_threshold, ckpt)
     apply_score_threshold(model, threshold)
     protocol.emit("log", message=f"score threshold {threshold:.3f}: {source}", score_threshold=threshold)
-    categories = ckpt["categories"]
-    items, from_dataset = _image_list(args.images, args.gt, categories)
     size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
-    overlays = Path(args.overlays) if args.overlays else None
     cat_ids = [int(c["id"]) for c in categories]
     names = [str(c.get("name", c["id"])) for c in categories]
     results, images = run_inference(model, items, cat_ids, size, device, refine=False if args.no_refine else None,
                                     overlays=overlays, names=names, overlay_threshold=threshold, events=True)
     results = [r for r in results if r["score"] >= threshold]
-    out = Path(args.out)
     atomic_write_json(out, results)
     index = None
     if not from_dataset:

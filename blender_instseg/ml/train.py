@@ -23,13 +23,14 @@ from typing import Any
 import torch
 
 from ..core import protocol
-from ..core.fileio import atomic_write_json
+from ..core.fileio import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
-from .cli_args import MODEL_SWITCHES
-from .data import DataError, EpochBatches, InstanceDataset, collate, resolve_dataset
+from .cli_args import MODEL_SWITCHES, check_fraction, check_image_size
+from .data import DataError, EpochBatches, InstanceDataset, check_images_readable, collate, resolve_dataset
 from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
+from .outputs import check_out_folder
 from .train_config import DEFAULT_EPOCHS, AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -162,17 +163,26 @@ class Trainer:
             if not last.is_file():
                 raise CheckpointError(f"nothing to resume: {last} does not exist")
             ckpt = load_checkpoint(last, map_location="cpu")
+            missing = [k for k in ("optimizer", "step", "rng", "train_config") if k not in ckpt]
+            if missing:
+                raise CheckpointError(f"cannot resume from {last}: it lacks the training state ({', '.join(missing)})")
             saved = dict(ckpt.get("train_config", {}))
             # the stop criterion and logistics come from this command line; the recipe from the run
             for k in ("epochs", "minutes", "steps", "data", "out", "checkpoint_every", "eval_every", "save_minutes", "workers"):
                 saved[k] = getattr(cfg, k)
             saved.setdefault("ema_decay", 0.0)
             saved.setdefault("precision", "fp32")
-            self.cfg = cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+            try:
+                self.cfg = cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+            except TypeError:
+                raise CheckpointError(f"cannot resume from {last}: its train_config is incomplete") from None
         elif (self.run_dir / "last.pt").exists():
             raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
         self.train_src, self.val_src = resolve_dataset(cfg.data, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
                                                        seed=cfg.seed)
+        # every image decodes, before the run folder exists: a corrupt PNG found at step 500 would
+        # leave a half-made run behind
+        check_images_readable([r.path for r in self.train_src.records + (self.val_src.records if self.val_src else [])])
         init = None
         if ckpt is None and cfg.init:
             init = load_checkpoint(cfg.init, map_location="cpu")
@@ -205,17 +215,11 @@ class Trainer:
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.precision = check_precision(cfg.precision)
         if ckpt is not None:
-            # with an EMA, "model" holds the averaged weights and "train_weights" the live ones
-            self.model.load_state_dict(ckpt.get("train_weights", ckpt["model"]))
-            if self.ema is not None:
-                self.ema.model.load_state_dict(ckpt["model"])
-            self.optim.load_state_dict(ckpt["optimizer"])
-            self.step = int(ckpt["step"])
-            self.train_seconds = float(ckpt.get("train_seconds", 0.0))
-            self.history = list(ckpt.get("history", []))
-            torch.set_rng_state(ckpt["rng"]["torch"])
-            if "cuda" in ckpt["rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+            try:
+                self._restore(ckpt)
+            except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError):
+                raise CheckpointError(f"cannot resume from {self.run_dir / 'last.pt'}: its training state does not "
+                                      "fit this model (optimizer, step or RNG state)") from None
         self.ddp = None
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
@@ -231,6 +235,20 @@ class Trainer:
         self.stop = StopFlag()
         trace_dir = os.environ.get(TRACE_ENV)
         self.trace = StepTrace(trace_dir, self.rank) if trace_dir else None
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        """--resume: weights, optimizer, step, time, history and RNG state from ``ckpt``."""
+        # with an EMA, "model" holds the averaged weights and "train_weights" the live ones
+        self.model.load_state_dict(ckpt.get("train_weights", ckpt["model"]))
+        if self.ema is not None:
+            self.ema.model.load_state_dict(ckpt["model"])
+        self.optim.load_state_dict(ckpt["optimizer"])
+        self.step = int(ckpt["step"])
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.history = list(ckpt.get("history", []))
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
 
     def _total_steps(self) -> int | None:
         c = self.cfg
@@ -306,9 +324,23 @@ class Trainer:
             return self.step >= self.total_steps
         return self.train_seconds >= 60.0 * float(self.cfg.minutes or 0)
 
+    def prepare_run_dir(self) -> None:
+        """Create RUN_DIR; on a resume, first clear what a killed run left: the atomic writer's temporary
+        files (partial checkpoints) and the events of the steps the resume redoes."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if not self.main:
+            return
+        for p in remove_stale_temp_files(self.run_dir):
+            log.info("removed %s, a partial file of a killed run", p.name)
+        if self.step > 0:
+            dropped = rewind_events(self.run_dir / "events.jsonl", self.step)
+            self.emit("log", message=f"resumed at step {self.step}" + (f"; dropped {dropped} event(s) of the steps "
+                      "after it, which this run redoes" if dropped else ""), resumed_from_step=self.step,
+                      train_seconds=round(self.train_seconds, 2), dropped_events=dropped)
+
     def run(self) -> int:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare_run_dir()
         self.write_config()
         self.stop.install()
         sampler = EpochBatches(len(self.dataset), cfg.batch_size, cfg.seed, start_step=self.step,
@@ -409,6 +441,32 @@ class Trainer:
 
 
 
+def rewind_events(path: Path, step: int) -> int:
+    """Make RUN_DIR/events.jsonl one history again before a resume from ``step``: the events of the
+    steps after it (which the resume redoes) and a line torn by a kill are dropped. Returns how many."""
+    import json
+
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return 0
+    kept = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        at = event.get("step")
+        if isinstance(at, (int, float)) and not isinstance(at, bool) and at > step:
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
 def _split_pairs(text: str) -> list[str]:
     """Split on commas outside brackets, so list values like ``grids=[40,24,12]`` stay whole."""
     parts, depth, cur = [], 0, []
@@ -463,21 +521,35 @@ def new_model_config(arch: str, num_classes: int, switches: dict[str, bool],
     return cfg_cls(**kw)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of train's arguments alone (no files read): all before anything is written."""
+    for name in ("epochs", "minutes", "steps", "batch_size"):
+        v = getattr(args, name)
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ValueError(f"--{name.replace('_', '-')} must be positive")
+    if not (math.isfinite(args.lr) and args.lr >= 0):  # 0: frozen weights (a check that --init loads them)
+        raise ValueError(f"--lr must be >= 0, got {args.lr}")
+    check_image_size(args.image_size, multiple_of=32)
+    check_fraction(args.ema_decay, "--ema-decay", closed=False)
+    check_fraction(args.val_fraction, "--val-fraction", closed=False)
+    for name in ("checkpoint_every", "eval_every", "workers"):
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    if any(not (math.isfinite(m) and m > 0) for m in args.save_minutes):
+        raise ValueError("--save-minutes takes positive minutes")
+    check_out_folder(args.out)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.epochs is None and args.minutes is None and args.steps is None:
         args.epochs = DEFAULT_EPOCHS
-    for name in ("epochs", "minutes", "steps", "batch_size", "image_size"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be positive")
-    if not 0.0 <= args.ema_decay < 1.0:
-        raise ValueError(f"--ema-decay must be in [0, 1), got {args.ema_decay}")
-    precision = check_precision(args.precision)
     if args.model == "list":
         from .models_cmd import print_models
 
         print_models()
         return 0
+    check_args(args)
+    precision = check_precision(args.precision)
     config_cls = architecture(args.model or DEFAULT_ARCH)[0]
     overrides = parse_overrides(args.model_config, config_cls)
     cfg = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, steps=args.steps,

@@ -16,6 +16,7 @@ import threading
 from typing import Any
 
 from ..core import protocol
+from ..core.fileio import temp_target
 from .loop import STRATEGIES, Loop, LoopConfig, LoopError
 from .stages import StageError, StopSignal
 
@@ -117,11 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         loop = Loop(cfg, stop=stop)
     except SystemExit as exc:  # --help
         return int(exc.code or 0)
-    except (LoopError, ValueError, FileNotFoundError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
+    except (LoopError, ValueError, OSError) as exc:
+        return _fail(_message(exc), 2)
 
     def on_signal(signum: int, frame: Any) -> None:
         if stop.is_set():
@@ -135,12 +133,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = loop.run()
     except (StageError, LoopError, ValueError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+        return _fail(_message(exc), 1)
     protocol.emit("done", **result)
     return 0
+
+
+def _message(exc: BaseException) -> str:
+    """One line for a person: an OSError as what failed on which file (never ``[Errno N]``, never the
+    hidden temporary name of an atomic write: the file it stands for)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename is not None:
+        target = temp_target(exc.filename)
+        what = (exc.strerror or type(exc).__name__).rstrip(".").lower()
+        return f"{what}: {target if target is not None else exc.filename}"
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _fail(message: str, code: int) -> int:
+    protocol.emit("error", message=message)
+    print(f"error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

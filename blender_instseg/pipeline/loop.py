@@ -21,6 +21,7 @@ stdout as ``core.protocol`` JSON lines. No bpy and no torch in this process.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -78,7 +79,18 @@ class LoopConfig:
         for name in ("rounds", "budget", "steps_per_round", "per_seed", "generator_workers"):
             if getattr(self, name) < 1:
                 raise LoopError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.score_threshold <= 1.0:  # NaN fails too
+            raise LoopError(f"--score-threshold must be in [0, 1], got {self.score_threshold}")
+        if self.image_size is not None and (self.image_size < 32 or self.image_size % 32):
+            raise LoopError(f"--image-size must be a positive multiple of 32, got {self.image_size}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise LoopError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.lr is not None and not self.lr >= 0:
+            raise LoopError(f"--lr must be >= 0, got {self.lr}")
+        check_run_folder(self.run)
         data = Path(self.data)
+        if not data.is_dir():
+            raise LoopError(f"dataset folder not found: {data}")
         for split in ("train", "val"):
             if not (data / f"annotations_{split}.json").is_file():
                 raise LoopError(f"{data} has no annotations_{split}.json: the loop mines the val split and trains "
@@ -95,6 +107,22 @@ class LoopConfig:
 
     def start_checkpoint(self) -> str:
         return self.init or str(Path(self.run) / "last.pt")
+
+
+def check_run_folder(value: str) -> None:
+    """--run: a folder to create or continue; never '' (an unset variable), a file, or a path under a file."""
+    if not str(value).strip():
+        raise LoopError("--run is empty; give a folder")
+    run = Path(value)
+    if run.exists() and not run.is_dir():
+        raise LoopError(f"--run {run} exists and is not a folder")
+    base = run.absolute()
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise LoopError(f"--run {run} is under {base}, which is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise LoopError(f"--run {run}: cannot write in {base} (permission denied)")
 
 
 Emit = Callable[..., None]

@@ -101,3 +101,12 @@ def test_send_line_writes_one_line_and_tolerates_a_gone_child() -> None:
     assert proc.stdin is not None
     proc.stdin.close()
     assert protocol.send_line(proc.stdin) is False  # closed pipe: no exception
+
+
+def test_temp_names_are_recognised_exactly(tmp_path: Path) -> None:
+    assert fileio.temp_target(tmp_path / ".last.pt.ab_c12z9.tmp") == tmp_path / "last.pt"
+    assert fileio.temp_target(tmp_path / ".000001.png.4242.link.tmp") == tmp_path / "000001.png"
+    for name in ("last.pt", ".last.pt", ".last.pt.tmp", "x.abcdefgh.tmp", ".a.ABCDEFGH.tmp", ".a.abc.tmp"):
+        assert fileio.temp_target(tmp_path / name) is None, name
+    fileio.atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert fileio.remove_stale_temp_files(tmp_path) == [] and (tmp_path / "f.bin").read_bytes() == b"x"

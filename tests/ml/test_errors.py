@@ -79,17 +79,17 @@ def test_corrupt_and_foreign_checkpoints(shapes_root: Path, tmp_path: Path, caps
     junk.write_bytes(b"\x00garbage" * 100)
     code, err, out = _call(capsys, "predict", "--checkpoint", str(junk), "--images", str(shapes_root / "images"),
                            "--out", str(tmp_path / "p.json"))
-    _one_line_error(code, 2, err, out, "not a readable checkpoint")
+    _one_line_error(code, 2, err, out, "is not a checkpoint of this project")
     tiny = tmp_path / "tiny.pt"
     tiny.write_bytes(b"junk")  # too short for torch's header: struct.error inside torch.load
     code, err, out = _call(capsys, "predict", "--checkpoint", str(tiny), "--images", str(shapes_root / "images"),
                            "--out", str(tmp_path / "p.json"))
-    _one_line_error(code, 2, err, out, "not a readable checkpoint")
+    _one_line_error(code, 2, err, out, "is not a checkpoint of this project")
     other = tmp_path / "other.pt"
     torch.save({"model": {}, "epoch": 3}, other)
     code, err, out = _call(capsys, "predict", "--checkpoint", str(other), "--images", str(shapes_root / "images"),
                            "--out", str(tmp_path / "p.json"))
-    _one_line_error(code, 2, err, out, "not a blender_instseg model checkpoint")
+    _one_line_error(code, 2, err, out, "is not a checkpoint of this project")
     code, err, out = _call(capsys, "predict", "--checkpoint", str(tmp_path / "nope.pt"), "--images",
                            str(shapes_root / "images"), "--out", str(tmp_path / "p.json"))
     _one_line_error(code, 2, err, out, "checkpoint not found")

@@ -130,11 +130,11 @@ def test_save_load_predict_gives_identical_outputs(trained_run: Path, shapes_roo
 def test_checkpoint_loader_rejects_foreign_files(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ValueError, match="not a readable checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint of this project"):
         load_checkpoint(junk)
     other = tmp_path / "other.pt"
     torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
-    with pytest.raises(ValueError, match="not a blender_instseg model checkpoint"):
+    with pytest.raises(ValueError, match="is not a checkpoint of this project"):
         load_checkpoint(other)
 
 

@@ -132,7 +132,7 @@ def test_serve_argument_errors_are_one_line(trained_run: Path, tmp_path: Path) -
     bad_ckpt.write_bytes(b"\x00garbage" * 100)
     junk = run_cli("predict", "--serve", "--checkpoint", str(bad_ckpt), stdin="")
     assert junk.returncode == 2 and "Traceback" not in junk.stderr
-    assert [(e.event, "not a readable checkpoint" in e.message) for e in events(junk.stdout)] == [("error", True)]
+    assert [(e.event, "is not a checkpoint of this project" in e.message) for e in events(junk.stdout)] == [("error", True)]
 
 
 def test_incomplete_requests_and_bad_thresholds_are_errors_that_leave_the_server_as_it_was(
@@ -176,6 +176,7 @@ def test_serve_refuses_per_run_inputs_and_outputs(trained_run: Path, tmp_path: P
     """--serve takes images and outputs per request: a one-shot flag with it is a one-line usage error."""
     proc = run_cli("predict", "--serve", "--checkpoint", str(trained_run / "last.pt"), flag, str(tmp_path / "x"),
                    stdin="")
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.splitlines()[-1].endswith(f"predict --serve takes images and outputs per request on stdin, not {flag}")
+    message = f"predict --serve takes images and outputs per request on stdin, not {flag}"
+    assert proc.returncode == 2 and [(e.event, e.message.endswith(message)) for e in events(proc.stdout)] == [("error", True)]
+    assert proc.stderr.splitlines() == [f"error: predict: {message}"]
     assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()

@@ -102,7 +102,7 @@ class NonLocal(nn.Module):
         k = self.key(x).flatten(2)
         v = self.value(x).flatten(2)
         attn = torch.softmax(q.transpose(1, 2) @ k * q.shape[1] ** -0.5, dim=-1)  # (B, HW, HW)
-        y = (v @ attn.transpose(1, 2)).reshape(b, -1, h, w)
+        y = (v @ attn.transpose(1, 2)).reshape(b, v.shape[1], h, w)  # b may be 0: no RoIs in the batch
         return x + self.out(y)
 
 
