@@ -271,3 +271,40 @@ def test_the_operator_runs_annotate_scene_as_a_child(shot: Path, tmp_path: Path)
     conf = dataset.read_dataset_config(out2)
     assert conf["annotate"]["source_sha256"] == _sha(copy) != sha
     assert _sha(saved) == sha and bpy.data.filepath == str(saved) and bpy.data.is_dirty
+
+
+def test_geometry_nodes_and_particle_instances_each_get_their_own_id(tmp_path: Path) -> None:
+    from tests.blender.test_instances import _cube, _empty_scene, _gn_scatter
+
+    scene = _empty_scene()
+    scene.frame_start, scene.frame_end = 1, 2
+    rock = _cube("Rock", 0.3)
+    rock.hide_render = rock.hide_viewport = True
+    scatter = _gn_scatter(rock)  # 10 rocks on a 5 x 2 grid
+    scatter["instseg_category"] = "rock"
+    emitter = _cube("Emitter", 0.5, (0.0, -1.2, 0.0))
+    emitter["instseg_category"] = "pebble"
+    emitter.modifiers.new("p", "PARTICLE_SYSTEM")
+    settings = emitter.particle_systems[0].settings
+    settings.type, settings.count, settings.hair_length = "HAIR", 3, 0.2
+    settings.render_type, settings.instance_object = "OBJECT", _cube("Pebble", 0.1, (5.0, 5.0, 0.0))
+    bpy.data.objects["Pebble"].hide_render = True
+    path = tmp_path / "scatter.blend"
+    bpy.ops.wm.save_as_mainfile(filepath=str(path))
+    out = tmp_path / "ds"
+    proc = _annotate("--blend", str(path), "--out", str(out), "--masks-only", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    conf = dataset.read_dataset_config(out)
+    names = [i["name"] for i in conf["identities"]]
+    assert names == ["Emitter", *[f"Emitter/{k}" for k in range(3)], *[f"Scatter/{k}" for k in range(10)]]
+    assert [c["name"] for c in conf["categories"]] == ["pebble", "rock"]
+    from blender_instseg.blender.render import output
+
+    for index in range(2):
+        record = dataset.read_record(dataset.record_path(out, index))
+        ids = output.read_id_map(out / record["mask_file"])
+        rocks = {a["instance_id"] for a in record["annotations"] if a["object_name"].startswith("Scatter/")}
+        assert len(rocks) == 10 and rocks <= set(np.unique(ids).tolist())  # ten rocks, ten masks
+        listed = {e["object_name"] for e in record["annotations"] + record["hidden"]}
+        assert listed == set(names)  # every particle too, seen or hidden
+    assert validate_dataset(out).ok
