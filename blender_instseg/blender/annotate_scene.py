@@ -130,8 +130,9 @@ def scene_labels(scene: Any, args: argparse.Namespace) -> SceneLabels:
     root = bpy.data.collections.get(parent)
     if args.blend_collection and root is None:
         raise UsageError(f"no collection named {parent!r}")
+    children: list[Any] = list(root.children) if root is not None else []
     try:
-        roles = [(coll, blend_source.role_of(coll)) for coll in (root.children if root is not None else [])]
+        roles = [(coll, blend_source.role_of(coll)) for coll in children]
     except AssetImportError as exc:
         raise UsageError(str(exc)) from None
     targets = [coll.name for coll, role in roles if role == "target"]
@@ -307,11 +308,11 @@ def render_frame(job: Job, labels: SceneLabels, index: int) -> dict[str, Any]:
             if obj is not None and ident.name not in makers and _renders(obj, view_layer):
                 present.append((ident, [obj]))
         for group in realized.groups:
-            ident = by_key.get((group.instancer, group.index))
-            if ident is None and labels.category_of.get(group.instancer, 0) > 0:
+            owner = by_key.get((group.instancer, group.index))
+            if owner is None and labels.category_of.get(group.instancer, 0) > 0:
                 raise RuntimeError(f"instance {group.instancer}/{group.index} at frame {frame} got no id")
-            if ident is not None:
-                present.append((ident, group.objects))
+            if owner is not None:
+                present.append((owner, group.objects))
         for obj in scene.objects:
             obj.pass_index = 0
         for ident, objs in present:
@@ -348,14 +349,16 @@ def render_frame(job: Job, labels: SceneLabels, index: int) -> dict[str, Any]:
     for entry in (*annotations, *hidden):
         entry["track_id"] = entry["instance_id"]
     stem = f"{index:06d}"
+    file_name, mask_file = f"images/{stem}.png", f"masks/{stem}.png"
+    depth_file = f"depth/{stem}.exr" if job.depth else None
     record = {
         "index": index,
-        "file_name": f"images/{stem}.png",
+        "file_name": file_name,
         "width": w,
         "height": h,
         "split": "train",
-        "mask_file": f"masks/{stem}.png",
-        "depth_file": f"depth/{stem}.exr" if job.depth else None,
+        "mask_file": mask_file,
+        "depth_file": depth_file,
         "video_id": acli.VIDEO_ID,
         "frame_index": frame,
         "annotations": annotations,
@@ -363,10 +366,10 @@ def render_frame(job: Job, labels: SceneLabels, index: int) -> dict[str, Any]:
         "num_objects": len(present),
         "amodal_fixups": fixups,
     }
-    output.write_rgb(job.out / record["file_name"], rgb)
-    output.write_id_map(job.out / record["mask_file"], ids)
-    if job.depth:
-        output.write_depth(job.out / record["depth_file"], depth if depth is not None else np.zeros((h, w), np.float32))
+    output.write_rgb(job.out / file_name, rgb)
+    output.write_id_map(job.out / mask_file, ids)
+    if depth_file is not None:
+        output.write_depth(job.out / depth_file, depth if depth is not None else np.zeros((h, w), np.float32))
     dataset.write_record(job.out, record)  # last: the record marks the frame complete
     return record
 

@@ -5,9 +5,9 @@ what the file claims (area, bbox, ids, categories, image sizes, the instance-id 
 extras) is compared with what is actually there (``coco_checks``). Where the dataset has the
 semantic or panoptic format (``formats.semantic``, ``formats.panoptic``), they are checked against
 the instance annotations of the same image (``semantic_checks``, ``panoptic_checks``); a
-YouTube-VIS file beside a COCO file (``formats.vis``) must say what the COCO file says (``vis_checks``). Problems
-are collected, not raised, so one run lists all of them; the CLI prints one line per problem and
-exits 1.
+YouTube-VIS file beside a COCO file (``formats.vis``) must say what the COCO file says
+(``vis_checks``). Problems are collected, not raised, so one run lists all of them; the CLI prints
+one line per problem and exits 1.
 
 This module is the driver: which checkers run on which files, in which order.
 """

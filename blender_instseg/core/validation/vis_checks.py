@@ -48,9 +48,9 @@ def check_vis_file(report: ValidationReport, vis_file: Path, coco_file: Path, co
         if have is None:
             problems.append(f"video {video['id']} is missing")
             continue
-        for key in ("width", "height", "length", "file_names"):
-            if have.get(key) != video[key]:
-                problems.append(f"video {video['id']}: {key} differs from the COCO images")
+        for field in ("width", "height", "length", "file_names"):
+            if have.get(field) != video[field]:
+                problems.append(f"video {video['id']}: {field} differs from the COCO images")
     problems += [f"video {vid} is not in the COCO file" for vid in got_videos]
     got_tracks = {(a.get("video_id"), a.get("track_id")): a for a in data["annotations"] if isinstance(a, dict)}
     if len(got_tracks) != len(data["annotations"]):
