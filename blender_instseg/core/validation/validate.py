@@ -99,8 +99,8 @@ def validate_dataset(root: str | Path) -> ValidationReport:
             continue
         per_file[f.name] = _check_coco_file(report, base, f, data, sizes, has_panoptic=has_panoptic,
                                             semantic_done=semantic_done)
-        vis_file = base / vis_name(f.name)
-        if f.name.startswith("annotations") and vis_file.is_file():  # an annotated animation's YouTube-VIS view of the same labels
+        vis_file = base / vis_name(f.name)  # an annotated animation's YouTube-VIS view of the same labels
+        if f.name.startswith("annotations") and vis_file.is_file():
             per_file[f.name]["outputs"].append(vis_file.name)
             per_file[f.name]["vis"] = check_vis_file(report, vis_file, f, data)
     report.summary = {"files": per_file}
