@@ -25,7 +25,8 @@ def script_args(argv: list[str], in_blender_binary: bool = False) -> list[str]:
     return [] if in_blender_binary else argv[1:]
 
 
-def main() -> int:
+def main(module: str = "blender_instseg.blender.generate", script: str = "scripts/generate.py") -> int:
+    """Run ``module``'s ``main`` with our arguments (scripts/annotate_scene.py shares this entry)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
     from blender_instseg.core.protocol import reserve_stdout_for_events
@@ -35,7 +36,7 @@ def main() -> int:
         import bpy  # noqa: F401
     except ImportError:
         print("error: bpy is not importable: run with a Python that has the bpy module (e.g. .venv/bin/python) "
-              "or as blender -b -P scripts/generate.py -- ARGS", file=sys.stderr)
+              f"or as blender -b -P {script} -- ARGS", file=sys.stderr)
         return 2
     try:
         sys.path.insert(0, str(HERE))
@@ -50,10 +51,11 @@ def main() -> int:
     finally:
         if sys.path and sys.path[0] == str(HERE):
             sys.path.pop(0)
-    from blender_instseg.blender.children import running_in_blender_binary
-    from blender_instseg.blender.generate import main as generate_main
+    import importlib
 
-    return generate_main(script_args(sys.argv, running_in_blender_binary()))
+    from blender_instseg.blender.children import running_in_blender_binary
+
+    return importlib.import_module(module).main(script_args(sys.argv, running_in_blender_binary()))
 
 
 if __name__ == "__main__":

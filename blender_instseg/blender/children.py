@@ -31,17 +31,19 @@ def running_in_blender_binary() -> bool:
     return bool(blender_binary())
 
 
-def panel_generator_argv(args: Sequence[str], *, binary_path: str | None = None) -> list[str]:
+def panel_generator_argv(args: Sequence[str], *, binary_path: str | None = None,
+                         module: str = argv.GENERATOR_MODULE) -> list[str]:
     """The generator started by the panel (Generate, and the mining loop's ``--generator-cmd``).
 
     This Blender in background mode with the user's preferences, so the installed extension and its
     bundled wheels load as in the UI, importing the add-on under its real module name; in module mode
     (``binary_path`` '') this Python. ``scripts/`` is not in an installed extension, so the child runs
-    the package's own generator, never the checkout's script.
+    the package's own generator, never the checkout's script. ``module``: another entry started the same
+    way (``argv.ANNOTATE_MODULE``, Annotate This Scene).
     """
     binary = blender_binary() if binary_path is None else binary_path
     return argv.generator_argv(binary or sys.executable, args, blender=bool(binary), package=argv.package_name(),
-                               factory_startup=False)
+                               factory_startup=False, module=module)
 
 
 def worker_generator_argv(args: Sequence[str]) -> list[str]:

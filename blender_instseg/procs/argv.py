@@ -13,6 +13,8 @@ from typing import Sequence
 
 #: the generator's entry point, relative to the top-level package: ``main(argv) -> exit code``
 GENERATOR_MODULE = "blender.generate"
+#: annotate-scene's entry point (the artist's own scene), started the same way as the generator
+ANNOTATE_MODULE = "blender.annotate_scene"
 
 
 def package_dir() -> Path:
@@ -75,8 +77,10 @@ def checkout_generate_script() -> Path | None:
     return script if script.is_file() else None
 
 
-def generator_bootstrap(package: str | None = None, extra_path: Sequence[str | os.PathLike[str]] = ()) -> str:
-    """Python source that runs the generator's ``main`` with the arguments after ``--`` and exits with its code.
+def generator_bootstrap(package: str | None = None, extra_path: Sequence[str | os.PathLike[str]] = (),
+                        module: str = GENERATOR_MODULE) -> str:
+    """Python source that runs the generator's ``main`` (or ``module``'s: annotate-scene) with the arguments
+    after ``--`` and exits with its code.
 
     This package's parent folder and ``extra_path`` go first on ``sys.path`` (a Blender binary ignores
     PYTHONPATH). ``package`` is the add-on's real module name (e.g. ``bl_ext.user_default.blender_instseg``),
@@ -91,17 +95,18 @@ def generator_bootstrap(package: str | None = None, extra_path: Sequence[str | o
         "a = sys.argv[sys.argv.index('--') + 1:] if '--' in sys.argv else sys.argv[1:]",
     ]
     if len(names) == 2:
-        lines += ["try:", f"    m = importlib.import_module({names[0] + '.' + GENERATOR_MODULE!r})",
-                  "except ImportError:", f"    m = importlib.import_module({names[1] + '.' + GENERATOR_MODULE!r})"]
+        lines += ["try:", f"    m = importlib.import_module({names[0] + '.' + module!r})",
+                  "except ImportError:", f"    m = importlib.import_module({names[1] + '.' + module!r})"]
     else:
-        lines.append(f"m = importlib.import_module({names[0] + '.' + GENERATOR_MODULE!r})")
+        lines.append(f"m = importlib.import_module({names[0] + '.' + module!r})")
     lines.append("sys.exit(m.main(a))")
     return "\n".join(lines)
 
 
 def generator_argv(program: str, args: Sequence[str], *, blender: bool | None = None,
                    script: str | os.PathLike[str] | None = None, package: str | None = None,
-                   extra_path: Sequence[str | os.PathLike[str]] = (), factory_startup: bool = True) -> list[str]:
+                   extra_path: Sequence[str | os.PathLike[str]] = (), factory_startup: bool = True,
+                   module: str = GENERATOR_MODULE) -> list[str]:
     """The generator as a child process: the one place its command line is built.
 
     ``program`` is a Python with the bpy module or a Blender executable (``blender`` says which; by
@@ -109,13 +114,14 @@ def generator_argv(program: str, args: Sequence[str], *, blender: bool | None = 
     checkout's ``scripts/generate.py``), else ``generator_bootstrap(package, extra_path)``; a Blender
     executable runs it in background mode, exiting non-zero when the script fails, with factory
     settings unless ``factory_startup`` is False (the user's preferences then load, so an installed
-    extension and the wheels it bundles are importable).
+    extension and the wheels it bundles are importable). ``module`` picks another entry with the same
+    ``main(argv)`` contract (``ANNOTATE_MODULE``).
     """
     blender = is_blender_executable(program) if blender is None else blender
     if script is not None:
         run = ["-P", str(script)] if blender else [str(script)]
     else:
-        boot = generator_bootstrap(package, extra_path)
+        boot = generator_bootstrap(package, extra_path, module)
         run = ["--python-expr", boot] if blender else ["-c", boot]
     if blender:
         head = [program, "-b", *(["--factory-startup"] if factory_startup else []), "--python-exit-code", "1", *run]

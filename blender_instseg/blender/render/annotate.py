@@ -10,6 +10,7 @@ pixel in the frame) or ``occluded`` (it is in the frame but other objects cover 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import bpy
@@ -45,6 +46,16 @@ def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray
     return stack, truncated
 
 
+@dataclass
+class Labelled:
+    """What one annotation is about: its id, category and names (``shape`` None: not written)."""
+
+    instance_id: int
+    category_id: int
+    object_name: str
+    shape: str | None = None
+
+
 def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1,
                       min_fraction: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
     """(annotations, hidden, amodal_fixups) for one image; instance ids are the objects' pass indices.
@@ -54,18 +65,32 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1
     the id map (``too_little_visible_ids``), so no mask holds an id without an annotation.
     """
     h, w = id_map.shape
-    objects = built.objects
-    known = {so.instance_id for so in objects}
+    labelled = [Labelled(so.instance_id, so.category_id, so.obj.name, so.shape) for so in built.objects]
+    check_ids(labelled, id_map)
+    stack, truncated = amodal_masks(built, w, h)
+    return annotations_from_masks(labelled, id_map, stack, truncated, min_pixels, min_fraction)
+
+
+def check_ids(labelled: list[Labelled], id_map: np.ndarray) -> None:
+    """``RuntimeError`` when the id map holds an id that belongs to none of ``labelled``."""
+    known = {item.instance_id for item in labelled}
     present = set(np.flatnonzero(np.bincount(id_map.ravel())).tolist()) - {0}
     stray = present - known
     if stray:
         raise RuntimeError(f"id map holds ids that belong to no instance: {sorted(stray)[:5]}")
+
+
+def annotations_from_masks(labelled: list[Labelled], id_map: np.ndarray, stack: np.ndarray, truncated: list[bool],
+                           min_pixels: int = 1, min_fraction: float = 0.0
+                           ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(annotations, hidden, amodal_fixups) from the id map and the (N, H, W) amodal ``stack`` of ``labelled``
+    (in the same order; ``stack`` gets the visible pixels unioned in). Shared by the generator and
+    annotate-scene, so both write the same annotation fields."""
     visible = {e.instance_id: e for e in coco.encode_id_map(id_map)}
-    stack, truncated = amodal_masks(built, w, h)
     fixups = 0
-    for k, so in enumerate(objects):
-        if so.instance_id in visible:
-            vis = id_map == so.instance_id
+    for k, item in enumerate(labelled):
+        if item.instance_id in visible:
+            vis = id_map == item.instance_id
             missing = vis & ~stack[k]
             n = int(missing.sum())
             if n:
@@ -76,9 +101,12 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1
     amodal_enc = coco.encode_masks(stack)
     annotations: list[dict[str, Any]] = []
     hidden: list[dict[str, Any]] = []
-    for so, am, trunc in zip(objects, amodal_enc, truncated):
-        v = visible.get(so.instance_id)
-        base = {"instance_id": so.instance_id, "category_id": so.category_id, "object_name": so.obj.name, "shape": so.shape}
+    for item, am, trunc in zip(labelled, amodal_enc, truncated):
+        v = visible.get(item.instance_id)
+        base: dict[str, Any] = {"instance_id": item.instance_id, "category_id": item.category_id,
+                                "object_name": item.object_name}
+        if item.shape is not None:
+            base["shape"] = item.shape
         if v is None:
             hidden.append({**base, "reason": "outside_frame" if am.area == 0 else "occluded",
                            "amodal_area": am.area, "truncated": bool(trunc)})
@@ -87,9 +115,9 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1
             hidden.append({**base, "reason": "too_little_visible", "visible_area": v.area,
                            "visible_fraction": v.area / am.area, "amodal_area": am.area, "truncated": bool(trunc)})
             continue
-        annotations.append({
-            "instance_id": so.instance_id,
-            "category_id": so.category_id,
+        ann: dict[str, Any] = {
+            "instance_id": item.instance_id,
+            "category_id": item.category_id,
             "segmentation": v.rle,
             "area": v.area,
             "bbox": v.bbox,
@@ -99,7 +127,9 @@ def build_annotations(built: BuiltScene, id_map: np.ndarray, min_pixels: int = 1
             "amodal_bbox": am.bbox,
             "amodal_area": am.area,
             "truncated": bool(trunc),
-            "object_name": so.obj.name,
-            "shape": so.shape,
-        })
+            "object_name": item.object_name,
+        }
+        if item.shape is not None:
+            ann["shape"] = item.shape
+        annotations.append(ann)
     return annotations, hidden, fixups

@@ -129,14 +129,20 @@ def parent_groups(collections: Any, scenes: Any, parent: str = "") -> tuple[list
     return (list(scenes[0].collection.children) if scenes else []), "the first scene's top-level collections"
 
 
+def role_of(coll: Any) -> str:
+    """A category collection's ``instseg_role`` (default ``target``); ``AssetImportError`` for an unknown one."""
+    role = str(coll.get("instseg_role", "target"))
+    if role not in ROLES:
+        raise AssetImportError(f"collection {coll.name!r}: instseg_role must be one of "
+                               f"{', '.join(ROLES)}, got {role!r}")
+    return role
+
+
 def describe(groups: list[Any], where: str = "") -> BlendSpec:
     """The spec the category collections ``groups`` give (see the module doc)."""
     spec = BlendSpec()
     for coll in groups:
-        role = str(coll.get("instseg_role", "target"))
-        if role not in ROLES:
-            raise AssetImportError(f"collection {coll.name!r}: instseg_role must be one of "
-                                   f"{', '.join(ROLES)}, got {role!r}")
+        role = role_of(coll)
         if role == "ignore":
             continue
         templates = _templates(coll)

@@ -19,6 +19,7 @@ tree that joins a mesh and instances), is one more group.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,43 @@ def instancers(depsgraph: Any) -> set[str]:
             if inst.is_instance and inst.parent is not None}
 
 
+def _visible_instancers(depsgraph: Any, view_layer: Any) -> set[str]:
+    """The instancers that render: not hidden from the render, visible in the view layer."""
+    return {name for name in instancers(depsgraph)
+            if not bpy.data.objects[name].hide_render and bpy.data.objects[name].visible_get(view_layer=view_layer)}
+
+
+def _pieces(depsgraph: Any, made_by: set[str]) -> Iterator[tuple[str, int, Any, Any]]:
+    """(instancer name, instance key, depsgraph instance, evaluated object) of every renderable piece
+    that ``made_by``'s instancers make. The instance objects live only until the next step: a
+    consumer copies what it needs before asking for the next piece."""
+    for inst in depsgraph.object_instances:
+        evaluated = inst.object
+        if evaluated.type not in RENDERABLE:
+            continue
+        if inst.is_instance:
+            if inst.parent is None or inst.parent.original.name not in made_by:
+                continue
+            parent = inst.parent.original
+            yield parent.name, _instance_key(parent, inst.persistent_id), inst, evaluated
+        else:
+            # an instancer's own geometry (e.g. a GN tree that outputs a mesh beside its instances)
+            name = evaluated.original.name
+            if name not in made_by:
+                continue
+            if isinstance(evaluated.data, bpy.types.Mesh) and len(evaluated.data.polygons) == 0:
+                continue
+            yield name, -1, inst, evaluated
+
+
+def instance_keys(view_layer: Any) -> set[tuple[str, int]]:
+    """The (instancer, index) of every group ``realize_instances`` would make now, without making any
+    (annotate-scene collects them over a frame range to give each instance one id for all frames)."""
+    view_layer.update()
+    depsgraph = view_layer.depsgraph
+    return {(name, index) for name, index, _, _ in _pieces(depsgraph, _visible_instancers(depsgraph, view_layer))}
+
+
 def realize_instances(scene: Any, view_layer: Any, collection: Any | None = None) -> Realized:
     """Stand real objects in for every instance of the visible instancers (see the module doc).
 
@@ -107,30 +145,12 @@ def realize_instances(scene: Any, view_layer: Any, collection: Any | None = None
     view_layer.update()
     depsgraph = view_layer.depsgraph
     target = collection if collection is not None else scene.collection
-    made_by = instancers(depsgraph)
-    made_by = {name for name in made_by
-               if not bpy.data.objects[name].hide_render and bpy.data.objects[name].visible_get(view_layer=view_layer)}
+    made_by = _visible_instancers(depsgraph, view_layer)
     # The instance objects the iterator yields live only until the next step: each geometry is
     # copied when it is met (one copy per distinct evaluated geometry), the objects made afterwards.
     copies: dict[int, Any] = {}
     entries: list[tuple[str, int, int, Any, list[Any]]] = []
-    for inst in depsgraph.object_instances:
-        evaluated = inst.object
-        if evaluated.type not in RENDERABLE:
-            continue
-        if inst.is_instance:
-            if inst.parent is None or inst.parent.original.name not in made_by:
-                continue
-            parent = inst.parent.original
-            name, index = parent.name, _instance_key(parent, inst.persistent_id)
-        else:
-            # an instancer's own geometry (e.g. a GN tree that outputs a mesh beside its instances)
-            name = evaluated.original.name
-            if name not in made_by:
-                continue
-            if isinstance(evaluated.data, bpy.types.Mesh) and len(evaluated.data.polygons) == 0:
-                continue
-            index = -1
+    for name, index, inst, evaluated in _pieces(depsgraph, made_by):
         pointer = evaluated.data.as_pointer() if evaluated.data is not None else evaluated.as_pointer()
         if pointer not in copies:
             copies[pointer] = _copy_geometry(evaluated)

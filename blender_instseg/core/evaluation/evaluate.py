@@ -18,6 +18,7 @@ from typing import Any
 from ..cliargs import path_arg
 from ..fileio import atomic_write_json, atomic_write_text
 from . import metrics as M
+from . import tracks
 from .inputs import InputError, load_ground_truth, load_predictions
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ def evaluate(gt: str | Path | dict, predictions: str | Path | list, *, out_dir: 
     metrics = result.metrics
     metrics["timing_s"] = {"load": round(t_load, 4), **metrics["timing_s"]}
     metrics["timing_cpu_s"] = {"load": round(c_load, 4), **metrics["timing_cpu_s"]}
+    if tracks.has_tracks(coco_gt):  # an annotated animation: do the predictions follow each object?
+        metrics["tracks"] = tracks.track_consistency(coco_gt, coco_dt, score_threshold=score_threshold)
     if out_dir is None:
         return metrics
     out = Path(out_dir)
@@ -145,6 +148,17 @@ def render_report(m: dict) -> str:
             lines += ["", f"{occ['n_unknown']} ground-truth instances have no visible_fraction and are left out."]
     else:
         lines += ["The ground truth has no `visible_fraction`: no occlusion breakdown."]
+    if "tracks" in m:
+        tr = m["tracks"]
+        lines += ["", "## Track consistency (videos)", ""]
+        lines += _table(["videos", "GT tracks", "predicted tracks", "matched", "transitions", "ID switches",
+                         "consistency"],
+                        [[str(tr["videos"]), str(tr["gt_tracks"]), str(tr["pred_tracks"]), str(tr["matched"]),
+                          str(tr["transitions"]), str(tr["id_switches"]),
+                          _f(tr["consistency"]) if tr["consistency"] is not None else "n/a"]])
+        lines += ["", f"Predictions with score >= {tr['score_threshold']} linked frame to frame by greedy mask IoU "
+                      f">= {tr['iou_threshold']}; an ID switch is a ground-truth track matched to another predicted "
+                      "track than the last time (docs/evaluation.md)."]
     lines += ["", "## Worst images (error = 1 - panoptic quality at IoU 0.5)", ""]
     if m["worst_images"]:
         lines += _table(["image_id", "seed", "file", "error", "missed", "false pos", "mean IoU"],

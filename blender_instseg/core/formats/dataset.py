@@ -27,7 +27,8 @@ RECORD_REQUIRED = ("index", "width", "height", "annotations")
 #: record keys that name files (relative to the dataset root) belonging to the image
 RECORD_FILE_KEYS = ("file_name", "mask_file", "depth_file")
 #: image fields copied from a record into COCO ``images[]`` (when present), in this order
-IMAGE_KEYS = ("file_name", "width", "height", "seed", "index", "split", "mask_file", "depth_file", "parent_seed", "variant")
+IMAGE_KEYS = ("file_name", "width", "height", "seed", "index", "split", "mask_file", "depth_file", "parent_seed", "variant",
+              "video_id", "frame_index")
 #: annotation fields written first, in this order; any other record field follows, sorted by name
 ANNOTATION_KEYS = ("category_id", "segmentation", "area", "bbox", "iscrowd")
 MASK_FORMATS = ("rle", "polygon")

@@ -4,9 +4,10 @@ Every ``annotations*.json`` of the dataset is loaded with pycocotools, every mas
 what the file claims (area, bbox, ids, categories, image sizes, the instance-id maps and the amodal
 extras) is compared with what is actually there (``coco_checks``). Where the dataset has the
 semantic or panoptic format (``formats.semantic``, ``formats.panoptic``), they are checked against
-the instance annotations of the same image (``semantic_checks``, ``panoptic_checks``). Problems
-are collected, not raised, so one run lists all of them; the CLI prints one line per problem and
-exits 1.
+the instance annotations of the same image (``semantic_checks``, ``panoptic_checks``); a
+YouTube-VIS file beside a COCO file (``formats.vis``) must say what the COCO file says
+(``vis_checks``). Problems are collected, not raised, so one run lists all of them; the CLI prints
+one line per problem and exits 1.
 
 This module is the driver: which checkers run on which files, in which order.
 """
@@ -24,11 +25,13 @@ from ..cliargs import path_arg
 from ..formats.dataset import ANNOTATIONS_FILE, RECORDS_DIR, load_coco
 from ..formats.panoptic import PANOPTIC_DIR, PANOPTIC_PREFIX
 from ..formats.semantic import SEMANTIC_DIR
+from ..formats.vis import vis_name
 from .coco_checks import CocoChecker
 from .config_checks import ConfigChecker
 from .panoptic_checks import PanopticChecker, load_panoptic
 from .report import ValidationReport, is_int
 from .semantic_checks import SemanticChecker
+from .vis_checks import check_vis_file
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +103,10 @@ def validate_dataset(root: str | Path) -> ValidationReport:
         config.check_images(f.name, data.get("images") or [])
         per_file[f.name] = _check_coco_file(report, base, f, data, sizes, has_panoptic=has_panoptic,
                                             semantic_done=semantic_done)
+        vis_file = base / vis_name(f.name)  # an annotated animation's YouTube-VIS view of the same labels
+        if f.name.startswith("annotations") and vis_file.is_file():
+            per_file[f.name]["outputs"].append(vis_file.name)
+            per_file[f.name]["vis"] = check_vis_file(report, vis_file, f, data)
     report.summary = {"files": per_file}
     return report
 
