@@ -38,10 +38,11 @@ import numpy as np
 
 from .. import __version__
 from ..core import protocol
+from ..core.fileio import remove_stale_temp_files
 from ..core.formats import dataset, vis
 from ..core.genconfig import GeneratorConfig
 from ..generator import annotate_cli as acli
-from ..generator.cli import UsageError, prepare_out_dir, progress_mode
+from ..generator.cli import UsageError, held_out_dir, progress_mode
 from ..generator.progress import Progress, StopWatcher
 from .render import amodal, annotate, output
 from .render import cycles as cy
@@ -443,8 +444,17 @@ def run(args: argparse.Namespace) -> int:
     identities = collect_identities(scene, view_layer, frames, labels)
     conf = dataset_config(args, source, frames, labels, identities, scene)
     out: Path = args.out
-    prepare_out_dir(out)
-    acli.write_or_check_config(out, conf)
+    acli.write_or_check_config(out, conf, write=False)  # a resume with other settings changes nothing
+    with held_out_dir(out):
+        for path in remove_stale_temp_files(out):
+            log.debug("removed %s, left by a killed run", path)
+        acli.write_or_check_config(out, conf)
+        return _render_frames(args, scene, view_layer, out, frames, identities, labels, mode)
+
+
+def _render_frames(args: argparse.Namespace, scene: Any, view_layer: Any, out: Path, frames: list[int],
+                   identities: list[Identity], labels: SceneLabels, mode: str) -> int:
+    """Render the frames without a record yet, then merge; the exit code."""
     prepare_render(scene, view_layer, args)
     job = Job(out, frames, identities, bool(args.masks_only), args.samples, not args.no_depth)
     done = dataset.completed_indices(out)

@@ -14,9 +14,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..core.cliargs import OneLineParser, UsageError, path_arg
 from ..core.formats import FORMATS, dataset
 from ..core.fileio import atomic_write_json
-from .cli import UsageError, _Parser
 from .resume import _first_diff
 
 PROG = "annotate_scene.py"
@@ -40,11 +40,11 @@ VIDEO_ID = 1
 
 def build_parser() -> argparse.ArgumentParser:
     """The flags of ``scripts/annotate_scene.py`` (``--help`` prints them); errors raise ``UsageError``."""
-    p = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("scene")
-    g.add_argument("--blend", type=Path, metavar="FILE",
+    g.add_argument("--blend", type=path_arg, metavar="FILE",
                    help="the .blend to annotate (only read, never saved); default: the file Blender has open")
-    g.add_argument("--out", type=Path, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
+    g.add_argument("--out", type=path_arg, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
     g.add_argument("--frames", metavar="A-B", default=None,
                    help="frame range to render, inside the scene's (default: the scene's frame range); A alone: one frame")
     g.add_argument("--frame-step", type=int, default=1, metavar="N", help="render every N-th frame (default 1)")
@@ -81,8 +81,6 @@ def check_args(args: argparse.Namespace) -> None:
     """Checks of the flags among themselves; ``UsageError`` on the first failure. Writes nothing."""
     if args.out is None:
         raise UsageError("--out is required")
-    if str(args.out).strip() == "":
-        raise UsageError("--out must name a folder")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out exists and is not a folder: {args.out}")
     if args.blend is not None and not args.blend.is_file():
@@ -149,9 +147,10 @@ def _identity(conf: dict[str, Any]) -> dict[str, Any]:
     return {"annotate": settings, "categories": conf.get("categories"), "identities": conf.get("identities")}
 
 
-def write_or_check_config(out: Path, conf: dict[str, Any]) -> None:
+def write_or_check_config(out: Path, conf: dict[str, Any], *, write: bool = True) -> None:
     """Write ``out``/config.json, or check that an existing one would render the same frames and labels
-    (``UsageError`` naming the first difference). Output-only settings may change between runs."""
+    (``UsageError`` naming the first difference). Output-only settings may change between runs;
+    ``write=False`` only checks (before the folder is touched)."""
     path = out / dataset.CONFIG_FILE
     if path.exists():
         try:
@@ -166,4 +165,5 @@ def write_or_check_config(out: Path, conf: dict[str, Any]) -> None:
                              "use a new --out or the same settings")
         if json.dumps(old, sort_keys=True) == json.dumps(conf, sort_keys=True):
             return
-    atomic_write_json(path, conf, indent=2)
+    if write:
+        atomic_write_json(path, conf, indent=2)
