@@ -188,6 +188,24 @@ def test_falling_frames_show_the_physics_drop_with_exact_masks(tmp_path: Path) -
     assert validate_dataset(out).ok
 
 
+def test_rgb_frames_with_lens_effects_have_the_masks_only_labels(tmp_path: Path) -> None:
+    """DOF, motion blur (keyed per frame) and sensor noise on every RGB frame: the labels stay those of
+    the masks-only run, so each frame's pose is the sequence's, whatever an earlier frame keyed."""
+    cfg = tmp_path / "looks.json"
+    cfg.write_text(json.dumps({"sequence": MOTION, "lens": {"dof_probability": 1.0, "motion_blur_probability": 1.0},
+                               "sensor": {"noise_probability": 1.0}}))
+    args = ["--num-images", "3", "--frames", "3", "--seed", "5", "--config", str(cfg), "--progress", "none",
+            *[a for a in COMMON if a != "--masks-only"]]
+    assert generate(["--out", str(tmp_path / "rgb"), *args, "--samples", "2"]) == 0
+    assert generate(["--out", str(tmp_path / "labels"), *args, "--masks-only"]) == 0
+    for i in range(3):
+        rgb, labels = (dataset.read_record(dataset.record_path(tmp_path / d, i)) for d in ("rgb", "labels"))
+        assert rgb["annotations"] == labels["annotations"] and rgb["hidden"] == labels["hidden"]
+        assert (tmp_path / "rgb" / rgb["mask_file"]).read_bytes() == (tmp_path / "labels" / labels["mask_file"]).read_bytes()
+        assert {"dof", "motion_blur"} <= set(rgb["scene"]["lens"]) and "sensor" in rgb["scene"]
+    assert validate_dataset(tmp_path / "rgb").ok
+
+
 def test_vis_json_validates_and_matches_the_coco_file(videos: Path) -> None:
     report = validate_dataset(videos)
     assert report.ok, report.errors[:3]
