@@ -104,18 +104,32 @@ def _draw_all(panel_module: Any) -> list[tuple]:
 
 
 def test_idle_panels_show_every_setting(addon: Any) -> None:
+    from blender_instseg.blender import config_props
+
     state = bpy.context.window_manager.instseg_job
     state.kind = ""
     log = _draw_all(addon)
-    props = {entry[2] for entry in log if entry[0] == "prop"}
-    settings = {p for p in bpy.context.scene.instseg.bl_rna.properties.keys() if p not in ("rna_type", "name")}
-    assert props == settings  # every setting is reachable from the panel, and nothing else
+    drawn: dict[str, set[str]] = {}
+    for entry in log:
+        if entry[0] == "prop":
+            drawn.setdefault(entry[1], set()).add(entry[2])
+    s = bpy.context.scene.instseg
+    settings = {p for p in s.bl_rna.properties.keys() if p not in ("rna_type", "name", "generator")}
+    assert drawn["InstSegSettings"] == settings  # every setting is reachable from the panel, and nothing else
+    for section in config_props.SECTIONS:  # and every field of every generator config section
+        group = getattr(s.generator, section)
+        fields = {p for p in group.bl_rna.properties.keys() if p not in ("rna_type", "name")}
+        assert fields and drawn[type(group).__name__] == fields, section
     ops = {entry[1] for entry in log if entry[0] == "operator"}
     assert {"instseg.generate_dataset", "instseg.train", "instseg.evaluate", "instseg.predict_view",
-            "instseg.check_python", "instseg.clear_overlay", "instseg.restore_selection"} <= ops
+            "instseg.check_python", "instseg.clear_overlay", "instseg.restore_selection", "instseg.load_config",
+            "instseg.save_config", "instseg.annotate_scene"} <= ops
     assert not any(entry[0] == "progress" for entry in log)
-    sections = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "")}
-    assert sections == {"Dataset", "Training", "Evaluation", "Prediction"}
+    sections = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "") == "INSTSEG_PT_main"}
+    assert sections == {"Dataset", "Annotate This Scene", "Training", "Evaluation", "Prediction"}
+    groups = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "") == "INSTSEG_PT_dataset"}
+    assert groups == {"Objects & Source", "Camera", "Lights", "Materials", "World & Backplate", "Lens & Sensor",
+                      "Physics", "Render", "Output"}
     assert {cls.bl_category for cls in addon.classes} == {"InstSeg"}
 
 
