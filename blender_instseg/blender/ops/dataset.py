@@ -117,6 +117,8 @@ def apply_config(context: Any, cfg: GeneratorConfig) -> None:
         s.max_distractors = cfg.distractors.max_count
     if cfg.objects.assets_dir.strip():
         s.object_source, s.assets_dir = "FOLDER", cfg.objects.assets_dir
+    elif cfg.blend_shapes():  # a dataset made from a file's collections: Generate reads this file's
+        s.object_source = "COLLECTIONS"
     if cfg.distractors.assets_dir.strip():
         s.distractors_dir = cfg.distractors.assets_dir
 
