@@ -642,9 +642,13 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ValueError(f"{path} must be a list, got {value!r}")
             kwargs[name] = list(value)
         elif isinstance(default, dict):
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise ValueError(f"{path} must be a table of strings")
-            kwargs[name] = dict(value)
+            # objects.shapes maps names to names; per_category maps a category to its own table of
+            # settings (checked by validate), as a dataset's config.json stores it
+            nested = name == "per_category"
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, dict if nested else str) for k, v in value.items()):
+                raise ValueError(f"{path} must be a table of {'tables' if nested else 'strings'}")
+            kwargs[name] = copy.deepcopy(value)
         else:  # pragma: no cover - every field type is handled above
             kwargs[name] = value
     return cls(**kwargs)
