@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ from ..core.fileio import remove_stale_temp_files
 from ..core.formats import dataset, vis
 from ..core.genconfig import GeneratorConfig
 from ..generator import annotate_cli as acli
+from ..generator import cli
 from ..generator.cli import UsageError, held_out_dir, progress_mode
 from ..generator.progress import Progress, StopWatcher
 from .render import amodal, annotate, output
@@ -486,31 +486,4 @@ def _render_frames(args: argparse.Namespace, scene: Any, view_layer: Any, out: P
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (argv without the program name). Returns the exit code; never raises for bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = acli.build_parser()
-    verbose = "-v" in argv or "--verbose" in argv
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr, force=True)
-    jsonl = "jsonl" in argv
-    try:
-        args = parser.parse_args(argv)
-        return run(args)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (UsageError, ValueError, FileNotFoundError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if jsonl:
-            protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a failed render, or a bug: one line (the traceback with -v)
-        log.debug("annotate-scene failed", exc_info=True)
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        msg = text if isinstance(exc, RuntimeError) and text else f"{type(exc).__name__}: {text}"
-        if jsonl:
-            protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+    return cli.run_main(argv, acli.build_parser(), run, "annotate-scene")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -220,31 +219,4 @@ def _shard_size(num_images: int, frames: int, shard: int, num_shards: int) -> in
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry (argv without the program name). Returns the exit code; never raises for bad input."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = cli.build_parser()
-    verbose = "-v" in argv or "--verbose" in argv
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
-                        stream=sys.stderr, force=True)
-    jsonl = "jsonl" in argv
-    try:
-        args = parser.parse_args(argv)
-        return run(args)
-    except SystemExit as exc:  # --help
-        return int(exc.code or 0)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (UsageError, ValueError, FileNotFoundError, OSError) as exc:
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if jsonl:
-            protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # a failed render or worker, or a bug: one line (the traceback with -v)
-        log.debug("generator failed", exc_info=True)
-        text = str(exc).splitlines()[0] if str(exc) else ""
-        msg = text if isinstance(exc, RuntimeError) and text else f"{type(exc).__name__}: {text}"
-        if jsonl:
-            protocol.emit("error", message=msg)
-        print(f"error: {msg}", file=sys.stderr)
-        return 1
+    return cli.run_main(argv, cli.build_parser(), run, "generator")

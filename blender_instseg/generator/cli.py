@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from ..core import plan
+from ..core import plan, protocol
 from ..core.cliargs import OneLineParser, UsageError, path_arg
 from ..core.folder_lock import FolderBusy, FolderLock
 from ..core.formats import FORMATS
@@ -290,3 +291,36 @@ def progress_mode(requested: str) -> str:
     if requested != "auto":
         return requested
     return "bar" if sys.stdout.isatty() else "none"
+
+
+def run_main(argv: list[str] | None, parser: argparse.ArgumentParser,
+             run: Callable[[argparse.Namespace], int], what: str) -> int:
+    """A rendering command's ``main``: parse, run, and turn every failure into one stderr line (and an
+    ``error`` event with ``--progress jsonl``) and an exit code: 2 for bad input (``UsageError``,
+    ``ValueError``, missing or unusable files), 1 for a failed render or child, 130 when interrupted.
+    Never raises for bad input; ``-v`` logs the traceback of a failure."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s: %(message)s",
+                        stream=sys.stderr, force=True)
+    jsonl = "jsonl" in argv
+    try:
+        return run(parser.parse_args(argv))
+    except SystemExit as exc:  # --help
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (UsageError, ValueError, FileNotFoundError, OSError) as exc:
+        return _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, jsonl, 2)
+    except Exception as exc:  # a failed render or child, or a bug: one line (the traceback with -v)
+        logging.getLogger(__name__).debug("%s failed", what, exc_info=True)
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(text if isinstance(exc, RuntimeError) and text else f"{type(exc).__name__}: {text}", jsonl, 1)
+
+
+def _fail(message: str, jsonl: bool, code: int) -> int:
+    if jsonl:
+        protocol.emit("error", message=message)
+    print(f"error: {message}", file=sys.stderr)
+    return code
