@@ -16,7 +16,7 @@ from .checkpoint import categories_match, load_model
 from .cli_args import check_fraction, check_image_size
 from .data import DataError, check_images_readable, load_coco_source
 from .device import resolve_device
-from .outputs import check_out_folder
+from ..core.cliargs import check_out_folder
 from .predict import run_inference
 
 log = logging.getLogger(__name__)

@@ -41,7 +41,7 @@ from .cli_args import check_fraction, check_image_size
 from .data import (DataError, check_images_readable, letterbox, list_images, load_coco_source, read_image,
                    to_tensor)
 from .device import resolve_device
-from .outputs import check_out_file, check_out_folder
+from ..core.cliargs import check_out_file, check_out_folder
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from .data import DataError, EpochBatches, InstanceDataset, check_images_readabl
 from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
-from .outputs import check_out_folder
+from ..core.cliargs import check_out_folder
 from .train_config import DEFAULT_EPOCHS, AugmentConfig, TrainConfig
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,6 @@ stdout as ``core.protocol`` JSON lines. No bpy and no torch in this process.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import protocol
+from ..core.cliargs import check_out_folder
 from ..core.concat import concat_coco
 from ..core.fileio import atomic_write_json, read_json
 from ..core.plan import variant_seed, write_plan
@@ -111,18 +111,10 @@ class LoopConfig:
 
 def check_run_folder(value: str) -> None:
     """--run: a folder to create or continue; never '' (an unset variable), a file, or a path under a file."""
-    if not str(value).strip():
-        raise LoopError("--run is empty; give a folder")
-    run = Path(value)
-    if run.exists() and not run.is_dir():
-        raise LoopError(f"--run {run} exists and is not a folder")
-    base = run.absolute()
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise LoopError(f"--run {run} is under {base}, which is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise LoopError(f"--run {run}: cannot write in {base} (permission denied)")
+    try:
+        check_out_folder(value, "--run")
+    except ValueError as exc:
+        raise LoopError(str(exc)) from None
 
 
 Emit = Callable[..., None]
