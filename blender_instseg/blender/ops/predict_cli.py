@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         from ...core.genconfig import GeneratorConfig
         from ..scene import builder
 
-        builder.build_scene(args.generator_config or GeneratorConfig(), args.seed)
+        with _native_output_silenced():  # the importers log each bundled shape from C; stderr is for errors
+            builder.build_scene(args.generator_config or GeneratorConfig(), args.seed)
     if args.frames is not None:
         from .predict_frames import check_camera, resolve_frames
 
