@@ -203,7 +203,7 @@ def collect_identities(scene: Any, view_layer: Any, frames: list[int], labels: S
 def prepare_render(scene: Any, view_layer: Any, args: argparse.Namespace) -> None:
     """Settings of this process's copy (never saved): Cycles, the passes, the active view layer only,
     no compositor or sequencer (a File Output node would write files), no render region."""
-    cy._ensure_cycles_enabled()
+    cy.ensure_cycles_enabled()
     cy.install_capture()
     r = scene.render
     r.engine = "CYCLES"

@@ -25,8 +25,8 @@ from typing import Any, Iterable
 from .. import __version__
 from ..core import formats, plan, protocol
 from ..core.fileio import remove_stale_temp_files
-from ..core.formats import dataset
-from ..core.genconfig import GeneratorConfig
+from ..core.formats import dataset, vis
+from ..core.genconfig import GeneratorConfig, SequenceConfig
 from ..generator import cli
 from ..generator.cli import UsageError, held_out_dir, prepare_out_dir
 from ..generator.progress import Progress, StopWatcher
@@ -41,8 +41,11 @@ log = logging.getLogger("blender_instseg.generate")
 def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
                    variants_of: list[plan.PlanEntry] | None = None) -> dict[str, Any]:
     """config.json of a dataset: the settings, seed, categories and version (and a variant plan's perturbation)."""
+    gen = cfg.to_dict()
+    if cfg.sequence == SequenceConfig():  # still images: config.json exactly as before sequences existed
+        del gen["sequence"]
     conf: dict[str, Any] = {
-        "generator": cfg.to_dict(),
+        "generator": gen,
         "seed": seed,
         "num_images": num_images,
         "categories": cfg.coco_categories(),
@@ -54,6 +57,9 @@ def dataset_config(cfg: GeneratorConfig, seed: int, num_images: int,
             "depth": "float32 EXR, metres along the camera axis (z-depth), 0 = no surface" if cfg.render.depth else None,
         },
     }
+    if cfg.sequence.frames > 1:
+        conf["files"]["vis"] = (f"{vis.VIS_FILE}: YouTube-VIS layout, one video per scene of "
+                                f"{cfg.sequence.frames} frames (image index = scene * frames + frame)")
     if variants_of is not None:
         from .scene.builder import PERTURBATION
 
@@ -75,9 +81,11 @@ def run_shard(task: RenderTask, indices: Iterable[int], progress: Progress, stop
 
 def finish_dataset(out: Path, cfg: GeneratorConfig, roots: list[Path] | None = None) -> dict[str, Path]:
     """Merge records into COCO files, then the output formats the config asks for (``formats.FORMATS``,
-    in table order) and the preview sheet."""
+    in table order), the YouTube-VIS files of a sequence dataset and the preview sheet."""
     paths = dataset.merge_dataset(roots or [out], out_root=out, mask_format=cfg.output.mask_format)
     paths.update(formats.write(out, cfg.output.exports))
+    if cfg.sequence.frames > 1:
+        paths.update(vis.write(out))
     if cfg.output.preview:
         paths["preview"] = write_preview(out)
     return paths
@@ -133,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir)
     meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir)
     meshes.preload(cfg.blend_shapes(), cfg.objects.blend_file)
-    entries, pairs, num_images = cli.resolve_plan(args)
+    entries, pairs, num_images = cli.resolve_plan(args, cfg.sequence.frames)
     conf = dataset_config(cfg, args.seed, num_images, entries)
     write_or_check_config(out, conf, write=False)  # a resume with other settings is refused before any write
     if args.num_shards is not None:  # shards of one run (job arrays, --workers children) share the folder
@@ -163,11 +171,13 @@ def _render_dataset(args: argparse.Namespace, cfg: GeneratorConfig, conf: dict[s
     if args.only_index is not None:
         todo, count = [args.only_index], 1
     else:
+        # a shard is whole scenes (plan.shard_indices): one build per scene, whatever the worker count
         shard, n = (args.shard, args.num_shards) if is_child else (0, 1)
+        frames = cfg.sequence.frames
         done = dataset.completed_indices(out)
-        mine = range(shard, num_images, n)
-        todo = (i for i in mine if i not in done)
-        count = len(mine) - sum(1 for i in done if i in mine)
+        todo = (i for i in plan.shard_indices(num_images, frames, shard, n) if i not in done)
+        count = _shard_size(num_images, frames, shard, n) - sum(
+            1 for i in done if i < num_images and plan.in_shard(i, frames, shard, n))
     progress = Progress(mode, count)
     progress.emit()
     t0 = time.monotonic()
@@ -201,6 +211,11 @@ def _render_dataset(args: argparse.Namespace, cfg: GeneratorConfig, conf: dict[s
     elif not is_child:
         log.info("%d image(s) rendered in %.1f s into %s", progress.done, elapsed, out)
     return 0
+
+
+def _shard_size(num_images: int, frames: int, shard: int, num_shards: int) -> int:
+    """How many images ``plan.shard_indices`` yields (num_images is whole scenes), without listing them."""
+    return len(range(shard, num_images // frames, num_shards)) * frames
 
 
 def main(argv: list[str] | None = None) -> int:

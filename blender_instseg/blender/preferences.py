@@ -170,6 +170,9 @@ def check_python(python: str, timeout: float = CHECK_TIMEOUT_S) -> PythonCheck:
     )
 
 
+_LAST_CHECK: list[str] = [""]  # the last Check Python message of this session (InstsegPreferences.last_check)
+
+
 class INSTSEG_OT_check_python(bpy.types.Operator):
     """Check that the configured Python can import torch, and show its version and device"""
 
@@ -207,11 +210,14 @@ class InstsegPreferences(bpy.types.AddonPreferences):
         subtype="DIR_PATH",
         default="",
     )
+    # Read and written through get/set on a module variable: the property stores nothing, so saving
+    # the preferences never writes it (SKIP_SAVE only applies to operator properties) and a restart
+    # or a re-enabled add-on starts without a stale result.
     last_check: bpy.props.StringProperty(  # type: ignore[valid-type]
         name="Last Check",
-        description="Result of the last Python check",
-        default="",
-        options={"SKIP_SAVE"},
+        description="Result of the last Python check (this session only)",
+        get=lambda self: _LAST_CHECK[0],
+        set=lambda self, value: _LAST_CHECK.__setitem__(0, value),
     )
 
     def draw(self, context: bpy.types.Context) -> None:
@@ -238,3 +244,7 @@ class InstsegPreferences(bpy.types.AddonPreferences):
 
 
 classes: tuple[type, ...] = (INSTSEG_OT_check_python, InstsegPreferences)
+
+
+def unregister() -> None:
+    _LAST_CHECK[0] = ""  # a re-enabled add-on shows no result of its previous life

@@ -25,6 +25,8 @@ from bpy.props import (
     StringProperty,
 )
 
+from . import config_props
+
 DEVICES = [
     ("auto", "Auto", "CUDA when the interpreter sees a GPU, else CPU"),
     ("cpu", "CPU", "Train and predict on the CPU"),
@@ -44,7 +46,17 @@ class InstSegSettings(bpy.types.PropertyGroup):
     seed: IntProperty(name="Seed", default=0, min=0,  # type: ignore[valid-type]
                       description="Global seed; the same seed gives the same dataset")
     resolution: IntProperty(name="Resolution", default=256, min=16, max=8192,  # type: ignore[valid-type]
-                            description="Square image size in pixels")
+                            description="Image width in pixels (and height, when Height is 0)")
+    resolution_height: IntProperty(  # type: ignore[valid-type]
+        name="Height", default=0, min=0, max=8192,
+        description="Image height in pixels; 0 = square (the Resolution)")
+    # every other generator setting, one group per config section (config_props.py)
+    generator: PointerProperty(type=config_props.InstSegGeneratorSettings)  # type: ignore[valid-type]
+    config_file: StringProperty(  # type: ignore[valid-type]
+        name="Base Config", subtype="FILE_PATH", default="",
+        description="Optional generator config (.toml/.json, or a dataset's config.json) for what only a "
+        "config file sets: shapes, categories, per-category settings, light types, distractor shapes. "
+        "Load Config sets it; the panel's settings override the rest")
     min_objects: IntProperty(name="Min Objects", default=5, min=1, soft_max=100,  # type: ignore[valid-type]
                              description="Fewest objects per scene")
     max_objects: IntProperty(name="Max Objects", default=15, min=1, soft_max=200,  # type: ignore[valid-type]
@@ -83,6 +95,24 @@ class InstSegSettings(bpy.types.PropertyGroup):
         description="Optional folder of asset files rendered as clutter: they occlude, they are never labelled")
     max_distractors: IntProperty(name="Max Distractors", default=3, min=0, soft_max=50,  # type: ignore[valid-type]
                                  description="Distractors per scene: 0 up to this many")
+    # Annotate This Scene (ops/annotate.py)
+    annotate_dir: StringProperty(  # type: ignore[valid-type]
+        name="Output Folder", subtype="DIR_PATH", default="",
+        description="Dataset folder of the annotated scene; empty = <output folder>/annotated/<file name>")
+    annotate_frame_start: IntProperty(  # type: ignore[valid-type]
+        name="Start", default=0, min=0, description="First frame; 0 = the scene's start")
+    annotate_frame_end: IntProperty(  # type: ignore[valid-type]
+        name="End", default=0, min=0, description="Last frame; 0 = the scene's end")
+    annotate_masks_only: BoolProperty(  # type: ignore[valid-type]
+        name="Masks Only", default=False,
+        description="One fast 1-sample render per frame (the labels are the same)")
+    annotate_samples: IntProperty(  # type: ignore[valid-type]
+        name="Samples", default=0, min=0, soft_max=1024,
+        description="Cycles samples for the images; 0 = the scene's own")
+    annotate_uncategorized: EnumProperty(  # type: ignore[valid-type]
+        name="Uncategorized", default="background",
+        items=[("background", "Background", "Objects without a category render as background (id 0)"),
+               ("ignore", "Left Out", "Objects without a category are left out of the render")])
     # Training
     run_dir: StringProperty(name="Run Folder", subtype="DIR_PATH", default="",  # type: ignore[valid-type]
                             description="Where checkpoints go; empty = 'run' under the add-on's output folder")
@@ -294,7 +324,7 @@ class InstSegJobState(bpy.types.PropertyGroup):
     frames_dir: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
 
 
-classes = (InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
+classes = (*config_props.classes, InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
 
 
 def register() -> None:
@@ -303,7 +333,23 @@ def register() -> None:
     bpy.types.WindowManager.instseg_job = PointerProperty(type=InstSegJobState)
 
 
+def reset_job_state(state: Any) -> None:
+    """Every job-state property back to its default: a re-enabled add-on starts idle, with no stale
+    "running" job or results of the add-on's previous life (the WindowManager keeps them otherwise)."""
+    for name in state.bl_rna.properties.keys():
+        if name in ("rna_type", "name"):
+            continue
+        value = getattr(state, name)
+        if hasattr(value, "clear"):
+            value.clear()
+        else:
+            state.property_unset(name)
+
+
 def unregister() -> None:
+    for wm in bpy.data.window_managers:
+        if hasattr(wm, "instseg_job"):
+            reset_job_state(wm.instseg_job)
     for owner, name in ((bpy.types.WindowManager, "instseg_job"), (bpy.types.Scene, "instseg"),
                         (bpy.types.Collection, "instseg")):
         if hasattr(owner, name):

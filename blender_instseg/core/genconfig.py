@@ -28,6 +28,7 @@ BLEND_PREFIX = "blend:"  # a template of objects.blend_file: "blend:<category co
 ASSET_FILE_SUFFIXES = (".blend", ".obj", ".glb", ".gltf", ".fbx", ".ply", ".stl", ".usd", ".usda", ".usdc", ".usdz")
 PLACEMENTS = ("free", "upright")
 PER_CATEGORY_KEYS = ("placement", "real_size", "count", "physics")  # what objects.per_category may set
+MIN_CAMERA_DISTANCE = 0.5  # metres: the closest a sequence's camera dolly may bring the camera to its target
 
 
 def _default_shapes() -> dict[str, str]:
@@ -234,6 +235,34 @@ class SensorConfig:
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # 1..100
 
 
+SEQUENCE_PHYSICS = ("settled", "falling")
+
+
+@dataclass
+class SequenceConfig:
+    """Scenes as short videos (``--frames N``): each procedural scene is rendered as ``frames`` images
+    that keep their objects, ids and track ids, while the objects and the camera move.
+
+    Motion is in units per second of video at ``fps``; every draw comes from the scene's "motion"
+    stream, so it never changes the scene itself. ``physics = "falling"`` (with physics on) shows
+    the rigid-body drop instead of starting from the settled scene. With ``frames = 1`` nothing
+    moves and every image is the still image it always was.
+    """
+
+    frames: int = 1  # images per scene
+    fps: float = 24.0
+    physics: str = "settled"  # "settled": frame 0 is the settled scene; "falling": the frames show the drop
+    object_speed: list[float] = field(default_factory=lambda: [0.0, 0.5])  # m/s along the ground, random heading
+    object_spin: list[float] = field(default_factory=lambda: [0.0, 90.0])  # deg/s about the vertical, random sign
+    camera_orbit: list[float] = field(default_factory=lambda: [0.0, 15.0])  # deg/s about the look-at point, random sign
+    camera_dolly: list[float] = field(default_factory=lambda: [-0.3, 0.3])  # m/s along the view axis (< 0: closer)
+
+    @property
+    def duration(self) -> float:
+        """Seconds from the first frame to the last."""
+        return (self.frames - 1) / self.fps
+
+
 def export_switch(name: str) -> str:
     """The config key that turns output format ``name`` on: ``export_<name>``."""
     return f"export_{name}"
@@ -305,6 +334,7 @@ class GeneratorConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     lens: LensConfig = field(default_factory=LensConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
+    sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     # -- conversions -------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -434,7 +464,26 @@ class GeneratorConfig:
         _check(0.0 <= out.val_fraction < 1.0, f"output.val_fraction must be in [0, 1), got {out.val_fraction}")
         formats.check_names(out.exports)
         self._validate_camera_looks()
+        self._validate_sequence()
         return self
+
+    def _validate_sequence(self) -> None:
+        """``sequence.*``: counts, ranges, and motions that cannot happen (the camera driven through its target)."""
+        q = self.sequence
+        _check(isinstance(q.frames, int) and 1 <= q.frames <= 100000,
+               f"sequence.frames (--frames) must be an integer in [1, 100000], got {q.frames!r}")
+        _check(isinstance(q.fps, (int, float)) and q.fps > 0, f"sequence.fps must be > 0, got {q.fps!r}")
+        _check(q.physics in SEQUENCE_PHYSICS,
+               f"sequence.physics must be one of {', '.join(SEQUENCE_PHYSICS)}, got {q.physics!r}")
+        _range(q.object_speed, "sequence.object_speed")
+        _range(q.object_spin, "sequence.object_spin")
+        _range(q.camera_orbit, "sequence.camera_orbit")
+        _range(q.camera_dolly, "sequence.camera_dolly", signed=True)
+        closest = self.camera.distance[0] + min(q.camera_dolly[0], 0.0) * q.duration
+        _check(closest >= MIN_CAMERA_DISTANCE,
+               f"sequence.camera_dolly {q.camera_dolly} would bring the camera within {MIN_CAMERA_DISTANCE} m of "
+               f"its target in {q.duration:g} s (camera.distance starts at {self.camera.distance[0]}): "
+               "dolly slower or render fewer frames")
 
     def _validate_world_looks(self) -> None:
         """The HDRI, backplate and texture settings (the folders' contents are checked by generator/media.py)."""
@@ -593,9 +642,13 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
                 raise ValueError(f"{path} must be a list, got {value!r}")
             kwargs[name] = list(value)
         elif isinstance(default, dict):
-            if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-                raise ValueError(f"{path} must be a table of strings")
-            kwargs[name] = dict(value)
+            # objects.shapes maps names to names; per_category maps a category to its own table of
+            # settings (checked by validate), as a dataset's config.json stores it
+            nested = name == "per_category"
+            if not isinstance(value, dict) or not all(
+                    isinstance(k, str) and isinstance(v, dict if nested else str) for k, v in value.items()):
+                raise ValueError(f"{path} must be a table of {'tables' if nested else 'strings'}")
+            kwargs[name] = copy.deepcopy(value)
         else:  # pragma: no cover - every field type is handled above
             kwargs[name] = value
     return cls(**kwargs)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 
 from .cliargs import path_arg
-from .formats.dataset import MASK_FORMATS, merge_dataset
+from .formats import vis
+from .formats.dataset import MASK_FORMATS, merge_dataset, read_dataset_config
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -25,10 +26,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = args.out if args.out is not None else args.datasets[0]
     try:
-        written = merge_dataset(args.datasets, args.out, mask_format=args.mask_format)
+        written = merge_dataset(args.datasets, out, mask_format=args.mask_format)
     except (KeyError, TypeError) as exc:  # malformed record content that passed the structure check
         raise ValueError(f"malformed record content: {exc!r}") from None
+    # frames of videos (generator --frames, annotate-scene) also get their vis*.json, as the generator writes them
+    video = read_dataset_config(out).get("video") or {}
+    written.update(vis.write(out, name=str(video.get("name", "")) if isinstance(video, dict) else ""))
     for name, path in written.items():
         print(f"{name}: {path}")
     return 0

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -43,6 +43,31 @@ MAX_IMAGES = 2**31 - 1
 def image_seed(global_seed: int, index: int) -> int:
     """The per-image seed: a pure function of (global seed, index), so shards and reruns agree."""
     return int(np.random.SeedSequence([int(global_seed) & 0xFFFFFFFF, int(index)]).generate_state(1, np.uint32)[0])
+
+
+def scene_of(index: int, frames: int) -> tuple[int, int]:
+    """(scene, frame) of image ``index`` when every scene is ``frames`` images: index = scene * frames + frame."""
+    return divmod(int(index), int(frames))
+
+
+def scene_seed(global_seed: int, scene: int, frames: int) -> int:
+    """The seed a scene is built from: the seed of its first frame, ``image_seed(global, scene * frames)``,
+    so with one frame per scene it is the image seed every still dataset used."""
+    return image_seed(global_seed, scene * frames)
+
+
+def shard_indices(num_images: int, frames: int, shard: int, num_shards: int) -> Iterator[int]:
+    """The image indices of one shard, in order: whole scenes ``s`` with ``s % num_shards == shard``, so a
+    scene's frames are rendered by one process (one build per scene); with one frame per scene these
+    are the indices ``i % num_shards == shard``."""
+    scenes = -(-num_images // frames)
+    for s in range(shard, scenes, num_shards):
+        yield from range(s * frames, min((s + 1) * frames, num_images))
+
+
+def in_shard(index: int, frames: int, shard: int, num_shards: int) -> bool:
+    """Whether ``shard_indices`` of this shard holds ``index`` (below num_images)."""
+    return (index // frames) % num_shards == shard
 
 
 def variant_seed(parent_seed: int, variant: int) -> int:

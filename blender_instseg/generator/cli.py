@@ -29,6 +29,7 @@ examples:
   python scripts/generate.py --out out/ds --num-images 100 --export semantic panoptic
   python scripts/generate.py --out out/shard3 --num-images 1000 --shard 3 --num-shards 8 --no-merge
   python scripts/generate.py --out out/all --merge out/shard0 out/shard1 ...
+  python scripts/generate.py --out out/videos --num-images 40 --frames 8 --masks-only   # 5 scenes x 8 frames
 Rerunning the same command resumes: finished images (those with records/NNNNNN.json) are skipped.
 """
 
@@ -38,7 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("dataset")
     g.add_argument("--out", type=path_arg, metavar="DIR", help="dataset folder (created; an existing one is resumed)")
-    g.add_argument("--num-images", type=int, default=None, metavar="N", help="images in the dataset (default 10)")
+    g.add_argument("--num-images", type=int, default=None, metavar="N",
+                   help="images in the dataset, a multiple of --frames (default 10 scenes' worth)")
+    g.add_argument("--frames", type=int, default=None, metavar="F",
+                   help="render each scene as F frames of a video (objects and camera move, ids and track ids "
+                        "kept; sequence.* in the config); image i is frame i %% F of scene i // F (default 1)")
     g.add_argument("--seed", type=int, default=0, metavar="S", help="global seed; image i uses a seed derived from (seed, i)")
     g.add_argument("--config", type=path_arg, metavar="FILE", help="generator config (.json or .toml); flags below override it")
     g.add_argument("--variants-of", type=path_arg, metavar="PLAN.json",
@@ -166,7 +171,12 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.output.val_fraction = args.val_fraction
     if args.no_preview:
         cfg.output.preview = False
+    if args.frames is not None:
+        cfg.sequence.frames = args.frames
     cfg.validate()
+    if cfg.sequence.frames > 1 and cfg.sequence.physics == "falling" and not cfg.simulates():
+        # checked here, after the flags: a config may ask for falling frames and --physics turn physics on
+        raise UsageError("sequence.physics = 'falling' needs physics (--physics or physics.enabled)")
     sources.check_asset_files(cfg)
     media.check_media(cfg)
     return cfg
@@ -181,6 +191,8 @@ def check_args(args: argparse.Namespace) -> None:
                          "also be one of the files in the --assets folder)")
     if args.num_images is not None and not 1 <= args.num_images <= plan.MAX_IMAGES:
         raise UsageError(f"--num-images must be in [1, {plan.MAX_IMAGES}], got {args.num_images}")
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {args.frames}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
     if args.threads < 0:
@@ -246,11 +258,22 @@ def merge_config(args: argparse.Namespace, stored: dict[str, Any]) -> GeneratorC
     return cfg
 
 
-def resolve_plan(args: argparse.Namespace) -> tuple[list[plan.PlanEntry] | None, list[tuple[int, int]] | None, int]:
+def resolve_plan(args: argparse.Namespace, frames: int = 1
+                 ) -> tuple[list[plan.PlanEntry] | None, list[tuple[int, int]] | None, int]:
     """(plan entries, image index -> (parent seed, variant), number of images) for --variants-of / --num-images.
 
+    ``frames`` is images per scene (sequence.frames): the count is then whole scenes, 10 by default.
     Also sets ``args.num_images`` to the resolved count (the worker children are given it).
     """
+    if frames > 1:
+        if args.variants_of is not None:
+            raise UsageError("--variants-of renders still variants of scenes; it cannot be combined with "
+                             f"--frames / sequence.frames > 1 (got {frames})")
+        if args.num_images is not None and args.num_images % frames:
+            raise UsageError(f"--num-images {args.num_images} is not a whole number of scenes of {frames} frames "
+                             f"(--frames): use a multiple of {frames}")
+        if args.num_images is None:
+            args.num_images = min(10 * frames, plan.MAX_IMAGES - plan.MAX_IMAGES % frames)
     entries = plan.read_plan(args.variants_of) if args.variants_of is not None else None
     pairs = plan.expand_plan(entries) if entries is not None else None
     if pairs is not None and args.num_images is not None and args.num_images != len(pairs):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from blender_instseg.core import protocol
+from tests.bad_input import assert_one_error_line, snapshot
 
 pytestmark = pytest.mark.bpy
 
@@ -102,28 +103,16 @@ CASES: dict[str, tuple[list[str], str]] = {
 }
 
 
-def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                st = (Path(dirpath) / name).lstat()
-                out[str(Path(dirpath) / name)] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_refused_before_rendering(name: str, ws: Path, tmp_path: Path, torch_python: str) -> None:
     argv, needle = CASES[name]
     argv = [a.replace("{ws}", str(ws)).replace("{tmp}", str(tmp_path)) for a in argv]
-    before = _snapshot(ws, tmp_path)
+    before = snapshot(ws, tmp_path)
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # "no GPU" on any machine
     proc = subprocess.run([sys.executable, "-m", "blender_instseg.blender.ops.predict_cli", *argv, "--python",
                            torch_python], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env)
-    assert proc.returncode == 2, proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert_one_error_line(proc.returncode, proc.stderr, needle)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     errors = [protocol.parse_line(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [e.event for e in errors] == ["error"] and errors[0].message == lines[0].removeprefix("error: ")
-    assert _snapshot(ws, tmp_path) == before
+    assert snapshot(ws, tmp_path) == before

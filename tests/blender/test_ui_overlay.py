@@ -102,3 +102,30 @@ def test_the_overlay_survives_save_and_reopen(tmp_path) -> None:
             assert np.abs(px[..., :channels] - expected).max() < 0.51, name
     finally:
         bpy.ops.wm.read_factory_settings(use_empty=True)
+
+
+def test_labels_never_hide_small_objects_and_are_dropped_when_they_do_not_fit() -> None:
+    h, w = 128, 128
+    masks = np.zeros((4, h, w), bool)
+    masks[0, 0:8, 0:8] = True  # a small object at the top edge: no room above it
+    masks[1, 60:100, 20:100] = True  # a large one
+    masks[2, 62:66, 40:44] = True  # a tiny one on the large one, 4 x 4 pixels
+    masks[3, 62:66, 46:50] = True  # its twin beside it: two labels compete for one spot
+    labels = ["small 0.50", "large 0.90", "tiny 0.70", "twin 0.60"]
+    scale = overlay.label_scale(h, w)
+    boxes = overlay.layout_labels(masks, labels, scale)
+    drawn = [(i, b[0]) for i, b in enumerate(boxes) if b is not None]
+    for i, (x0, y0, x1, y1) in drawn:
+        own = masks[i, y0:y1, x0:x1].sum()
+        assert own * 4 <= masks[i].sum(), labels[i]  # never over most of its own object
+        assert not masks[0, y0:y1, x0:x1].any() and not masks[2, y0:y1, x0:x1].any()  # the small ones stay seen
+    for a in range(len(drawn)):
+        for b in range(a + 1, len(drawn)):
+            assert overlay._overlap(drawn[a][1], drawn[b][1]) == 0
+    assert boxes[1] is not None and boxes[0] is not None  # there is room for these two
+    # text grows with the image: a label is about 1/50 of the short side tall
+    assert overlay.label_scale(1024, 1024) > 2 * overlay.label_scale(256, 256)
+    # the drawn overlay leaves the tiny object's own colour visible in every pixel
+    out = overlay.draw_overlay(np.full((h, w, 3), 40, np.uint8), masks, labels)
+    inner = out.layer[63:65, 41:43]
+    assert (inner[..., 3] > 0).all() and np.array_equal(inner[0, 0, :3], overlay.palette(4)[2])

@@ -70,7 +70,9 @@ class RecordingLayout:
         op.get_rna_type()  # raises KeyError for an operator that is not registered
         self._check_icon(kw.get("icon"))
         self._log.append(("operator", idname))
-        return SimpleNamespace()
+        props = SimpleNamespace()
+        self._log.append(("operator_props", idname, props))  # what the panel sets on the button
+        return props
 
     def label(self, text: str = "", icon: str | None = None, **kw: Any) -> None:
         assert isinstance(text, str)
@@ -104,18 +106,32 @@ def _draw_all(panel_module: Any) -> list[tuple]:
 
 
 def test_idle_panels_show_every_setting(addon: Any) -> None:
+    from blender_instseg.blender import config_props
+
     state = bpy.context.window_manager.instseg_job
     state.kind = ""
     log = _draw_all(addon)
-    props = {entry[2] for entry in log if entry[0] == "prop"}
-    settings = {p for p in bpy.context.scene.instseg.bl_rna.properties.keys() if p not in ("rna_type", "name")}
-    assert props == settings  # every setting is reachable from the panel, and nothing else
+    drawn: dict[str, set[str]] = {}
+    for entry in log:
+        if entry[0] == "prop":
+            drawn.setdefault(entry[1], set()).add(entry[2])
+    s = bpy.context.scene.instseg
+    settings = {p for p in s.bl_rna.properties.keys() if p not in ("rna_type", "name", "generator")}
+    assert drawn["InstSegSettings"] == settings  # every setting is reachable from the panel, and nothing else
+    for section in config_props.SECTIONS:  # and every field of every generator config section
+        group = getattr(s.generator, section)
+        fields = {p for p in group.bl_rna.properties.keys() if p not in ("rna_type", "name")}
+        assert fields and drawn[type(group).__name__] == fields, section
     ops = {entry[1] for entry in log if entry[0] == "operator"}
     assert {"instseg.generate_dataset", "instseg.train", "instseg.evaluate", "instseg.predict_view",
-            "instseg.check_python", "instseg.clear_overlay", "instseg.restore_selection"} <= ops
+            "instseg.check_python", "instseg.clear_overlay", "instseg.restore_selection", "instseg.load_config",
+            "instseg.save_config", "instseg.annotate_scene"} <= ops
     assert not any(entry[0] == "progress" for entry in log)
-    sections = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "")}
-    assert sections == {"Dataset", "Training", "Evaluation", "Prediction"}
+    sections = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "") == "INSTSEG_PT_main"}
+    assert sections == {"Dataset", "Annotate This Scene", "Training", "Evaluation", "Prediction"}
+    groups = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "") == "INSTSEG_PT_dataset"}
+    assert groups == {"Objects & Source", "Camera", "Lights", "Materials", "World & Backplate", "Lens & Sensor",
+                      "Physics", "Render", "Output"}
     assert {cls.bl_category for cls in addon.classes} == {"InstSeg"}
 
 
@@ -302,3 +318,129 @@ def test_this_files_collections_source_shows_its_categories_and_hands_a_copy_to_
         for coll in (cups, clutter, root):
             bpy.data.collections.remove(coll)
         scene_copy_path().unlink(missing_ok=True)
+
+
+def test_annotate_this_scene_section_says_what_is_labelled_and_passes_its_settings(addon: Any, tmp_path: Any) -> None:
+    from blender_instseg.blender.ops.annotate import annotate_args, done_summary
+    from blender_instseg.core.formats import vis
+
+    scene = bpy.context.scene
+    meshes_before = sum(1 for obj in scene.objects if obj.type == "MESH")  # the start-up file's cube
+    root = bpy.data.collections.new("InstSeg")
+    scene.collection.children.link(root)
+    cars = bpy.data.collections.new("Cars")
+    root.children.link(cars)
+    mesh = bpy.data.meshes.new("car")
+    made = [bpy.data.objects.new(name, mesh) for name in ("car_a", "car_b", "tagged", "floor")]
+    cars.objects.link(made[0])
+    cars.objects.link(made[1])
+    for obj in made[2:]:
+        scene.collection.objects.link(obj)
+    made[2]["instseg_category"] = "Cars"
+    camera = scene.camera
+    scene.camera = None
+    s = scene.instseg
+    s.annotate_dir, s.annotate_frame_start, s.annotate_frame_end = "", 2, 5
+    s.annotate_masks_only, s.annotate_samples, s.annotate_uncategorized = True, 0, "ignore"
+    try:
+        log = _draw_all(addon)
+        labels = [e[1] for e in log if e[0] == "label"]
+        assert "categories from collection 'InstSeg':" in labels and "  Cars: target, 2 objects" in labels
+        assert "1 object with the 'instseg_category' property" in labels and f"{meshes_before + 1} without a category" in labels
+        assert "frames 2-5" in labels
+        assert "The scene has no active camera: set Scene > Camera" in labels
+        assert any(t.startswith("-> ") and t.rstrip().endswith("annotated/" + bpy.path.clean_name(scene.name))
+                   for t in labels)
+        props = next(e[2] for e in log if e[0] == "operator_props" and e[1] == "instseg.annotate_scene")
+        assert (props.frame_start, props.frame_end, props.masks_only, props.uncategorized) == (2, 5, True, "ignore")
+        with pytest.raises(ValueError, match="no active camera"):
+            annotate_args(bpy.context, tmp_path)
+        scene.camera = camera or bpy.data.objects.new("cam", bpy.data.cameras.new("cam"))
+        args = annotate_args(bpy.context, tmp_path, frame_start=2, frame_end=5, uncategorized="ignore")
+        assert args[args.index("--frames") + 1] == "2-5" and args[args.index("--uncategorized") + 1] == "ignore"
+        with pytest.raises(ValueError, match=r"End \(1\) is before Start \(2\)"):
+            annotate_args(bpy.context, tmp_path, frame_start=2, frame_end=1)
+        labels = [e[1] for e in _draw_all(addon) if e[0] == "label"]
+        assert not any("no active camera" in t for t in labels)
+        # after the run: the dataset folder and whether the video JSON was written
+        assert done_summary(tmp_path, {"images": 4}) == f"annotated: 4 frame(s) rendered into {tmp_path}; no vis.json"
+        (tmp_path / vis.VIS_FILE).write_text("{}")
+        assert done_summary(tmp_path, {"images": 4}).endswith("; vis.json written")
+        state = bpy.context.window_manager.instseg_job
+        state.kind, state.running, state.progress, state.status = "annotate", True, 0.5, "annotate: 2/4"
+        log = _draw_all(addon)
+        assert [e for e in log if e[0] == "progress"] and ("operator", "instseg.cancel_job") in log
+    finally:
+        state = bpy.context.window_manager.instseg_job
+        state.running, state.kind = False, ""
+        scene.camera = camera
+        s.annotate_frame_start = s.annotate_frame_end = 0
+        s.annotate_masks_only, s.annotate_uncategorized = False, "background"
+        for obj in made:
+            bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        for coll in (cars, root):
+            bpy.data.collections.remove(coll)
+
+
+def test_evaluation_shows_no_score_threshold_that_changes_nothing(addon: Any) -> None:
+    s = bpy.context.scene.instseg
+    log: list[tuple] = []
+    addon.INSTSEG_PT_evaluation.draw(SimpleNamespace(layout=RecordingLayout(log)), bpy.context)
+    assert ("prop", "InstSegSettings", "score_threshold") not in log
+    s.predictions_path = "/tmp/preds.json"
+    try:
+        log = []
+        addon.INSTSEG_PT_evaluation.draw(SimpleNamespace(layout=RecordingLayout(log)), bpy.context)
+        assert any(e[0] == "label" and "Report's precision/recall at Prediction's Score Threshold" in e[1] for e in log)
+    finally:
+        s.predictions_path = ""
+
+
+def test_errors_in_the_panel_name_its_settings(addon: Any) -> None:
+    state = bpy.context.window_manager.instseg_job
+    state.kind, state.running = "generate", False
+    state.last_error = "error: /d holds a dataset made with other settings; use a new --out or the same settings"
+    try:
+        labels = " ".join(e[1] for e in _draw_all(addon) if e[0] == "label")
+    finally:
+        state.last_error, state.kind = "", ""
+    assert "use a new Output Folder" in labels and "--out" not in labels
+
+
+def test_job_state_starts_idle_after_disable_and_enable(addon: Any) -> None:
+    state = bpy.context.window_manager.instseg_job
+    state.kind, state.running, state.summary, state.has_metrics = "train", True, "train finished", True
+    state.matched.add().object_name = "Cube"
+    addon_utils.disable("blender_instseg", default_set=True)
+    assert addon_utils.enable("blender_instseg", default_set=True) is not None
+    state = bpy.context.window_manager.instseg_job
+    assert (state.kind, state.running, state.summary, state.has_metrics, len(state.matched)) == ("", False, "", False, 0)
+
+
+def test_the_python_check_is_never_saved_with_the_preferences(addon: Any, tmp_path: Any) -> None:
+    import glob
+    import os
+
+    prefs = bpy.context.preferences.addons["blender_instseg"].preferences
+    prefs.last_check = "instseg-check-message-7f3a"
+    assert prefs.last_check == "instseg-check-message-7f3a"  # shown in this session
+    bpy.ops.wm.save_userpref()
+    saved = glob.glob(os.path.join(os.environ["BLENDER_USER_RESOURCES"], "**", "userpref.blend"), recursive=True)
+    assert saved and all(b"instseg-check-message-7f3a" not in open(p, "rb").read() for p in saved)
+    addon_utils.disable("blender_instseg", default_set=True)
+    assert addon_utils.enable("blender_instseg", default_set=True) is not None
+    assert bpy.context.preferences.addons["blender_instseg"].preferences.last_check == ""
+
+
+def test_a_second_register_is_harmless(addon: Any) -> None:
+    import blender_instseg
+    from blender_instseg import blender as layer
+
+    before = [cls.__name__ for cls in layer.registered_classes()]
+    blender_instseg.register()  # e.g. a script reload: everything is taken out first, then put back once
+    after = [cls.__name__ for cls in layer.registered_classes()]
+    assert after == before and len(set(after)) == len(after)
+    assert hasattr(bpy.types.Scene, "instseg") and bpy.context.scene.instseg.generator.camera.jitter >= 0
+    assert bpy.ops.instseg.reset_config() == {"FINISHED"}
+    assert sum(1 for f in bpy.app.handlers.save_pre if getattr(f, "__module__", "").startswith("blender_instseg")) <= 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import pytest
 from blender_instseg.core.__main__ import main as core_main
 from blender_instseg.core.formats.dataset import merge_dataset, write_dataset_config
 from tests.core.coco_fixtures import make_record_dataset
+from tests.bad_input import assert_one_error_line, snapshot
 
 # {ds}: a merged dataset; {other}: a dataset of another seed; {gt}/{pred}: its COCO file and a valid
 # predictions file; {nan}: predictions with a NaN score; {text}: a file that is not JSON; {out}: a new folder
@@ -74,17 +74,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "nan": str(root / "nan.json"), "text": str(root / "text.txt"), "root": str(root)}
 
 
-def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under ``roots`` with its size and modification time."""
-    seen: dict[str, tuple[int, int]] = {}
-    for root in roots:
-        for folder, dirs, names in os.walk(root):
-            for name in dirs + names:
-                st = os.stat(os.path.join(folder, name))
-                seen[os.path.join(folder, name)] = (st.st_size, st.st_mtime_ns)
-    return seen
-
-
 @pytest.mark.parametrize("argv", [c[1] for c in CASES], ids=[c[0] for c in CASES])
 def test_refused_in_one_line_and_nothing_written(argv: list[str], files: dict[str, str], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch,
@@ -95,8 +84,5 @@ def test_refused_in_one_line_and_nothing_written(argv: list[str], files: dict[st
     before = snapshot(Path(files["root"]), tmp_path)
     code = core_main(args)
     err = capfd.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
+    assert_one_error_line(code, err)
     assert snapshot(Path(files["root"]), tmp_path) == before

@@ -71,3 +71,15 @@ def test_a_coco_file_without_video_fields_gets_no_vis_file_and_cannot_form_track
     twice["images"][1]["frame_index"] = twice["images"][0]["frame_index"]
     with pytest.raises(ValueError, match="two images at one frame_index"):
         vis.coco_to_vis(twice)
+
+
+def test_core_merge_writes_the_vis_file_of_a_video_dataset(tmp_path: Path) -> None:
+    """``python -m blender_instseg.core merge`` (shards of a --frames run, an annotated scene) writes
+    vis.json as the generator's own merge does, named after the config's video."""
+    from blender_instseg.core.__main__ import main as core_main
+
+    root = make_video_dataset(tmp_path / "video")
+    assert core_main(["merge", str(root), "--out", str(tmp_path / "merged")]) == 0
+    data = json.loads((tmp_path / "merged" / vis.VIS_FILE).read_text())
+    assert [v["name"] for v in data["videos"]] == ["drawn"] and len(data["annotations"]) == 3
+    assert validate_dataset(tmp_path / "merged").ok

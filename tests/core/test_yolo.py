@@ -77,13 +77,40 @@ def _read_yaml(path: Path) -> dict[str, object]:
     return out
 
 
+def _ultralytics_split_dir(yaml_path: Path, split: str) -> Path:
+    """Where ultralytics' check_det_dataset looks for a split: ``path`` when the yaml has one (an
+    absolute one as it is), else the folder holding the yaml; then the split's entry under it."""
+    cfg = _read_yaml(yaml_path)
+    root = Path(str(cfg["path"])) if cfg.get("path") else yaml_path.parent
+    return root / str(cfg[split])
+
+
+def test_a_moved_dataset_still_finds_its_images(tmp_path: Path) -> None:
+    root = make_record_dataset(tmp_path / "ds", range(4))
+    dataset.merge_dataset([root])
+    yaml_path = export_yolo(root)
+    assert str(tmp_path) not in yaml_path.read_text()  # no absolute path of where it was made
+    moved = tmp_path / "elsewhere" / "ds"
+    moved.parent.mkdir()
+    root.rename(moved)
+    found = 0
+    for split in ("train", "val"):
+        images = _ultralytics_split_dir(moved / yaml_path.name, split)
+        assert images.is_dir()
+        stems = sorted(p.stem for p in images.iterdir())
+        labels = moved / "labels" / images.name  # ultralytics: /images/ -> /labels/
+        assert stems and sorted(p.stem for p in labels.iterdir()) == stems
+        found += len(stems)
+    assert found == 4
+
+
 def test_export_with_splits(tmp_path: Path) -> None:
     root = make_record_dataset(tmp_path / "ds", range(7), empty=[3])
     written = dataset.merge_dataset([root])
     yaml_path = export_yolo(root, out_root=tmp_path / "yolo")
     cfg = _read_yaml(yaml_path)
     out = tmp_path / "yolo"
-    assert cfg["path"] == str(out.resolve()) and cfg["train"] == "images/train" and cfg["val"] == "images/val"
+    assert "path" not in cfg and cfg["train"] == "images/train" and cfg["val"] == "images/val"
     assert cfg["names"] == {0: "disc", 1: "box", 2: "triangle"}
     for split in ("train", "val"):
         data = dataset.load_coco(written[split])

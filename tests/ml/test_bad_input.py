@@ -19,6 +19,7 @@ import torch
 from blender_instseg.ml.__main__ import main
 from blender_instseg.ml.checkpoint import save_checkpoint
 from blender_instseg.ml.models import architecture, build_model
+from tests.bad_input import assert_one_error_line, snapshot
 from tests.ml.conftest import run_cli
 from tests.shapes import make_shapes_dataset
 
@@ -61,17 +62,6 @@ def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "schema" / "annotations.json").write_text("[1, 2]")
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     return root
-
-
-def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                p = Path(dirpath) / name
-                st = p.lstat()
-                out[str(p)] = (st.st_size, st.st_mtime_ns)
-    return out
 
 
 T = "{tmp}"
@@ -177,31 +167,23 @@ def _fill(argv: list[str], ws: Path, tmp: Path) -> list[str]:
     return [a.replace("{ws}", str(ws)).replace("{data}", str(ws / "data")).replace("{tmp}", str(tmp)) for a in argv]
 
 
-def _check(code: int, err: str, needle: str) -> None:
-    assert code == 2, err
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert needle in lines[0], lines[0]
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_refused_in_one_line_and_nothing_written(name: str, ws: Path, tmp_path: Path,
                                                  capfd: pytest.CaptureFixture[str]) -> None:
     argv, needle = CASES[name]
-    before = _snapshot(ws, tmp_path)
+    before = snapshot(ws, tmp_path)
     logging.getLogger().handlers.clear()  # main() configures logging on this test's captured stderr
     code = main(_fill(argv, ws, tmp_path))
     err = capfd.readouterr().err
-    _check(code, err, needle)
-    assert _snapshot(ws, tmp_path) == before
+    assert_one_error_line(code, err, needle)
+    assert snapshot(ws, tmp_path) == before
 
 
 @pytest.mark.parametrize("name", ["train workers -1", "train corrupt png", "predict checkpoint random",
                                   "predict checkpoint bit flipped", "evaluate out empty", "predict corrupt image"])
 def test_refused_in_a_child_process(name: str, ws: Path, tmp_path: Path) -> None:
     argv, needle = CASES[name]
-    before = _snapshot(ws, tmp_path)
+    before = snapshot(ws, tmp_path)
     proc = run_cli(*_fill(argv, ws, tmp_path))
-    _check(proc.returncode, proc.stderr, needle)
-    assert _snapshot(ws, tmp_path) == before
+    assert_one_error_line(proc.returncode, proc.stderr, needle)
+    assert snapshot(ws, tmp_path) == before

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
 from blender_instseg.pipeline.__main__ import main
+from tests.bad_input import assert_one_error_line, snapshot
 
 CATS = [{"id": 1, "name": "cube"}]
 
@@ -74,26 +74,14 @@ CASES: dict[str, tuple[list[str], str]] = {
 }
 
 
-def _snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for root in roots:
-        for dirpath, dirnames, filenames in os.walk(root):
-            for name in dirnames + filenames:
-                st = (Path(dirpath) / name).lstat()
-                out[str(Path(dirpath) / name)] = (st.st_size, st.st_mtime_ns)
-    return out
-
-
 @pytest.mark.parametrize("name", list(CASES))
 def test_refused_in_one_line_exit_2(name: str, ws: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     argv, needle = CASES[name]
     argv = [a.replace("{ws}", str(ws)).replace("{tmp}", str(tmp_path)) for a in argv]
-    before = _snapshot(ws, tmp_path)
+    before = snapshot(ws, tmp_path)
     logging.getLogger().handlers.clear()
     code = main(argv)
     err = capfd.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
-    assert "Traceback" not in err and "Errno" not in err
-    assert _snapshot(ws, tmp_path) == before
+    assert_one_error_line(code, err, needle)
+    assert "Errno" not in err
+    assert snapshot(ws, tmp_path) == before

@@ -60,7 +60,8 @@ def install_capture() -> None:
     _INSTALLED = True
 
 
-def _ensure_cycles_enabled() -> None:
+def ensure_cycles_enabled() -> None:
+    """Cycles is an add-on: a factory-reset or module-mode Blender may not have it enabled yet."""
     import addon_utils
 
     if "cycles" not in bpy.context.preferences.addons:
@@ -140,7 +141,7 @@ class RenderSettings:
 
 def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     """Apply the settings to the current scene. Called before every render so state never leaks."""
-    _ensure_cycles_enabled()
+    ensure_cycles_enabled()
     install_capture()
     scene = bpy.context.scene
     r = scene.render

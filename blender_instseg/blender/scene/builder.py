@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # A stream added at the end leaves the others' draws unchanged (SeedSequence children are by index).
 STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors", "hdri", "backplate",
-           "textures", "lens", "sensor", "transparency")
+           "textures", "lens", "sensor", "transparency", "motion")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class BuiltScene:
     rngs: dict[str, np.random.Generator]
     params: dict = field(default_factory=dict)  # a summary of the scene parameters, stored in the record
     backplate: backplate.BackplateSpec | None = None  # the photo the render is composited over
+    # build_scene(record_fall=True): each falling object's world matrix per simulated frame, by object name
+    fall: dict[str, list[Any]] = field(default_factory=dict)
 
     def by_id(self) -> dict[int, SceneObject]:
         return {o.instance_id: o for o in self.objects}
@@ -186,10 +188,11 @@ def _place_xy(rng: np.random.Generator, radius: float, footprint: float, others:
 
 def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = True,
                 assets_dir: Path | None = None, parent_seed: int | None = None,
-                perturb: Perturbation = PERTURBATION) -> BuiltScene:
+                perturb: Perturbation = PERTURBATION, record_fall: bool = False) -> BuiltScene:
     """Clear the current scene and build a new one; ``build_appearance=False`` skips materials/lights/world nodes.
 
     With ``parent_seed`` the scene is a variant of that seed's scene, nudged by draws from ``seed``.
+    ``record_fall`` keeps the physics drop frame by frame (``BuiltScene.fall``) for a sequence.
     """
     clear_scene()
     scene = bpy.context.scene
@@ -281,6 +284,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             prev_mat = mat
         objects.append(SceneObject(k, shape, cfg.category_id(shape), obj, footprint, sm))
 
+    fall: dict[str, list[Any]] = {}
     distractors = _add_distractors(cfg, base["distractors"], collection, placed, radius, assets_dir, build_appearance)
 
     if cfg.simulates() and objects:
@@ -291,7 +295,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         standing = [o.obj for o in objects if not cfg.physics_of(o.shape)]  # obstacles the others land on
         falling += distractors if cfg.physics.enabled else []
         standing += [] if cfg.physics.enabled else distractors
-        settle(scene, falling, ground if cfg.world.ground else None, cfg.physics.frames, passive=standing)
+        settle(scene, falling, ground if cfg.world.ground else None, cfg.physics.frames, passive=standing,
+               trajectory=fall if record_fall else None)
 
     looks: dict[str, Any] = {}
     if build_appearance:
@@ -329,7 +334,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     if parent_seed is not None:
         params["parent_seed"] = int(parent_seed)
     params.update(looks)
-    return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params, backplate=plate)
+    return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params, backplate=plate, fall=fall)
 
 
 def _add_distractors(cfg: GeneratorConfig, rng: np.random.Generator, collection: Any,

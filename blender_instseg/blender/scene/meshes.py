@@ -41,7 +41,7 @@ ASSETS_DIR = _find_assets_dir()
 @dataclass
 class ShapeMesh:
     mesh: bpy.types.Mesh
-    verts: np.ndarray  # (V, 3) float64, local coordinates
+    verts: np.ndarray  # (V, 3) float64, local coordinates, one per distinct position
     tris: np.ndarray  # (T, 3) int32, indices into verts
     radius: float  # max vertex distance from the origin (bounding sphere)
     size: float = 1.0  # the largest half-extent before normalisation, in the file's units (metres)
@@ -181,8 +181,12 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     tris = np.empty(t * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", tris)
     own = shape.startswith((FILE_PREFIX, BLEND_PREFIX)) and any(m is not None for m in mesh.materials)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(t, 3), radius=float(np.linalg.norm(verts, axis=1).max()),
-                     size=size, own_materials=own, closed=closed_surface(verts, tris.reshape(t, 3)))
+    # one vertex per position: imported files split vertices along UV seams and hard edges (a glTF
+    # has about three per triangle), which only multiplies the per-image projection work
+    verts, welded = np.unique(verts, axis=0, return_inverse=True)
+    faces = welded.reshape(-1)[tris.reshape(t, 3)].astype(np.int32)
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
+                     size=size, own_materials=own, closed=closed_surface(verts, faces))
     _CACHE[key] = item
     return item
 

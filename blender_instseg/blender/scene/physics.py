@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import bpy
+from mathutils import Matrix
 
 
 def _add_body(obj: bpy.types.Object, kind: Literal["ACTIVE", "PASSIVE"], shape: str) -> None:
@@ -24,9 +25,12 @@ def _add_body(obj: bpy.types.Object, kind: Literal["ACTIVE", "PASSIVE"], shape: 
 
 
 def settle(scene: bpy.types.Scene, objects: list[bpy.types.Object], ground: bpy.types.Object | None,
-           frames: int, passive: list[bpy.types.Object] | None = None) -> None:
+           frames: int, passive: list[bpy.types.Object] | None = None,
+           trajectory: dict[str, list[Matrix]] | None = None) -> None:
     """Simulate ``frames`` frames and bake the result into the objects' transforms. ``passive``
-    objects (categories with physics off) stay where they were placed and the others collide with them."""
+    objects (categories with physics off) stay where they were placed and the others collide with them.
+    ``trajectory``, when given, receives each falling object's world matrix at every simulated frame
+    (by object name, frame 1 first): a sequence's "falling" frames replay it (scene/motion.py)."""
     passive = list(passive or [])
     if scene.rigidbody_world is None:
         with bpy.context.temp_override(scene=scene):
@@ -44,6 +48,10 @@ def settle(scene: bpy.types.Scene, objects: list[bpy.types.Object], ground: bpy.
         _add_body(obj, "ACTIVE", "CONVEX_HULL")
     for frame in range(1, frames + 2):
         scene.frame_set(frame)
+        if trajectory is not None:
+            depsgraph = bpy.context.evaluated_depsgraph_get()
+            for obj in objects:
+                trajectory.setdefault(obj.name, []).append(obj.evaluated_get(depsgraph).matrix_world.copy())
     depsgraph = bpy.context.evaluated_depsgraph_get()
     settled = [obj.evaluated_get(depsgraph).matrix_world.copy() for obj in objects]
     for obj in [*objects, *passive, *([ground] if ground is not None else [])]:

@@ -62,7 +62,7 @@ def draw_overlay(rgb: np.ndarray, masks: np.ndarray, labels: Sequence[str], *, a
     layer[..., :3] = colour_img
     layer[fg, 3] = int(round(255 * alpha))
     thick = max(1, round(min(h, w) / 256))
-    font_scale = max(0.3, min(h, w) / 700.0)
+    font_scale = label_scale(h, w)
     for i in range(n):
         m = masks[i].astype(np.uint8)
         if not m.any():
@@ -72,17 +72,59 @@ def draw_overlay(rgb: np.ndarray, masks: np.ndarray, labels: Sequence[str], *, a
         cv2.drawContours(composite, contours, -1, colour, thick, lineType=cv2.LINE_AA)
         cv2.drawContours(layer, contours, -1, (*colour, 255), thick, lineType=cv2.LINE_AA)
     # Labels last so outlines never cross them; the top-most (best) instance chooses its spot first.
+    for i, placed in enumerate(layout_labels(masks, labels, font_scale)):
+        if placed is not None:
+            box, base = placed
+            _label(composite, labels[i], box, base, cols[i], font_scale)
+            _label(layer, labels[i], box, base, cols[i], font_scale)
+    return Overlay(composite, layer)
+
+
+def label_scale(h: int, w: int) -> float:
+    """OpenCV font scale for an image: text grows with the image (about 1/50 of its short side tall)."""
+    return max(0.25, min(1.5, min(h, w) / 700.0))
+
+
+def _box_sum(table: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    """Pixels set inside ``box`` (x0, y0, x1, y1) from a summed-area table with a zero first row and column."""
+    x0, y0, x1, y1 = box
+    return int(table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0])
+
+
+def _summed(mask: np.ndarray) -> np.ndarray:
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    table[1:, 1:] = mask.astype(np.int64).cumsum(0).cumsum(1)
+    return table
+
+
+def layout_labels(masks: np.ndarray, labels: Sequence[str],
+                  font_scale: float) -> list[tuple[tuple[int, int, int, int], int] | None]:
+    """Where each label goes, as (box, text baseline), or None where it does not fit.
+
+    The best instance (the last) places first, at the spot near its mask that covers the fewest
+    object pixels without touching an earlier label. A label that would cover an earlier label, or
+    more than a quarter of its own object, is left out: at small sizes the picture shows the
+    objects, and the panel's list still names every prediction.
+    """
+    n, h, w = masks.shape
+    out: list[tuple[tuple[int, int, int, int], int] | None] = [None] * n
+    objects = _summed(masks.any(0)) if n else None
     placed: list[tuple[int, int, int, int]] = []
     for i in reversed(range(n)):
         ys, xs = np.nonzero(masks[i])
         if ys.size == 0 or not labels[i]:
             continue
         (tw, th), base = cv2.getTextSize(labels[i], cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        box = _place_label(tw + 2, th + base + 1, xs, ys, w, h, placed)
+        bw, bh = tw + 2, th + base + 1
+        if bw > w or bh > h:
+            continue
+        box = _place_label(bw, bh, xs, ys, w, h, placed, objects)
+        own = int(masks[i][box[1]:box[3], box[0]:box[2]].sum())
+        if any(_overlap(box, other) for other in placed) or own * 4 > ys.size:
+            continue
         placed.append(box)
-        _label(composite, labels[i], box, base, cols[i], font_scale)
-        _label(layer, labels[i], box, base, cols[i], font_scale)
-    return Overlay(composite, layer)
+        out[i] = (box, base)
+    return out
 
 
 def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
@@ -92,23 +134,25 @@ def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
 
 
 def _place_label(bw: int, bh: int, xs: np.ndarray, ys: np.ndarray, w: int, h: int,
-                 placed: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
-    """A label box (x0, y0, x1, y1) near the mask that overlaps earlier labels least.
+                 placed: list[tuple[int, int, int, int]],
+                 objects: np.ndarray | None = None) -> tuple[int, int, int, int]:
+    """A label box (x0, y0, x1, y1) near the mask that overlaps earlier labels least, then (with
+    ``objects``, a summed-area table of every mask) covers the fewest object pixels.
 
     Tries above the mask's top edge, inside its top, below its bottom edge and at its centre, in
     that order; the first spot with no overlap wins, else the least overlapping one.
     """
     x_left, x_right, y_top, y_bottom = int(xs.min()), int(xs.max()), int(ys.min()), int(ys.max())
     cx, cy = int(xs.mean()), int(ys.mean())
-    candidates = [(x_left, y_top - bh), (x_left, y_top), (x_left, y_bottom + 1), (cx - bw // 2, cy - bh // 2),
-                  (x_right - bw, y_top - bh), (x_right - bw, y_bottom + 1)]
-    best: tuple[int, tuple[int, int, int, int]] | None = None
+    candidates = [(x_left, y_top - bh), (x_right - bw, y_top - bh), (x_left, y_bottom + 1),
+                  (x_right - bw, y_bottom + 1), (x_left, y_top), (cx - bw // 2, cy - bh // 2)]
+    best: tuple[tuple[int, int], tuple[int, int, int, int]] | None = None
     for x0, y0 in candidates:
         x0 = max(0, min(x0, w - bw))
         y0 = max(0, min(y0, h - bh))
         box = (x0, y0, x0 + bw, y0 + bh)
-        cost = sum(_overlap(box, other) for other in placed)
-        if cost == 0:
+        cost = (sum(_overlap(box, other) for other in placed), 0 if objects is None else _box_sum(objects, box))
+        if cost == (0, 0):
             return box
         if best is None or cost < best[0]:
             best = (cost, box)

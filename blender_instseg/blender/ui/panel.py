@@ -11,7 +11,9 @@ from typing import Any
 
 import bpy
 
+from .. import config_props
 from ..ops import jobs
+from .. import wording
 
 CATEGORY = "InstSeg"
 MAX_ROWS = 8  # list lengths shown in the sidebar; the report has the rest
@@ -49,7 +51,7 @@ def draw_job(layout: Any, context: Any, kinds: set[str]) -> None:
     elif state.last_error:
         box = layout.box()
         box.label(text=f"{state.kind} failed", icon="ERROR")
-        for chunk in _wrap(state.last_error, 60):
+        for chunk in _wrap(wording.ui_message(state.kind, state.last_error), 60):
             box.label(text=chunk)
     elif state.summary:
         layout.label(text=state.summary, icon="CHECKMARK")
@@ -114,6 +116,47 @@ def draw_sources(layout: Any, s: Any) -> None:
     sub = col.column()
     sub.enabled = bool(s.distractors_dir.strip())
     sub.prop(s, "max_distractors")
+
+
+def draw_config_sections(layout: Any, s: Any, sections: tuple[str, ...]) -> None:
+    """The generated settings of these config sections (config_props), then what only a config file sets."""
+    generator = s.generator
+    for section in sections:
+        group = getattr(generator, section)
+        col = layout.column(heading=section.title())
+        for name in config_props.fields(section):
+            col.prop(group, name)
+        only = config_props.config_only(section)
+        if only:
+            row = col.row()
+            row.label(text=f"Config file only (Base Config): {', '.join(only)}", icon="INFO")
+
+
+# hints under a group's settings: where one setting decides another's effect
+GROUP_HINTS: dict[str, tuple[str, ...]] = {
+    "world": ("A photo needs a camera looking down (no horizon in the frame):",
+              "Camera > Elevation decides how many images get one"),
+}
+
+
+def _make_group_panel(group_id: str, title: str, sections: tuple[str, ...]) -> type:
+    """A collapsed sub-panel of Dataset drawing ``sections`` (and, for objects, the source UI)."""
+
+    def draw(self: Any, context: Any) -> None:
+        layout = self.layout
+        s = context.scene.instseg
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        if group_id == "objects":
+            draw_sources(layout, s)
+        draw_config_sections(layout, s, sections)
+        for line in GROUP_HINTS.get(group_id, ()):
+            layout.label(text=line)
+
+    return type(f"INSTSEG_PT_dataset_{group_id}", (_Base,), {
+        "bl_idname": f"INSTSEG_PT_dataset_{group_id}", "bl_label": title, "bl_parent_id": "INSTSEG_PT_dataset",
+        "bl_options": {"DEFAULT_CLOSED"}, "draw": draw,
+        "__doc__": f"Dataset > {title}: the generator's {', '.join(sections)} settings"})
 
 
 def _per_category(shapes: dict[str, str], categories: list[str], noun: str, most: int) -> list[str]:
@@ -215,19 +258,105 @@ class INSTSEG_PT_dataset(_Base):
         col = layout.column(align=True)
         col.prop(s, "num_images")
         col.prop(s, "seed")
+        col = layout.column(align=True)
         col.prop(s, "resolution")
+        col.prop(s, "resolution_height")
         col = layout.column(align=True)
         col.prop(s, "min_objects", text="Objects Min")
         col.prop(s, "max_objects", text="Max")
-        draw_sources(layout, s)
         col = layout.column()
         col.prop(s, "val_fraction")
         col.prop(s, "masks_only")
         sub = col.column()
         sub.enabled = not s.masks_only
         sub.prop(s, "samples")
+        layout.prop(s, "config_file")
+        row = layout.row(align=True)
+        row.operator("instseg.load_config", icon="FILEBROWSER")
+        row.operator("instseg.save_config", icon="FILE_TICK")
+        row.operator("instseg.reset_config", text="", icon="LOOP_BACK")
         layout.operator("instseg.generate_dataset", icon="RENDER_STILL")
         draw_job(layout, context, {"generate"})
+
+
+GROUP_PANELS: tuple[type, ...] = tuple(_make_group_panel(*group) for group in config_props.GROUPS)
+
+
+_RENDERED_TYPES = ("MESH", "CURVE", "SURFACE", "META", "FONT", "CURVES", "POINTCLOUD", "VOLUME")
+
+
+def annotate_summary(scene: Any, parent: str, prop: str = "instseg_category") -> list[str]:
+    """What Annotate This Scene labels, as annotate-scene reads the file: the category collections
+    of ``parent`` (default InstSeg) with their roles and object counts, the objects carrying the
+    category custom property, and how many objects have no category."""
+    from ..scene import blend_source
+
+    wanted = parent.strip() or blend_source.DEFAULT_PARENT
+    root = bpy.data.collections.get(wanted)
+    lines: list[str] = []
+    in_collection: set[str] = set()
+    if root is None:
+        lines.append(f"no collection {wanted!r}: categories from the {prop!r} property only")
+    else:
+        lines.append(f"categories from collection {wanted!r}:")
+        for coll in list(root.children)[:MAX_ROWS]:
+            role = str(coll.get("instseg_role", "target"))
+            n = len(coll.all_objects)
+            lines.append(f"  {coll.name}: {role}, {n} object{'s' if n != 1 else ''}")
+        for coll in root.children:
+            in_collection.update(obj.name for obj in coll.all_objects)
+        if len(root.children) > MAX_ROWS:
+            lines.append(f"  ... and {len(root.children) - MAX_ROWS} more")
+    named = [obj for obj in scene.objects if prop in obj.keys()]
+    lines.append(f"{len(named)} object{'s' if len(named) != 1 else ''} with the {prop!r} property")
+    rest = [obj for obj in scene.objects if obj.name not in in_collection and prop not in obj.keys()
+            and (obj.type in _RENDERED_TYPES or obj.instance_type == "COLLECTION")]
+    lines.append(f"{len(rest)} without a category")
+    return lines
+
+
+class INSTSEG_PT_annotate(_Base):
+    """Annotate This Scene: the artist's own scene or animation, labelled as it is"""
+
+    bl_idname = "INSTSEG_PT_annotate"
+    bl_label = "Annotate This Scene"
+    bl_parent_id = "INSTSEG_PT_main"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context: Any) -> None:
+        from ..ops.annotate import annotate_out
+
+        layout = self.layout
+        s = context.scene.instseg
+        scene = context.scene
+        layout.use_property_split = True
+        layout.use_property_decorate = False
+        layout.prop(s, "annotate_dir")
+        if not s.annotate_dir.strip():
+            layout.label(text=f"-> {annotate_out(context, '')}", icon="INFO")
+        col = layout.column(align=True)
+        col.prop(s, "annotate_frame_start")
+        col.prop(s, "annotate_frame_end")
+        first = s.annotate_frame_start or scene.frame_start
+        last = s.annotate_frame_end or scene.frame_end
+        col.label(text=f"frames {first}-{last}")
+        layout.prop(s, "annotate_masks_only")
+        sub = layout.column()
+        sub.enabled = not s.annotate_masks_only
+        sub.prop(s, "annotate_samples")
+        layout.prop(s, "annotate_uncategorized")
+        box = layout.box()
+        for line in annotate_summary(scene, s.blend_collection):
+            box.label(text=line)
+        if scene.camera is None:
+            row = layout.row()
+            row.alert = True
+            row.label(text="The scene has no active camera: set Scene > Camera", icon="ERROR")
+        op = layout.operator("instseg.annotate_scene", icon="RENDER_ANIMATION")
+        op.out, op.frame_start, op.frame_end = s.annotate_dir, s.annotate_frame_start, s.annotate_frame_end
+        op.masks_only, op.samples, op.uncategorized = s.annotate_masks_only, s.annotate_samples, s.annotate_uncategorized
+        op.blend_collection = s.blend_collection
+        draw_job(layout, context, {"annotate"})
 
 
 class INSTSEG_PT_training(_Base):
@@ -275,7 +404,10 @@ class INSTSEG_PT_evaluation(_Base):
         layout.use_property_decorate = False
         layout.prop(s, "checkpoint")
         layout.prop(s, "predictions_path")
-        layout.prop(s, "score_threshold")
+        if s.predictions_path.strip():
+            # the AP numbers use every score; the cut only sets the report's precision/recall and worst images
+            layout.label(text=f"Report's precision/recall at Prediction's Score Threshold ({s.score_threshold:.2f})",
+                         icon="INFO")
         layout.operator("instseg.evaluate", icon="GRAPH")
         draw_job(layout, context, {"evaluate"})
         if state.has_metrics:
@@ -363,4 +495,5 @@ def draw_frames_result(layout: Any, state: Any, frame: int) -> None:
         col.label(text=f"{row_.object_name}: {row_.category} {row_.score:.2f} (IoU {row_.iou:.2f})")
 
 
-classes = (INSTSEG_PT_main, INSTSEG_PT_dataset, INSTSEG_PT_training, INSTSEG_PT_evaluation, INSTSEG_PT_prediction)
+classes = (INSTSEG_PT_main, INSTSEG_PT_dataset, *GROUP_PANELS, INSTSEG_PT_annotate, INSTSEG_PT_training,
+           INSTSEG_PT_evaluation, INSTSEG_PT_prediction)

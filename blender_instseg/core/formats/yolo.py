@@ -166,8 +166,11 @@ def export_yolo(dataset_root: str | Path, *, out_root: str | Path | None = None)
     assert names is not None
     train = "train" if "train" in splits else sorted(splits)[0]
     val = next((s for s in ("val", "valid", "validation", "test") if s in splits), train)
-    lines = [f"path: {_yaml_str(str(out.resolve()))}", f"train: {_yaml_str('images/' + train)}",
-             f"val: {_yaml_str('images/' + val)}"]
+    # No `path:` key: ultralytics then takes the folder holding dataset.yaml as the dataset root
+    # (check_det_dataset: `data.get("path") or Path(yaml_file).parent`), so a moved or copied
+    # dataset still trains. An absolute path would point at the old place; a relative one
+    # (`path: .`) is read against the working directory or ultralytics' own datasets folder.
+    lines = [f"train: {_yaml_str('images/' + train)}", f"val: {_yaml_str('images/' + val)}"]
     if "test" in splits and val != "test":
         lines.append(f"test: {_yaml_str('images/test')}")
     lines.append("names:")
