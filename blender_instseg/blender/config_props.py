@@ -30,7 +30,7 @@ from bpy.props import (
 )
 
 from ..core.formats.dataset import MASK_FORMATS
-from ..core.genconfig import PLACEMENTS, TRANSPARENCY_LABELS, GeneratorConfig
+from ..core.genconfig import PLACEMENTS, SEQUENCE_PHYSICS, TRANSPARENCY_LABELS, GeneratorConfig
 
 # config key -> the Scene.instseg setting that holds it (passed as a generator flag, see ops/dataset.py)
 PANEL_OWNED: dict[str, str] = {
@@ -59,6 +59,9 @@ ENUMS: dict[str, tuple[tuple[str, str, str], ...]] = {
                         "opaque": "Only where the material's alpha is >= 0.5"}[t]) for t in TRANSPARENCY_LABELS),
     "render.device": (("auto", "Auto", "The GPU when Cycles finds one, else the CPU"),
                       ("cpu", "CPU", "Render on the CPU"), ("gpu", "GPU", "Render on the GPU")),
+    "sequence.physics": tuple((p, p.title(), {"settled": "Frame 0 is the settled scene; then it moves",
+                                               "falling": "The frames show the physics drop (needs Physics)"}[p])
+                              for p in SEQUENCE_PHYSICS),
     "output.mask_format": tuple((m, m.upper() if m == "rle" else m.title(), {
         "rle": "Compressed RLE masks in the merged COCO (exact)",
         "polygon": "Polygons in the merged COCO (holes bridged)"}[m]) for m in MASK_FORMATS),
@@ -121,6 +124,14 @@ FIELDS: dict[str, tuple[str, str]] = {
     "physics.enabled": ("Physics", "Drop the objects onto the ground with the rigid-body simulation"),
     "physics.drop_height": ("Drop Height", "Metres above the ground the objects start from (low, high)"),
     "physics.frames": ("Frames", "Simulated frames at 24 fps before the render"),
+    "sequence.frames": ("Frames per Scene", "Each scene as a video of this many images (1: still images); "
+                        "Images must be a multiple of it"),
+    "sequence.fps": ("FPS", "Frames per second of the videos (the motion below is per second)"),
+    "sequence.physics": ("Start", "Settled: start from the settled scene; Falling: show the physics drop"),
+    "sequence.object_speed": ("Object Speed", "Metres per second along the ground, random heading (low, high)"),
+    "sequence.object_spin": ("Object Spin", "Degrees per second about the vertical, random sign (low, high)"),
+    "sequence.camera_orbit": ("Camera Orbit", "Degrees per second about the look-at point, random sign (low, high)"),
+    "sequence.camera_dolly": ("Camera Dolly", "Metres per second along the view axis, negative: closer (low, high)"),
     "render.device": ("Device", "Cycles device"),
     "render.max_bounces": ("Max Bounces", "Cycles light bounces of the RGB render"),
     "render.depth": ("Depth", "Write depth/NNNNNN.exr (metres)"),
@@ -156,6 +167,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("world", "World & Backplate", ("world", "backplate", "textures")),
     ("lens", "Lens & Sensor", ("lens", "sensor")),
     ("physics", "Physics", ("physics",)),
+    ("sequence", "Sequences", ("sequence",)),
     ("render", "Render", ("render",)),
     ("output", "Output", ("output",)),
 )

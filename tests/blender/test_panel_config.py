@@ -31,6 +31,7 @@ CHANGES: dict[str, dict[str, Any]] = {
     "output": {"export_semantic": True, "mask_format": "polygon", "preview": False},
     "lens": {"fstop": [0.125, 0.25]},
     "sensor": {"jpeg_quality": [70, 90]},
+    "sequence": {"object_spin": [0.0, 45.0]},
 }
 
 

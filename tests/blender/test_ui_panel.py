@@ -131,7 +131,7 @@ def test_idle_panels_show_every_setting(addon: Any) -> None:
     assert sections == {"Dataset", "Annotate This Scene", "Training", "Evaluation", "Prediction"}
     groups = {cls.bl_label for cls in addon.classes if getattr(cls, "bl_parent_id", "") == "INSTSEG_PT_dataset"}
     assert groups == {"Objects & Source", "Camera", "Lights", "Materials", "World & Backplate", "Lens & Sensor",
-                      "Physics", "Render", "Output"}
+                      "Physics", "Sequences", "Render", "Output"}
     assert {cls.bl_category for cls in addon.classes} == {"InstSeg"}
 
 
