@@ -159,6 +159,14 @@ class InstSegSettings(bpy.types.PropertyGroup):
                                  description="Cycles samples for the Predict View render")
     show_in_camera: BoolProperty(name="Show in Camera", default=True,  # type: ignore[valid-type]
                                  description="Also show the overlay as the camera's background image")
+    predict_frames: BoolProperty(  # type: ignore[valid-type]
+        name="Frames", default=False,
+        description="Predict every frame of a range instead of the current one: an overlay sequence to scrub, "
+                    "COCO results per frame and a per-object summary")
+    predict_frame_start: IntProperty(  # type: ignore[valid-type]
+        name="Start", default=0, min=0, description="First frame to predict; 0 = the scene's start frame")
+    predict_frame_end: IntProperty(  # type: ignore[valid-type]
+        name="End", default=0, min=0, description="Last frame to predict; 0 = the scene's end frame")
 
 
 class InstSegWorstImage(bpy.types.PropertyGroup):
@@ -177,6 +185,7 @@ class InstSegPrediction(bpy.types.PropertyGroup):
     score: FloatProperty()  # type: ignore[valid-type]
     object_name: StringProperty()  # type: ignore[valid-type]
     iou: FloatProperty()  # type: ignore[valid-type]
+    frame: IntProperty()  # type: ignore[valid-type]  # Predict View over frames: the frame it was in
 
 
 # Per-category settings of "From this file's collections" live on the category collection as plain
@@ -308,6 +317,11 @@ class InstSegJobState(bpy.types.PropertyGroup):
     saved_selection: CollectionProperty(type=InstSegObjectRef)  # type: ignore[valid-type]
     saved_active: StringProperty(default="")  # type: ignore[valid-type]
     has_saved_selection: BoolProperty(default=False)  # type: ignore[valid-type]
+    # Predict View over frames: every frame's matches (the panel lists the current frame's) and the
+    # per-object summary's top lines (newline-separated)
+    frame_matched: CollectionProperty(type=InstSegPrediction)  # type: ignore[valid-type]
+    frames_summary: StringProperty(default="")  # type: ignore[valid-type]
+    frames_dir: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
 
 
 classes = (*config_props.classes, InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)

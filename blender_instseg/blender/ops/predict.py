@@ -15,6 +15,7 @@ Cancel, a changed checkpoint/Python/device and add-on unregister stop it.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +144,13 @@ def save_selection(context: Any) -> None:
     state.has_saved_selection = True
 
 
+def draw_predictions(rgb: np.ndarray, masks: np.ndarray, names: list[str], scores: np.ndarray) -> ov.Overlay:
+    """The overlay of one view: "class score" labels, low scores drawn first so the best ends on top."""
+    labels = [f"{n} {sc:.2f}" for n, sc in zip(names, scores)]
+    order = np.argsort(scores, kind="stable")
+    return ov.draw_overlay(rgb, masks[order], [labels[i] for i in order])
+
+
 def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir: Path,
                       categories: dict[int, str], min_score: float | None = None) -> str:
     """Overlay + selection + panel lists for the predictions in ``preds_path`` scoring >= ``min_score``
@@ -157,10 +165,7 @@ def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir:
     names = [categories.get(int(p.get("category_id", 0)), f"class {p.get('category_id')}") for p in preds]
     result = matching.match_to_id_map(masks, view.id_map, scores, iou_threshold=s.match_iou_threshold)
 
-    # overlay: draw low scores first so the best prediction ends on top
-    labels = [f"{n} {sc:.2f}" for n, sc in zip(names, scores)]
-    order = np.argsort(scores, kind="stable")
-    drawn = ov.draw_overlay(view.rgb, masks[order], [labels[i] for i in order])
+    drawn = draw_predictions(view.rgb, masks, names, scores)
     out_dir.mkdir(parents=True, exist_ok=True)
     overlay_path = out_dir / OVERLAY_PNG
     atomic_write_bytes(overlay_path, ov.encode_png(drawn.composite))
@@ -168,6 +173,7 @@ def apply_predictions(context: Any, view: ViewRender, preds_path: Path, out_dir:
     layer = ov.to_blender_image(ov.LAYER_NAME, drawn.layer)
     ov.show_in_image_editors(context, image)
     if s.show_in_camera and context.scene.camera is not None:
+        ov.remove_camera_backgrounds((ov.LAYER_SEQUENCE_NAME,))  # one overlay over the camera at a time
         ov.set_camera_background(context.scene.camera, layer)
     state.overlay_image = image.name
     state.overlay_path = str(overlay_path)
@@ -213,6 +219,42 @@ def server_key(python: str, checkpoint: Path, device: str) -> tuple[str, str, in
     gets a fresh server (``procs.server.ServerPool`` stops the old one)."""
     ckpt = checkpoint.resolve()
     return (python, str(ckpt), ckpt.stat().st_mtime_ns, device)
+
+
+@dataclass
+class ModelSetup:
+    """How Predict View asks the model: the warm server's key and command line, and the threshold."""
+
+    key: tuple[str, str, int, str]
+    serve_argv: list[str]
+    threshold_args: list[str]  # ["--score-threshold", T], or [] for the checkpoint's own threshold
+    request_threshold: float | None  # sent with each request; None = the server's own
+    min_score: float | None  # what apply_predictions keeps (0.0: the model already filtered)
+
+    def warm(self) -> bool:
+        """True when a server for this key is already running (no cold start to wait for)."""
+        current = SERVERS.current
+        return current is not None and current.key == self.key and current.alive
+
+    def call(self, image: Path, out: Path, fallback_argv: list[str], *, env: dict[str, str] | None,
+             cwd: str | None) -> ServerCall:
+        """One request (``image`` -> COCO results in ``out``) to the pooled server for this key."""
+        request: dict[str, Any] = {"image": str(image), "out": str(out)}
+        if self.request_threshold is not None:
+            request["score_threshold"] = self.request_threshold
+        return ServerCall(SERVERS, self.key, self.serve_argv, request, env=env, cwd=cwd,
+                          fallback_argv=fallback_argv, name="predict", timeout=REQUEST_TIMEOUT_S)
+
+
+def model_setup(s: Any, python: str, checkpoint: Path) -> ModelSetup:
+    """The panel's settings ``s`` as a ``ModelSetup``. With the model's own threshold the predict
+    process filters, so its file is shown whole."""
+    threshold = [] if s.auto_threshold else ["--score-threshold", f"{s.score_threshold:g}"]
+    serve_argv = ml_argv(python, "predict", ["--serve", "--checkpoint", str(checkpoint), *threshold,
+                                             "--device", s.device])
+    return ModelSetup(key=server_key(python, checkpoint, s.device), serve_argv=serve_argv, threshold_args=threshold,
+                      request_threshold=None if s.auto_threshold else float(s.score_threshold),
+                      min_score=0.0 if s.auto_threshold else None)
 
 
 class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
@@ -271,29 +313,20 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
         preds_path = out_dir / PRED_JSON
         categories = find_categories(paths.checkpoint, paths.dataset)
 
-        # With the model's own threshold the predict process filters, so the file is shown whole.
-        threshold = [] if s.auto_threshold else ["--score-threshold", f"{s.score_threshold:g}"]
-        min_score = 0.0 if s.auto_threshold else None
+        model = model_setup(s, python, paths.checkpoint)
+        threshold, min_score = model.threshold_args, model.min_score
 
         def on_done(ctx: Any, result: ChildResult) -> str:
             return apply_predictions(ctx, view, preds_path, out_dir, categories, min_score)
 
         argv = ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
                                            "--out", str(preds_path), *threshold, "--device", s.device])
-        key = server_key(python, paths.checkpoint, s.device)
-        serve_argv = ml_argv(python, "predict", ["--serve", "--checkpoint", str(paths.checkpoint),
-                                                 *threshold, "--device", s.device])
-        request: dict[str, Any] = {"image": str(view_png), "out": str(preds_path)}
-        if not s.auto_threshold:
-            request["score_threshold"] = float(s.score_threshold)
         env, cwd = child_env(), str(out_dir)
 
         def make_call() -> ServerCall:
-            return ServerCall(SERVERS, key, serve_argv, request, env=env, cwd=cwd, fallback_argv=argv,
-                              name="predict", timeout=REQUEST_TIMEOUT_S)
+            return model.call(view_png, preds_path, argv, env=env, cwd=cwd)
 
-        warm = SERVERS.current
-        label = "predicting" if warm is not None and warm.key == key and warm.alive else "predicting (starting the model)"
+        label = "predicting" if model.warm() else "predicting (starting the model)"
         return jobs.JobSpec("predict", argv, on_done, env=env, cwd=cwd, label=label, make_job=make_call)
 
 
@@ -304,7 +337,7 @@ class INSTSEG_OT_clear_overlay(bpy.types.Operator):
     bl_label = "Clear Overlay"
 
     def execute(self, context: Any) -> set[OperatorReturn]:
-        names = (ov.COMPOSITE_NAME, ov.LAYER_NAME)
+        names = (ov.COMPOSITE_NAME, ov.LAYER_NAME, ov.SEQUENCE_NAME, ov.LAYER_SEQUENCE_NAME)
         ov.remove_camera_backgrounds(names)
         for name in names:
             image = bpy.data.images.get(name)
@@ -316,6 +349,8 @@ class INSTSEG_OT_clear_overlay(bpy.types.Operator):
         state.matched.clear()
         state.unmatched.clear()
         state.missed.clear()
+        state.frame_matched.clear()
+        state.frames_summary = ""
         return {"FINISHED"}
 
 

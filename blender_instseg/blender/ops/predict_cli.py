@@ -6,22 +6,27 @@ gets exactly what the panel gives: view.png, predictions.json, overlay.png in --
 objects selected (and, with --save-blend, a .blend to open and look at). Prints
 ``core.protocol`` events (``done`` carries the result).
 
+``--frames A-B`` runs ``bpy.ops.instseg.predict_frames`` instead (``predict_frames``): one render,
+request and overlay per frame, a progress event per frame, the per-object summary in ``done``.
+
 Bad input is one ``error:`` line on stderr and exit 2, found before anything is written: the
 arguments, --out, the .blend, the generator config and a --predictions file are checked first, then
-the model process is started (warm, for the operator to reuse) and must load the checkpoint on the
-device before the view is rendered.
+the scene is loaded (with --frames: its camera and frame range checked), then the model process is
+started (warm, for the operator to reuse) and must load the checkpoint on the device before the
+view is rendered.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ...core import protocol
 from ...core.fileio import read_json
@@ -59,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default="", help="interpreter with torch [the add-on preference / this one]")
     p.add_argument("--predictions", default=None,
                    help="use this COCO results file instead of running the model")
+    p.add_argument("--frames", metavar="A-B", default=None,
+                   help="predict every frame of this range (inside the scene's; A alone: one frame) instead of the "
+                        "current view: OUT gets views/, predictions/, overlay/, overlay_layer/ (frame_NNNN files) "
+                        "and summary.json / summary.md per object across the frames")
     p.add_argument("--save-blend", action="store_true", help="also save OUT/scene.blend with the selection")
     p.add_argument("-v", "--verbose", action="store_true", help="log warnings and details on stderr")
     return p
@@ -140,6 +149,16 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None
     for flag, value in (("--score-threshold", args.score_threshold), ("--match-iou", args.match_iou)):
         if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
             raise UsageError(f"{flag} must be in [0, 1], got {value}")
+    if args.frames is not None:
+        if predictions is not None:
+            raise UsageError("--predictions holds one view's results; it cannot be combined with --frames")
+        from ...core.cliargs import UsageError as FramesError
+        from ...generator.annotate_cli import parse_frames
+
+        try:
+            parse_frames(args.frames)
+        except FramesError as exc:
+            raise UsageError(str(exc)) from None
     if predictions is None and checkpoint is None:
         raise UsageError("--checkpoint is required (or --predictions)")
     if checkpoint is not None and not checkpoint.exists():
@@ -161,6 +180,24 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None
         except (ValueError, OSError) as exc:
             raise UsageError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
     return out, checkpoint, predictions, blend
+
+
+@contextlib.contextmanager
+def _native_output_silenced() -> Iterator[None]:
+    """File descriptors 1 and 2 to /dev/null for the block: Blender's C code logs there (after
+    ``protocol.reserve_stdout_for_events`` fd 1 is stderr too); errors come back as exceptions."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    try:
+        with open(os.devnull, "wb") as null:
+            for fd in saved:
+                os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
 
 
 def start_model(python: str, checkpoint: Path, device: str, score_threshold: float | None) -> str | None:
@@ -215,21 +252,31 @@ def main(argv: list[str] | None = None) -> int:
     from ...procs.argv import package_name
 
     python = args.python or sys.executable
-    if predictions is None:
-        assert checkpoint is not None
-        error = start_model(python, checkpoint.resolve(), args.device, args.score_threshold)
-        if error is not None:
-            return _fail(error)
     if blend is not None:
         try:
-            bpy.ops.wm.open_mainfile(filepath=str(blend))
+            with _native_output_silenced():  # Blender logs "Read blend: ..." from C; stderr is for the error line
+                bpy.ops.wm.open_mainfile(filepath=str(blend))
         except RuntimeError as exc:
             return _fail(f"cannot open {blend}: {str(exc).removeprefix('Error: ').strip()}")
     else:
         from ...core.genconfig import GeneratorConfig
         from ..scene import builder
 
-        builder.build_scene(args.generator_config or GeneratorConfig(), args.seed)
+        with _native_output_silenced():  # the importers log each bundled shape from C; stderr is for errors
+            builder.build_scene(args.generator_config or GeneratorConfig(), args.seed)
+    if args.frames is not None:
+        from .predict_frames import check_camera, resolve_frames
+
+        try:  # the scene's own checks, before the model starts or anything is written
+            check_camera(bpy.context.scene)
+            resolve_frames(bpy.context.scene, args.frames)
+        except ValueError as exc:
+            return _fail(str(exc))
+    if predictions is None:
+        assert checkpoint is not None
+        error = start_model(python, checkpoint.resolve(), args.device, args.score_threshold)
+        if error is not None:
+            return _fail(error)
     name = package_name()
     if addon_utils.enable(name, default_set=True) is None:
         return _fail(f"could not enable the add-on {name}")
@@ -246,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     s.match_iou_threshold = args.match_iou
     s.device = args.device
     s.show_in_camera = True
-    protocol.emit("progress", step=0, total=1, phase="render")
     out = out.resolve()
+    if args.frames is not None:
+        return _predict_frames(args, out, python)
+    protocol.emit("progress", step=0, total=1, phase="render")
     try:
         bpy.ops.instseg.predict_view(python=python, output_dir=str(out),  # type: ignore[attr-defined]
                                      predictions_path=str(predictions.resolve()) if predictions else "")
@@ -274,6 +323,40 @@ def main(argv: list[str] | None = None) -> int:
         bpy.ops.wm.save_as_mainfile(filepath=str(saved), copy=True)
         result["blend"] = str(saved)
     protocol.emit("progress", step=1, total=1, phase="done")
+    protocol.emit("done", **result)
+    return 0
+
+
+def _predict_frames(args: argparse.Namespace, out: Path, python: str) -> int:
+    """--frames: the Predict Frames operator (blocking), a progress event per frame, the summary in ``done``."""
+    import bpy  # noqa: PLC0415
+
+    from . import predict_frames
+
+    def progress(ev: protocol.Event) -> None:
+        protocol.emit("progress", **ev.data)
+
+    predict_frames.PROGRESS_HOOKS.append(progress)
+    try:
+        bpy.ops.instseg.predict_frames(python=python, output_dir=str(out), frames=args.frames)  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        return _fail(str(exc).removeprefix("Error: ").strip())
+    finally:
+        predict_frames.PROGRESS_HOOKS.remove(progress)
+    state = bpy.context.window_manager.instseg_job
+    summary = read_json(out / predict_frames.SUMMARY_JSON)
+    result = {
+        "out": str(out), "frames": summary["frames"], "summary": state.summary,
+        "summary_json": str(out / predict_frames.SUMMARY_JSON), "summary_md": str(out / predict_frames.SUMMARY_MD),
+        "overlay": str(out / "overlay"), "predictions": str(out / "predictions"),
+        "objects": [{k: o[k] for k in ("instance", "object", "category", "frames_in_view", "frames_found", "mean_iou")}
+                    for o in summary["objects"]],
+        "cancelled": "cancelled" in state.status,
+    }
+    if args.save_blend:
+        saved = out / "scene.blend"
+        bpy.ops.wm.save_as_mainfile(filepath=str(saved), copy=True)  # the sequences are referenced, not packed
+        result["blend"] = str(saved)
     protocol.emit("done", **result)
     return 0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import bpy
@@ -39,6 +39,10 @@ class ViewRender:
     rgb: np.ndarray  # H x W x 3 uint8 (display-referred sRGB), top row first
     id_map: np.ndarray  # H x W uint16; 0 = background
     index_to_object: dict[int, str]  # pass index -> object name
+    # pass index -> what the artist would call this one thing: the object's name, or
+    # "instancer [k]" for the k-th instance an instancer makes; stable from frame to frame
+    # (instances.InstanceGroup keys), so a frame range can follow each instance
+    index_to_instance: dict[int, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -122,9 +126,11 @@ def _render_ids(scene: Any, view_layer: Any, realized: instances.Realized, sampl
         raise ValueError("more than 65535 visible objects; the index pass cannot tell them apart")
     saved_index = {ob.name: ob.pass_index for ob in objects}
     index_to_object = {i: ob.name for i, ob in enumerate(objects, start=1)}
+    index_to_instance = dict(index_to_object)
     first = len(objects) + 1
     for k, group in enumerate(realized.groups, start=first):
         index_to_object[k] = group.instancer  # an instance's pixels select the object that makes it
+        index_to_instance[k] = instance_label(group.instancer, group.index)
         for ob in group.objects:
             ob.pass_index = k
     render = scene.render
@@ -148,4 +154,9 @@ def _render_ids(scene: Any, view_layer: Any, realized: instances.Realized, sampl
         raise ValueError(str(exc)) from None
     rgb = rc.rgb8(captured)
     return ViewRender(rgb=np.ascontiguousarray(rgb), id_map=np.ascontiguousarray(id_map),
-                      index_to_object=index_to_object)
+                      index_to_object=index_to_object, index_to_instance=index_to_instance)
+
+
+def instance_label(instancer: str, index: int) -> str:
+    """The name of one instance: ``"Scatter [3]"``; index -1 (the instancer's own geometry) is the instancer."""
+    return instancer if index < 0 else f"{instancer} [{index}]"

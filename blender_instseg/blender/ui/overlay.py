@@ -247,3 +247,76 @@ def remove_camera_backgrounds(names: Sequence[str]) -> int:
                 cam.background_images.remove(bg)
                 removed += 1
     return removed
+
+
+# -- image sequences (Predict View over a frame range) -------------------------------------------
+
+SEQUENCE_NAME = "InstSeg Overlay Sequence"
+LAYER_SEQUENCE_NAME = "InstSeg Overlay Layer Sequence"
+
+
+def load_image_sequence(name: str, first_file: Any) -> Any:
+    """``bpy.data.images[name]`` as an image sequence starting at ``first_file`` (``.../frame_0001.png``).
+
+    Blender cannot pack an image sequence (pack() only reads frame 0), so the image references the
+    files by absolute path: a saved .blend finds them as long as the prediction folder stays, and a
+    missing file draws nothing (never the opaque black of a generated image saved without pixels).
+    An existing image of that name is pointed at the new files, so camera slots that show it follow.
+    """
+    import bpy
+
+    path = str(first_file)
+    image = bpy.data.images.get(name)
+    if image is not None and image.source != "SEQUENCE" and image.packed_file is not None:
+        bpy.data.images.remove(image)  # a single packed image of ours under that name: start clean
+        image = None
+    if image is None:
+        image = bpy.data.images.load(path, check_existing=False)
+        image.name = name
+    else:
+        image.filepath = path
+    image.source = "SEQUENCE"
+    image.reload()
+    image.use_fake_user = True  # kept by a save even when no camera shows it
+    return image
+
+
+def configure_sequence_user(image_user: Any, first_frame: int, n_frames: int) -> None:
+    """Make an ImageUser play files ``frame_<first_frame>`` ... at scene frames ``first_frame`` ...
+
+    Blender shows file number ``(scene frame - frame_start + 1) + frame_offset`` for scene frames
+    ``frame_start .. frame_start + frame_duration - 1``, so files named by their scene frame need
+    ``frame_offset = first_frame - 1``.
+    """
+    image_user.frame_start = first_frame
+    image_user.frame_offset = first_frame - 1
+    image_user.frame_duration = n_frames
+    image_user.use_cyclic = False
+    image_user.use_auto_refresh = True  # the Image Editor follows the current frame
+
+
+def set_camera_background_sequence(camera_obj: Any, image: Any, first_frame: int, n_frames: int,
+                                   alpha: float = 1.0) -> Any:
+    """``set_camera_background`` for an image sequence: the slot plays it in step with the scene."""
+    set_camera_background(camera_obj, image, alpha)
+    slot = next(bg for bg in camera_obj.data.background_images
+                if bg.image is not None and bg.image.name == image.name)
+    configure_sequence_user(slot.image_user, first_frame, n_frames)
+    return slot
+
+
+def show_sequence_in_image_editors(context: Any, image: Any, first_frame: int, n_frames: int) -> int:
+    """``show_in_image_editors`` for an image sequence (each editor's own ImageUser set to play it)."""
+    shown = 0
+    wm = getattr(context, "window_manager", None)
+    for window in (wm.windows if wm is not None else []):
+        if window.screen is None:
+            continue
+        for area in window.screen.areas:
+            if area.type == "IMAGE_EDITOR":
+                space = area.spaces.active
+                space.image = image
+                configure_sequence_user(space.image_user, first_frame, n_frames)
+                area.tag_redraw()
+                shown += 1
+    return shown

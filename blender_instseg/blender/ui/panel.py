@@ -448,7 +448,16 @@ class INSTSEG_PT_prediction(_Base):
         col.prop(s, "match_iou_threshold")
         layout.prop(s, "predict_samples")
         layout.prop(s, "show_in_camera")
-        layout.operator("instseg.predict_view", icon="VIEW_CAMERA")
+        row = layout.row(align=True)
+        if s.predict_frames:
+            row.operator("instseg.predict_frames", icon="RENDER_ANIMATION")
+        else:
+            row.operator("instseg.predict_view", icon="VIEW_CAMERA")
+        row.prop(s, "predict_frames", toggle=True, icon="SEQUENCE")
+        row = layout.row(align=True)
+        row.active = s.predict_frames
+        row.prop(s, "predict_frame_start")
+        row.prop(s, "predict_frame_end")
         draw_job(layout, context, {"predict"})
         row = layout.row(align=True)
         row.operator("instseg.clear_overlay", icon="X")
@@ -467,6 +476,23 @@ class INSTSEG_PT_prediction(_Base):
             col = box.column(align=True)
             for ref in list(state.missed)[:MAX_ROWS]:
                 col.label(text=ref.object_name)
+        if state.frames_summary:
+            draw_frames_result(layout, state, context.scene.frame_current)
+
+
+def draw_frames_result(layout: Any, state: Any, frame: int) -> None:
+    """After Predict Frames: the summary's top lines and the matches of the current frame."""
+    box = layout.box()
+    lines = state.frames_summary.splitlines()
+    box.label(text=lines[0], icon="SEQUENCE")
+    col = box.column(align=True)
+    for line in lines[1:]:
+        col.label(text=line)
+    rows = [r for r in state.frame_matched if r.frame == frame]
+    box.label(text=f"Frame {frame}: matched ({len(rows)})", icon="CHECKMARK")
+    col = box.column(align=True)
+    for row_ in rows[:MAX_ROWS]:
+        col.label(text=f"{row_.object_name}: {row_.category} {row_.score:.2f} (IoU {row_.iou:.2f})")
 
 
 classes = (INSTSEG_PT_main, INSTSEG_PT_dataset, *GROUP_PANELS, INSTSEG_PT_annotate, INSTSEG_PT_training,
