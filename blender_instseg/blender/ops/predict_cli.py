@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ...core import protocol
+from ...core.cliargs import OneLineParser, UsageError, check_out_folder
 from ...core.fileio import read_json
 
 MODEL_START_TIMEOUT_S = 180.0  # Python start, import torch, checkpoint load (a cold disk included)
@@ -36,17 +37,8 @@ MODEL_START_TIMEOUT_S = 180.0  # Python start, import torch, checkpoint load (a 
 BLEND_MAGICS = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 
 
-class UsageError(Exception):
-    """Bad input: one ``error:`` line and exit 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:
-        raise UsageError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m blender_instseg.blender.ops.predict_cli", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m blender_instseg.blender.ops.predict_cli", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None,
                    help="model checkpoint (required unless --predictions is given)")
     p.add_argument("--out", required=True, help="folder for view.png, predictions.json, overlay.png")
@@ -80,28 +72,20 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _checked(check: Any, value: str) -> Path:
+    """A ``core.cliargs`` output check, its ValueError as this command's one-line UsageError."""
+    try:
+        return check(value)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _given_path(value: str | None, flag: str) -> Path | None:
     if value is None:
         return None
     if not value.strip():
         raise UsageError(f"{flag} is empty")
     return Path(value)
-
-
-def check_out_folder(value: str) -> Path:
-    """--out: a folder to create or fill; never '' (an unset variable would mean the current folder)."""
-    out = _given_path(value, "--out")
-    assert out is not None
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    base = out.absolute()
-    while not base.exists() and base != base.parent:
-        base = base.parent
-    if not base.is_dir():
-        raise UsageError(f"--out {out} is under {base}, which is a file, not a folder")
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out}: cannot write in {base} (permission denied)")
-    return out
 
 
 def check_predictions(path: Path, size: int) -> None:
@@ -137,7 +121,7 @@ def _is_blend(path: Path) -> bool:
 
 def check_args(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, Path | None]:
     """Every check that needs neither bpy nor the model: (out, checkpoint, predictions, blend)."""
-    out = check_out_folder(args.out)
+    out = _checked(check_out_folder, args.out)
     checkpoint = _given_path(args.checkpoint, "--checkpoint")
     predictions = _given_path(args.predictions, "--predictions")
     blend = _given_path(args.blend, "--blend")
@@ -152,12 +136,11 @@ def check_args(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None
     if args.frames is not None:
         if predictions is not None:
             raise UsageError("--predictions holds one view's results; it cannot be combined with --frames")
-        from ...core.cliargs import UsageError as FramesError
         from ...generator.annotate_cli import parse_frames
 
         try:
             parse_frames(args.frames)
-        except FramesError as exc:
+        except UsageError as exc:
             raise UsageError(str(exc)) from None
     if predictions is None and checkpoint is None:
         raise UsageError("--checkpoint is required (or --predictions)")
