@@ -1,4 +1,4 @@
-"""Operators: generate, load/save the generator config, annotate this scene, train, mine hard scenes, evaluate, predict view, cancel, overlays and selection.
+"""Operators: generate, preview labels and browse a dataset, load/save the generator config, annotate this scene, train, mine hard scenes, evaluate, predict view, cancel, overlays and selection.
 
 Registered through the framework in ``blender/__init__.py`` (it reads ``classes`` and calls
 ``unregister``); unregistering also stops a running child so no process outlives the add-on.
@@ -6,9 +6,9 @@ Registered through the framework in ``blender/__init__.py`` (it reads ``classes`
 
 from __future__ import annotations
 
-from . import annotate, config, dataset, evaluate, jobs, mine, misc, predict, train
+from . import annotate, config, dataset, evaluate, jobs, mine, misc, predict, preview, train
 
-classes = (*dataset.classes, *config.classes, *annotate.classes, *train.classes, *mine.classes, *evaluate.classes, *predict.classes, *misc.classes)
+classes = (*dataset.classes, *preview.classes, *config.classes, *annotate.classes, *train.classes, *mine.classes, *evaluate.classes, *predict.classes, *misc.classes)
 
 
 def unregister() -> None:
