@@ -329,7 +329,7 @@ class InstSegJobState(bpy.types.PropertyGroup):
     # Preview Labels: the last preview's image and its label counts (ops/preview.py)
     has_preview: BoolProperty(default=False)  # type: ignore[valid-type]
     preview_index: IntProperty(default=0)  # type: ignore[valid-type]
-    preview_seed: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_seed: StringProperty(default="")  # type: ignore[valid-type]  # image seeds go past a C int
     preview_size: StringProperty(default="")  # type: ignore[valid-type]  # "256x256" (+ the dataset's size)
     preview_annotated: IntProperty(default=0)  # type: ignore[valid-type]
     preview_small: IntProperty(default=0)  # type: ignore[valid-type]

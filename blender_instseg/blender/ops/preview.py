@@ -110,7 +110,7 @@ def show_preview(context: Any, run_dir: Path, index: int, dataset_size: tuple[in
     overlay.show_in_image_editors(context, shown)
     state = job_state(context)
     state.has_preview = True
-    state.preview_index, state.preview_seed = index, int(image.seed or 0)
+    state.preview_index, state.preview_seed = index, str(image.seed)
     state.preview_size = f"{image.width}x{image.height}"
     if (image.width, image.height) != (width, height):
         state.preview_size += f" (dataset {width}x{height})"
