@@ -200,6 +200,27 @@ def test_this_files_collections_are_previewed_from_a_saved_copy(out_root: Path) 
         bpy.data.collections.remove(root)
 
 
+def test_a_bad_setting_is_refused_before_anything_is_written(out_root: Path) -> None:
+    s = bpy.context.scene.instseg
+    s.preview_index, s.min_objects, s.max_objects = 1, 6, 2
+    bpy.context.window_manager.instseg_job.kind = "generate"  # the last job was another section's
+    preview = out_root / "preview"
+    before = sorted(p.name for p in preview.iterdir()) if preview.is_dir() else None
+    try:
+        with pytest.raises(RuntimeError, match=r"Min Objects \(6\) is larger than Max Objects \(2\)"):
+            bpy.ops.instseg.preview_labels(step=1)
+    finally:
+        s.min_objects, s.max_objects = 3, 5
+    assert s.preview_index == 1  # Next Seed did not step
+    assert (sorted(p.name for p in preview.iterdir()) if preview.is_dir() else None) == before
+    state = bpy.context.window_manager.instseg_job
+    assert state.kind == "preview" and state.last_error == "Min Objects (6) is larger than Max Objects (2)"
+    from blender_instseg.blender.ui import panel
+
+    labels = _labels(panel.INSTSEG_PT_dataset)
+    assert "preview failed" in labels and state.last_error in labels  # in the Preview box, in one line
+
+
 def test_preview_through_the_timer_and_cancel(out_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from blender_instseg.blender.ops import jobs
 

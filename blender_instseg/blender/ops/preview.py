@@ -135,6 +135,7 @@ class INSTSEG_OT_preview_labels(JobOperatorMixin, bpy.types.Operator):
 
     def build_spec(self, context: Any) -> jobs.JobSpec:
         s = settings(context)
+        job_state(context).kind = "preview"  # a refused setting shows in the Preview box, not Generate's
         index = s.preview_index + self.step
         root = preview_root(context)
         config = root / "preview-config.json"
