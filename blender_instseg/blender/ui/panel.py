@@ -316,6 +316,7 @@ def draw_browser(layout: Any, context: Any) -> None:
     if not s.browse_dir.strip():
         box.label(text=f"-> {browse_root(context)}", icon="INFO")
     row = box.row(align=True)
+    row.use_property_split = False  # arrows, "Image: N" and Show on one line
     row.operator("instseg.browse_dataset", text="", icon="TRIA_LEFT").step = -1
     row.prop(s, "browse_index")
     row.operator("instseg.browse_dataset", text="", icon="TRIA_RIGHT").step = 1
