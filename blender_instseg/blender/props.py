@@ -34,6 +34,13 @@ DEVICES = [
 ]
 
 
+def _browse_index_changed(self: Any, context: Any) -> None:
+    """Show the chosen image of the Browse Folder (Previous / Next set this index too)."""
+    from .ops import preview
+
+    preview.show_browsed(context)
+
+
 class InstSegSettings(bpy.types.PropertyGroup):
     """Everything the four panel sections need; one per scene."""
 
@@ -95,6 +102,17 @@ class InstSegSettings(bpy.types.PropertyGroup):
         description="Optional folder of asset files rendered as clutter: they occlude, they are never labelled")
     max_distractors: IntProperty(name="Max Distractors", default=3, min=0, soft_max=50,  # type: ignore[valid-type]
                                  description="Distractors per scene: 0 up to this many")
+    # Dataset: Preview Labels and the dataset browser (ops/preview.py)
+    preview_index: IntProperty(  # type: ignore[valid-type]
+        name="Preview Image", default=0, min=0, soft_max=100000,
+        description="Which image of the dataset Generate would write Preview Labels renders (its own seed, "
+        "from Seed and this index); Next Seed steps it")
+    browse_dir: StringProperty(  # type: ignore[valid-type]
+        name="Browse Folder", subtype="DIR_PATH", default="",
+        description="Dataset folder to look through (generated or annotated); empty = the Output Folder")
+    browse_index: IntProperty(  # type: ignore[valid-type]
+        name="Image", default=0, min=0, update=_browse_index_changed,
+        description="Which image of the Browse Folder is shown, with its masks (0 = the first)")
     # Annotate This Scene (ops/annotate.py)
     annotate_dir: StringProperty(  # type: ignore[valid-type]
         name="Output Folder", subtype="DIR_PATH", default="",
@@ -322,6 +340,27 @@ class InstSegJobState(bpy.types.PropertyGroup):
     frame_matched: CollectionProperty(type=InstSegPrediction)  # type: ignore[valid-type]
     frames_summary: StringProperty(default="")  # type: ignore[valid-type]
     frames_dir: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
+    # Preview Labels: the last preview's image and its label counts (ops/preview.py)
+    has_preview: BoolProperty(default=False)  # type: ignore[valid-type]
+    preview_index: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_seed: StringProperty(default="")  # type: ignore[valid-type]  # image seeds go past a C int
+    preview_size: StringProperty(default="")  # type: ignore[valid-type]  # "256x256" (+ the dataset's size)
+    preview_annotated: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_small: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_outside_frame: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_occluded: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_too_little_visible: IntProperty(default=0)  # type: ignore[valid-type]
+    preview_categories: StringProperty(default="")  # type: ignore[valid-type]
+    # the dataset browser: the image shown, or why none is
+    browse_folder: StringProperty(default="", subtype="DIR_PATH")  # type: ignore[valid-type]
+    browse_total: IntProperty(default=0)  # type: ignore[valid-type]
+    browse_position: IntProperty(default=0)  # type: ignore[valid-type]
+    browse_file: StringProperty(default="")  # type: ignore[valid-type]
+    browse_split: StringProperty(default="")  # type: ignore[valid-type]
+    browse_annotated: IntProperty(default=0)  # type: ignore[valid-type]
+    browse_hidden: IntProperty(default=0)  # type: ignore[valid-type]
+    browse_categories: StringProperty(default="")  # type: ignore[valid-type]
+    browse_error: StringProperty(default="")  # type: ignore[valid-type]
 
 
 classes = (*config_props.classes, InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)

@@ -24,6 +24,7 @@ _DATASET = {"--out": "Output Folder", "--num-images": "Images", "--seed": "Seed"
 # job kind -> flag -> the panel setting it comes from
 FLAG_LABELS: dict[str, dict[str, str]] = {
     "generate": _DATASET,
+    "preview": _DATASET,  # Preview Labels passes Generate's own arguments
     "annotate": {"--out": "Output Folder (Annotate This Scene)", "--frames": "Start/End", "--samples": "Samples",
                  "--masks-only": "Masks Only", "--blend-collection": "Parent Collection",
                  "--uncategorized": "Uncategorized", "--blend": "the saved file"},

@@ -320,3 +320,28 @@ def show_sequence_in_image_editors(context: Any, image: Any, first_frame: int, n
                 area.tag_redraw()
                 shown += 1
     return shown
+
+
+# Labels of a dataset image (Preview Labels, the dataset browser): the same drawing as predictions.
+PREVIEW_NAME = "InstSeg Preview"
+BROWSER_NAME = "InstSeg Dataset"
+
+
+def draw_labels(rgb: np.ndarray, masks: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The composite of ``draw_overlay`` for ground-truth masks labelled with their category names.
+
+    The largest objects are drawn last, so their labels are placed first (``layout_labels`` places
+    the last mask's label first): a big object has room for its name where a small one has none.
+    """
+    masks = np.asarray(masks, dtype=bool)
+    order = np.argsort(masks.reshape(len(masks), -1).sum(1), kind="stable") if len(masks) else np.zeros(0, int)
+    return draw_overlay(rgb, masks[order], [names[i] for i in order]).composite
+
+
+def to_shown_image(name: str, img: np.ndarray) -> Any:
+    """``to_blender_image`` without the fake user: a picture to look at (a preview, a browsed
+    dataset image) is saved with the .blend only while an Image Editor shows it, and then with its
+    pixels; the artist's file does not keep collecting them."""
+    image = to_blender_image(name, img)
+    image.use_fake_user = False
+    return image

@@ -14,6 +14,7 @@ import bpy
 from .. import config_props
 from ..ops import jobs
 from .. import wording
+from . import overlay
 
 CATEGORY = "InstSeg"
 MAX_ROWS = 8  # list lengths shown in the sidebar; the report has the rest
@@ -277,6 +278,60 @@ class INSTSEG_PT_dataset(_Base):
         row.operator("instseg.reset_config", text="", icon="LOOP_BACK")
         layout.operator("instseg.generate_dataset", icon="RENDER_STILL")
         draw_job(layout, context, {"generate"})
+        draw_preview(layout, context)
+        draw_browser(layout, context)
+
+
+def draw_preview(layout: Any, context: Any) -> None:
+    """Preview Labels / Next Seed, the preview's progress or error, and the last preview's counts."""
+    s = context.scene.instseg
+    state = context.window_manager.instseg_job
+    box = layout.box()
+    box.label(text="Preview", icon="HIDE_OFF")
+    box.prop(s, "preview_index")
+    row = box.row(align=True)
+    row.operator("instseg.preview_labels", icon="IMAGE_DATA")
+    row.operator("instseg.preview_labels", text="Next Seed", icon="FORWARD").step = 1
+    draw_job(box, context, {"preview"})
+    if not state.has_preview:
+        return
+    col = box.column(align=True)
+    col.label(text=f"Image {state.preview_index} (seed {state.preview_seed}), {state.preview_size}")
+    col.label(text=f"{state.preview_annotated} labelled: {state.preview_categories}")
+    col.label(text=f"Hidden: {state.preview_outside_frame} out of frame, {state.preview_occluded} occluded, "
+                   f"{state.preview_too_little_visible} too little visible")
+    col.label(text=f"Small (under 32x32 px in the dataset): {state.preview_small}")
+    col.label(text=f"Image Editor: {overlay.PREVIEW_NAME}", icon="INFO")
+
+
+def draw_browser(layout: Any, context: Any) -> None:
+    """The dataset browser: folder, Previous / index / Next, and the shown image's facts or one error line."""
+    from ..ops.preview import browse_root
+
+    s = context.scene.instseg
+    state = context.window_manager.instseg_job
+    box = layout.box()
+    box.label(text="Browse Dataset", icon="FILE_IMAGE")
+    box.prop(s, "browse_dir")
+    if not s.browse_dir.strip():
+        box.label(text=f"-> {browse_root(context)}", icon="INFO")
+    row = box.row(align=True)
+    row.use_property_split = False  # arrows, "Image: N" and Show on one line
+    row.operator("instseg.browse_dataset", text="", icon="TRIA_LEFT").step = -1
+    row.prop(s, "browse_index")
+    row.operator("instseg.browse_dataset", text="", icon="TRIA_RIGHT").step = 1
+    row.operator("instseg.browse_dataset", text="Show")
+    if state.browse_error:
+        row = box.row()
+        row.alert = True
+        row.label(text=state.browse_error, icon="ERROR")
+    elif state.browse_total:
+        col = box.column(align=True)
+        col.label(text=f"{state.browse_position + 1} of {state.browse_total}: {state.browse_file or '(no image file)'}")
+        split = f"split {state.browse_split}, " if state.browse_split else ""
+        col.label(text=f"{split}{state.browse_annotated} annotations, {state.browse_hidden} hidden")
+        col.label(text=state.browse_categories)
+        col.label(text=f"Image Editor: {overlay.BROWSER_NAME}", icon="INFO")
 
 
 GROUP_PANELS: tuple[type, ...] = tuple(_make_group_panel(*group) for group in config_props.GROUPS)
