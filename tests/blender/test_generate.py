@@ -263,7 +263,7 @@ def test_rgb_run_is_deterministic_and_valid(tmp_path: Path) -> None:
     assert generate(["--out", str(tmp_path / "b"), *args]) == 0
     a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
     # dataset.yaml names no folder (ultralytics reads the yaml's own), so it matches byte for byte too
-    assert "path:" not in a["dataset.yaml"]
+    assert b"path:" not in a["dataset.yaml"]
     assert a == b
     assert "preview.png" in a and any(k.startswith("labels/") for k in a)
     coco_json = json.loads(a["annotations.json"])

@@ -81,14 +81,18 @@ def project(world_tris: np.ndarray, cam: Camera) -> tuple[np.ndarray, bool]:
     cam_tris, clipped = _clip_near(cam_pts.reshape(-1, 3, 3), cam.clip_start)
     if len(cam_tris) == 0:
         return np.zeros((0, 3, 2)), clipped
-    p = cam_tris.reshape(-1, 3)
-    clip = p @ cam.projection[:3, :3].T + cam.projection[:3, 3]
-    wcoord = p @ cam.projection[3, :3] + cam.projection[3, 3]
+    return _to_pixels(cam_tris.reshape(-1, 3), cam).reshape(-1, 3, 2), clipped
+
+
+def _to_pixels(cam_pts: np.ndarray, cam: Camera) -> np.ndarray:
+    """Camera-space points (N,3) in front of the near plane -> pixel coordinates (N,2), x right / y down."""
+    clip = cam_pts @ cam.projection[:3, :3].T + cam.projection[:3, 3]
+    wcoord = cam_pts @ cam.projection[3, :3] + cam.projection[3, 3]
     ndc = clip[:, :2] / wcoord[:, None]
     px = np.empty_like(ndc)
     px[:, 0] = (ndc[:, 0] + 1.0) * 0.5 * cam.width
     px[:, 1] = (1.0 - ndc[:, 1]) * 0.5 * cam.height
-    return px.reshape(-1, 3, 2), clipped
+    return px
 
 
 def rasterize(tris2d: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -156,6 +160,10 @@ def amodal_mask(world_tris: np.ndarray, cam: Camera) -> AmodalResult:
         truncated = truncated or bool(
             (pts[:, 0] < 0).any() or (pts[:, 0] > cam.width).any() or (pts[:, 1] < 0).any() or (pts[:, 1] > cam.height).any()
         )
+    return _result(mask, truncated)
+
+
+def _result(mask: np.ndarray, truncated: bool) -> AmodalResult:
     rows = np.flatnonzero(mask.any(1))
     if len(rows) == 0:
         return AmodalResult(mask, truncated, None)
@@ -195,13 +203,7 @@ def mesh_amodal_mask(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np
     cam_pts = v @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
     if len(tris) == 0 or not (cam_pts[:, 2] <= -cam.clip_start).all():
         return amodal_mask(v[tris], cam)
-    clip = cam_pts @ cam.projection[:3, :3].T + cam.projection[:3, 3]
-    wcoord = cam_pts @ cam.projection[3, :3] + cam.projection[3, 3]
-    ndc = clip[:, :2] / wcoord[:, None]
-    px = np.empty_like(ndc)
-    px[:, 0] = (ndc[:, 0] + 1.0) * 0.5 * cam.width
-    px[:, 1] = (1.0 - ndc[:, 1]) * 0.5 * cam.height
-    tris2d = px[tris]
+    tris2d = _to_pixels(cam_pts, cam)[tris]
     flat = tris2d.reshape(-1, 2)
     lo, hi = flat.min(axis=0), flat.max(axis=0)
     truncated = bool(lo[0] < 0 or hi[0] > cam.width or lo[1] < 0 or hi[1] > cam.height)
@@ -209,12 +211,7 @@ def mesh_amodal_mask(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np
         e1, e2 = tris2d[:, 1] - tris2d[:, 0], tris2d[:, 2] - tris2d[:, 0]
         area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
         tris2d = tris2d[area2 >= 0]  # one winding, and the edge-on slivers (area 0) of both
-    mask = rasterize(tris2d, cam.width, cam.height)
-    rows = np.flatnonzero(mask.any(1))
-    if len(rows) == 0:
-        return AmodalResult(mask, truncated, None)
-    cols = np.flatnonzero(mask.any(0))
-    return AmodalResult(mask, truncated, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])))
+    return _result(rasterize(tris2d, cam.width, cam.height), truncated)
 
 
 def world_triangles(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import colorsys
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import cv2
 import numpy as np
@@ -208,8 +208,9 @@ def to_blender_image(name: str, img: np.ndarray) -> Any:
     return image
 
 
-def show_in_image_editors(context: Any, image: Any) -> int:
-    """Point every open Image Editor at ``image``; returns how many there were."""
+def show_in_image_editors(context: Any, image: Any, set_up: Callable[[Any], None] | None = None) -> int:
+    """Point every open Image Editor at ``image`` (then ``set_up(space)``, e.g. to play a sequence);
+    returns how many there were."""
     shown = 0
     wm = getattr(context, "window_manager", None)
     for window in (wm.windows if wm is not None else []):
@@ -218,6 +219,8 @@ def show_in_image_editors(context: Any, image: Any) -> int:
         for area in window.screen.areas:
             if area.type == "IMAGE_EDITOR":
                 area.spaces.active.image = image
+                if set_up is not None:
+                    set_up(area.spaces.active)
                 area.tag_redraw()
                 shown += 1
     return shown
@@ -307,19 +310,8 @@ def set_camera_background_sequence(camera_obj: Any, image: Any, first_frame: int
 
 def show_sequence_in_image_editors(context: Any, image: Any, first_frame: int, n_frames: int) -> int:
     """``show_in_image_editors`` for an image sequence (each editor's own ImageUser set to play it)."""
-    shown = 0
-    wm = getattr(context, "window_manager", None)
-    for window in (wm.windows if wm is not None else []):
-        if window.screen is None:
-            continue
-        for area in window.screen.areas:
-            if area.type == "IMAGE_EDITOR":
-                space = area.spaces.active
-                space.image = image
-                configure_sequence_user(space.image_user, first_frame, n_frames)
-                area.tag_redraw()
-                shown += 1
-    return shown
+    return show_in_image_editors(
+        context, image, lambda space: configure_sequence_user(space.image_user, first_frame, n_frames))
 
 
 # Labels of a dataset image (Preview Labels, the dataset browser): the same drawing as predictions.
