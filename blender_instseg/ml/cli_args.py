@@ -18,6 +18,9 @@ MODEL_SWITCHES: dict[str, tuple[str, str, str]] = {
 }
 
 
+#: predict --batch-size default: on 2-core CPUs larger batches gained nothing more (docs/benchmarks.md)
+PREDICT_BATCH_SIZE = 4
+
 #: --image-size bounds: below 32 there is no feature map left, above 4096 one image alone outgrows memory
 IMAGE_SIZE_RANGE = (32, 4096)
 
@@ -120,6 +123,11 @@ def predict(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")
     p.add_argument("--no-refine", action="store_true", help="skip the point-head refinement (bilinear upsampling instead)")
     p.add_argument("--gt", metavar="ANNOTATIONS", help="take image ids for raw image files from this COCO file (by path or file name)")
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH_SIZE,
+                   help=f"images of one size per forward pass (default {PREDICT_BATCH_SIZE}); the predictions are "
+                        "those of single images")
+    p.add_argument("--workers", type=int, default=0,
+                   help="data-loader processes that decode the next images meanwhile (default 0: none)")
 
 
 def evaluate(p: argparse.ArgumentParser) -> None:

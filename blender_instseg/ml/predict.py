@@ -27,7 +27,7 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import IO, Any, Sequence
+from typing import IO, Any, Iterator, NamedTuple, Sequence
 
 import cv2
 import numpy as np
@@ -51,10 +51,74 @@ def predict_image(model: torch.nn.Module, img: np.ndarray, image_size: int, devi
                   refine: bool | None = None) -> dict[str, np.ndarray]:
     """One RGB uint8 image -> masks (K, H, W) bool, labels (K,) class index, scores (K,), at the image's own size."""
     padded, valid = letterbox(img, image_size)
-    x = to_tensor(padded)[None].to(device)
-    out = model(x)
-    res = model.postprocess(out, 0, valid, img.shape[:2], refine=refine)
-    return {k: v.cpu().numpy() for k, v in res.items()}
+    return predict_batch(model, to_tensor(padded)[None], [valid], [img.shape[:2]], device, refine)[0]
+
+
+@torch.no_grad()
+def predict_batch(model: torch.nn.Module, x: torch.Tensor, valid_hw: Sequence[tuple[int, int]],
+                  out_hw: Sequence[tuple[int, int]], device: torch.device,
+                  refine: bool | None = None) -> list[dict[str, np.ndarray]]:
+    """Letterboxed images (B, 3, H, W) in [0, 1], all of one padded size -> one prediction per image
+    (as ``predict_image``): one forward pass for the batch, then each image's post-processing."""
+    out = model(x.to(device))
+    preds = []
+    for b in range(len(x)):
+        res = model.postprocess(out, b, tuple(valid_hw[b]), tuple(out_hw[b]), refine=refine)
+        preds.append({k: v.cpu().numpy() for k, v in res.items()})
+    return preds
+
+
+class LoadedImage(NamedTuple):
+    """One image ready for the network (``ImageFiles``): its place in the list, the letterboxed
+    tensor, the part of it that holds the image, its own size, and (for overlays) the image."""
+
+    index: int
+    tensor: torch.Tensor
+    valid_hw: tuple[int, int]
+    image_hw: tuple[int, int]
+    image: np.ndarray | None
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Image files decoded and letterboxed one per item, in data-loader workers with ``--workers``."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int, keep_images: bool = False) -> None:
+        self.paths, self.image_size, self.keep_images = list(paths), image_size, keep_images
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> LoadedImage:
+        img = read_image(self.paths[i])
+        padded, valid = letterbox(img, self.image_size)
+        return LoadedImage(i, to_tensor(padded), valid, (int(img.shape[0]), int(img.shape[1])),
+                           img if self.keep_images else None)
+
+
+def _one_item(item: LoadedImage) -> LoadedImage:
+    """The data loader's collate function: items come one by one (batches are formed by shape below)."""
+    return item
+
+
+def _worker_init(_: int) -> None:
+    cv2.setNumThreads(1)  # each worker decodes one image at a time; the main process has the cores
+
+
+def batches_of_one_shape(items: Iterator[LoadedImage], batch_size: int) -> Iterator[list[LoadedImage]]:
+    """Consecutive images, at most ``batch_size``, whose letterboxed tensors have one size.
+
+    Why not pad a batch to its largest image: the network's output depends on the padded size (the
+    grid heads resample whole feature maps), so an image predicted in a batch must see exactly the
+    input it sees alone. Images of one size (a rendered folder) all batch together.
+    """
+    batch: list[LoadedImage] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or item.tensor.shape != batch[0].tensor.shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
 
 
 def to_coco_results(image_id: int, pred: dict[str, np.ndarray], category_ids: Sequence[int]) -> list[dict[str, Any]]:
@@ -140,22 +204,37 @@ def resolve_score_threshold(given: float | None, ckpt: dict[str, Any]) -> tuple[
 
 def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], category_ids: Sequence[int], image_size: int,
                   device: torch.device, *, refine: bool | None = None, overlays: Path | None = None,
-                  names: Sequence[str] = (), overlay_threshold: float = 0.3,
-                  events: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Predict a list of (image_id, path); returns (COCO results, image entries)."""
+                  names: Sequence[str] = (), overlay_threshold: float = 0.3, events: bool = False,
+                  batch_size: int = 1, workers: int = 0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Predict a list of (image_id, path); returns (COCO results, image entries), in the list's order.
+
+    Up to ``batch_size`` consecutive images of one letterboxed size share a forward pass
+    (``batches_of_one_shape``); ``workers`` data-loader processes decode and letterbox the next
+    images meanwhile. Each image's predictions are those of a batch of one, up to float rounding in
+    the convolutions (a score may differ in the 6th decimal).
+    """
+    dataset = ImageFiles([path for _, path in items], image_size, keep_images=overlays is not None)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_one_item,
+                                         worker_init_fn=_worker_init if workers else None)
     results: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     last = 0.0
-    for n, (iid, path) in enumerate(items, 1):
-        img = read_image(path)
-        pred = predict_image(model, img, image_size, device, refine=refine)
-        results.extend(to_coco_results(iid, pred, category_ids))
-        images.append({"id": iid, "file_name": str(path), "width": int(img.shape[1]), "height": int(img.shape[0])})
-        if overlays is not None:
-            ok, buf = cv2.imencode(".png", draw_predictions(img, pred, names, overlay_threshold)[..., ::-1])
-            if ok:
-                atomic_write_bytes(overlays / f"{Path(path).stem}_{iid}.png", buf.tobytes())
+    n = 0
+    for batch in batches_of_one_shape(iter(loader), batch_size):
+        x = torch.stack([item.tensor for item in batch])
+        preds = predict_batch(model, x, [item.valid_hw for item in batch], [item.image_hw for item in batch],
+                              device, refine)
+        for item, pred in zip(batch, preds):
+            iid, path = items[item.index]
+            results.extend(to_coco_results(iid, pred, category_ids))
+            h, w = item.image_hw
+            images.append({"id": iid, "file_name": str(path), "width": w, "height": h})
+            if overlays is not None and item.image is not None:
+                ok, buf = cv2.imencode(".png", draw_predictions(item.image, pred, names, overlay_threshold)[..., ::-1])
+                if ok:
+                    atomic_write_bytes(overlays / f"{Path(path).stem}_{iid}.png", buf.tobytes())
+        n += len(batch)
         now = time.perf_counter()
         if events and (now - last > 0.5 or n == len(items)):
             last = now
@@ -259,6 +338,10 @@ def check_args(args: argparse.Namespace) -> None:
     """predict's argument checks (no file read): before loading anything."""
     check_image_size(args.image_size)
     check_fraction(args.score_threshold, "--score-threshold", closed=True)
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -280,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
     cat_ids = [int(c["id"]) for c in categories]
     names = [str(c.get("name", c["id"])) for c in categories]
     results, images = run_inference(model, items, cat_ids, size, device, refine=False if args.no_refine else None,
-                                    overlays=overlays, names=names, overlay_threshold=threshold, events=True)
+                                    overlays=overlays, names=names, overlay_threshold=threshold, events=True,
+                                    batch_size=args.batch_size, workers=args.workers)
     results = [r for r in results if r["score"] >= threshold]
     atomic_write_json(out, results)
     index = None

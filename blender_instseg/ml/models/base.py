@@ -12,7 +12,8 @@ registry (``ml/models/__init__.py``). The contract:
 * ``postprocess(out, b, valid_hw, out_hw, refine=None)``: image ``b`` of the batch -> ``{"masks":
   (K, out_h, out_w) bool, "labels": (K,) long class index, "scores": (K,) float}`` sorted by
   descending score. ``valid_hw`` is the part of the padded input that holds the letterboxed image;
-  masks are cropped to it and resized to ``out_hw`` (``crop_and_resize_logits`` does both).
+  masks are cropped to it and resized to ``out_hw`` (``crop_and_resize_logits`` does both;
+  ``logits_to_masks`` also upsamples and thresholds, without full-resolution float maps).
 * ``set_score_threshold(t)``: after it, ``postprocess`` returns the detections scoring >= t (and
   may skip work on the others). The default uses the config's ``score_thr`` (candidate threshold)
   and ``update_thr`` (final threshold); a model without them overrides the method.
@@ -174,3 +175,69 @@ def crop_and_resize_logits(full: torch.Tensor, valid_hw: tuple[int, int], out_hw
     if (vh, vw) != tuple(out_hw):
         full = F.interpolate(full[:, None], size=tuple(out_hw), mode="bilinear", align_corners=False)[:, 0]
     return full
+
+
+def _axis_weights(n: int, factor: int, valid: int, out: int, device: torch.device) -> torch.Tensor:
+    """(out, n) weights of one axis of ``logits_to_masks``: row r holds how much each of the ``n``
+    coarse samples contributes to output sample r after x ``factor`` bilinear upsampling, the cut to
+    ``valid`` and the bilinear resize to ``out``. Built by sending the identity through those very
+    ``F.interpolate`` calls, so the weights (edge clamping included) are torch's own."""
+    x = torch.eye(n, device=device)[:, None, :, None]  # n unit signals along the height axis
+    if factor != 1:
+        x = F.interpolate(x, scale_factor=(float(factor), 1.0), mode="bilinear", align_corners=False)
+    x = x[:, :, :valid]
+    if valid != out:
+        x = F.interpolate(x, size=(out, 1), mode="bilinear", align_corners=False)
+    return x[:, 0, :, 0].T.contiguous()
+
+
+def logits_to_masks(logits: torch.Tensor, factor: int, valid_hw: tuple[int, int], out_hw: tuple[int, int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, h, w) mask logits at stride ``factor`` of the padded input -> ((K, out_h, out_w) bool masks,
+    (K,) bool: the mask is not empty). The masks are what
+    ``crop_and_resize_logits(F.interpolate(logits, scale_factor=factor), valid_hw, out_hw) > 0``
+    gives, without building the K full-resolution float maps.
+
+    Why it is the same: each step is bilinear, so every output value is a weighted sum, with
+    non-negative weights, of the coarse values (one (out, n) weight matrix per axis, the two steps
+    composed). An output pixel none of whose non-zero weights touches a positive coarse value is
+    <= 0 in both computations, so only the window of output rows and columns that touch a mask's
+    positive coarse pixels is computed, as two small matrix products. Inside that window the sums
+    are grouped differently, so a value may differ from the sequential one in the last float bits:
+    only a pixel whose logit is within about 1e-6 of 0 can change (tests/ml/test_postprocess.py
+    compares the two on real models).
+    """
+    k, h, w = logits.shape
+    out_h, out_w = int(out_hw[0]), int(out_hw[1])
+    masks = torch.zeros((k, out_h, out_w), dtype=torch.bool, device=logits.device)
+    nonempty = torch.zeros(k, dtype=torch.bool, device=logits.device)
+    if k == 0:
+        return masks, nonempty
+    ay = _axis_weights(h, factor, int(valid_hw[0]), out_h, logits.device)  # (out_h, h)
+    ax = _axis_weights(w, factor, int(valid_hw[1]), out_w, logits.device)  # (out_w, w)
+    # output rows (columns) touched by each mask's positive coarse rows (columns); a float max is many
+    # times faster than a bool any on a CPU
+    rows = ((logits.amax(2) > 0).to(ay.dtype) @ (ay != 0).T.to(ay.dtype)) > 0  # (K, out_h)
+    cols = ((logits.amax(1) > 0).to(ax.dtype) @ (ax != 0).T.to(ax.dtype)) > 0  # (K, out_w)
+    row_span, col_span = _true_spans(rows), _true_spans(cols)
+    # coarse rows (columns) each output row (column) reads: first and last non-zero weight
+    ay_first, ay_last = _true_spans(ay != 0)
+    ax_first, ax_last = _true_spans(ax != 0)
+    for i, ((r0, r1), (c0, c1)) in enumerate(zip(zip(*row_span), zip(*col_span))):
+        if r1 < 0 or c1 < 0:  # no positive coarse pixel: an empty mask
+            continue
+        i0, i1 = min(ay_first[r0:r1 + 1]), max(ay_last[r0:r1 + 1]) + 1
+        j0, j1 = min(ax_first[c0:c1 + 1]), max(ax_last[c0:c1 + 1]) + 1
+        window = ay[r0:r1 + 1, i0:i1] @ logits[i, i0:i1, j0:j1] @ ax[c0:c1 + 1, j0:j1].T
+        masks[i, r0:r1 + 1, c0:c1 + 1] = window > 0
+        nonempty[i] = window.amax() > 0
+    return masks, nonempty
+
+
+def _true_spans(flags: torch.Tensor) -> tuple[list[int], list[int]]:
+    """(K, n) bool -> per row the first and last index of a True value ([n, -1] for a row without one)."""
+    n = flags.shape[1]
+    idx = torch.arange(n, device=flags.device)
+    first = torch.where(flags, idx, n).amin(1)
+    last = torch.where(flags, idx, -1).amax(1)
+    return first.tolist(), last.tolist()

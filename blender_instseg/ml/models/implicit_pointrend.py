@@ -15,7 +15,7 @@ branch, category branch and its focal loss, grid targets, maskness, Matrix NMS. 
 points per instance (importance sampling on the detached MLP output over the stride-4 grid, plus
 uniform points, ``point_head.uncertain_points_with_randomness``) and takes BCE at the points against
 the full-resolution GT. Inference queries every kept instance's MLP densely at every pixel centre
-of the input (not adaptive subdivision), then crops and resizes with ``crop_and_resize_logits``.
+of the input (not adaptive subdivision), then crops, resizes and thresholds with ``logits_to_masks``.
 """
 
 from __future__ import annotations
@@ -191,10 +191,10 @@ class ImplicitPointRend(SOLOv2Lite):
         """Stride-4 logits (for SOLOv2's maskness, area filter and Matrix NMS): the MLPs at the mask-feature pixels."""
         return self.query_grid(out, b, cell, tuple(out["mask_feat"].shape[-2:]))
 
-    def full_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
-                    refine: bool | None) -> torch.Tensor:
-        """Input-resolution logits: every pixel centre queried (``refine=False``: the stride-4 logits x4 bilinear)."""
+    def kept_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
+                    refine: bool | None) -> tuple[torch.Tensor, int]:
+        """Every pixel centre of the input queried (factor 1); ``refine=False``: the stride-4 logits (factor 4)."""
         h, w = out["mask_feat"].shape[-2:]
         if refine is False:
-            return F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
-        return self.query_grid(out, b, cell, (4 * h, 4 * w))
+            return logits, 4
+        return self.query_grid(out, b, cell, (4 * h, 4 * w)), 1

@@ -71,24 +71,27 @@ class RoIMaskClassifier(nn.Module):
         self.fc = nn.Sequential(nn.Linear(c, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
 
     def forward(self, image: torch.Tensor, feat: torch.Tensor, weights: torch.Tensor, views: int = 1,
-                jitter: float = 0.0, generator: torch.Generator | None = None, flip_tta: bool = False) -> torch.Tensor:
+                jitter: float = 0.0, generator: torch.Generator | None = None, flip_tta: bool = False,
+                above: torch.Tensor | None = None) -> torch.Tensor:
         """image: (3, H, W) normalised input; feat: (E, h, w) mask features at the weights' resolution;
         weights: (K, h, w) soft masks in [0, 1] -> (K * views, C) class logits, view-major (all
         masks' first view, then all second views, ...). Training views > 1 jitter the crop
         (``layers.object_crops.jitter_crops``), standing in for the imperfect predicted masks of inference.
         ``flip_tta`` (inference): the mean log-probabilities of each crop and its mirror image, which
-        are valid logits (it raises the classifier's held-out accuracy).
+        are valid logits (it raises the classifier's held-out accuracy). ``above``: weights > 0.5 as
+        0/1 floats, if the caller has it (``square_crops``).
         """
         if len(weights) == 0:
             return self.fc[-1].weight.new_zeros((0, self.fc[-1].out_features))
-        return self.classify(self.crops(image, feat, weights, views, jitter, generator), flip_tta)
+        return self.classify(self.crops(image, feat, weights, views, jitter, generator, above), flip_tta)
 
     def crops(self, image: torch.Tensor, feat: torch.Tensor, weights: torch.Tensor, views: int = 1,
-              jitter: float = 0.0, generator: torch.Generator | None = None) -> torch.Tensor:
+              jitter: float = 0.0, generator: torch.Generator | None = None,
+              above: torch.Tensor | None = None) -> torch.Tensor:
         """The (K * views, 4 [+ reduced], size, size) crops ``forward`` classifies, for callers that
         classify the crops of several images in one call (training: one batched CNN pass per step
         instead of one per image)."""
-        theta = square_crops(weights.detach())
+        theta = square_crops(weights.detach(), above=above)
         if views > 1:
             theta = jitter_crops(theta, views, jitter, generator)
             weights = weights.repeat(views, 1, 1)
@@ -100,5 +103,8 @@ class RoIMaskClassifier(nn.Module):
         with ``flip_tta`` the mean log-probabilities of each crop and its mirror image."""
         if not flip_tta:
             return self.fc(self.net(crops))
-        log_p = F.log_softmax(self.fc(self.net(torch.cat([crops, crops.flip(-1)]))), dim=1)
-        return 0.5 * (log_p[: len(crops)] + log_p[len(crops):])
+        # two passes rather than one over both halves concatenated: the same numbers (GroupNorm is per
+        # crop), and on a CPU each pass's working set stays in cache (about a quarter faster)
+        log_p = F.log_softmax(self.fc(self.net(crops)), dim=1)
+        log_q = F.log_softmax(self.fc(self.net(crops.flip(-1))), dim=1)
+        return 0.5 * (log_p + log_q)

@@ -21,7 +21,7 @@ from ..matrix_nms import matrix_nms
 from ..layers.object_crops import shuffle_channels
 from ..targets import SoloTargets
 from .backbone import Backbone, conv_gn
-from .base import InstanceSegModel, ModelConfigBase, TargetFn, crop_and_resize_logits, empty_prediction
+from .base import InstanceSegModel, ModelConfigBase, TargetFn, empty_prediction, logits_to_masks
 from .fpn import FPN
 from .mask_classifiers import MaskPooledClassifier, RoIMaskClassifier
 from .point_head import PointHead, mask_boxes, point_sample, uncertain_points_with_randomness
@@ -340,10 +340,15 @@ class SOLOv2Lite(InstanceSegModel):
         if picked is None:
             return empty_prediction(out_hw)
         cell, label, scores, logits = picked
-        full = self.full_logits(out, b, cell, logits, refine)
-        masks = crop_and_resize_logits(full, valid_hw, out_hw) > 0
-        nonempty = masks.flatten(1).any(1)
-        return {"masks": masks[nonempty], "labels": label[nonempty], "scores": scores[nonempty]}
+        # a cell named with several classes has one mask: refine and upsample it once
+        unique, inverse = torch.unique(cell, return_inverse=True)
+        first = torch.empty_like(unique).scatter_(0, inverse, torch.arange(len(cell), device=cell.device))
+        coarse, factor = self.kept_logits(out, b, unique, logits[first], refine)
+        masks, nonempty = logits_to_masks(coarse, factor, valid_hw, out_hw)
+        nonempty = nonempty[inverse]
+        if nonempty.all():
+            return {"masks": masks[inverse], "labels": label, "scores": scores}
+        return {"masks": masks[inverse[nonempty]], "labels": label[nonempty], "scores": scores[nonempty]}
 
     def mask_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor) -> torch.Tensor:
         """(K, h, w) stride-4 mask logits of grid cells ``cell`` of image ``b``: kernel . mask features."""
@@ -377,44 +382,52 @@ class SOLOv2Lite(InstanceSegModel):
                              for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
         logits = self.mask_logits(out, b, cell)
         probs = torch.sigmoid(logits)
-        masks = probs > cfg.mask_thr
-        area = masks.flatten(1).sum(1).float()
+        # binary masks as 0/1 floats: the area, maskness, crop boxes and Matrix NMS all read them as
+        # floats (sums of 0s and 1s are exact), and float reductions are much faster than bool ones
+        masks = (probs > cfg.mask_thr).to(probs.dtype)
+        area = masks.flatten(1).sum(1)
         keep = area > strides
         if not keep.any():
             return None
-        cell, logits, probs, masks, area, scores, label = (cell[keep], logits[keep], probs[keep], masks[keep], area[keep],
-                                                           scores[keep], label[keep])
+        if not keep.all():  # (copies of the maps only when some go)
+            cell, logits, probs, masks, area, scores, label = (cell[keep], logits[keep], probs[keep], masks[keep],
+                                                               area[keep], scores[keep], label[keep])
+        # From here on a detection is (index of its candidate mask ``src``, label, score): the mask maps
+        # stay one per candidate, however many classes name it.
+        maskness = (probs * masks).flatten(1).sum(1) / area  # a property of the mask, whatever its class
         if self.mask_cls is not None:
-            picked = self.reclassify(out, b, cell, scores, logits, probs, masks, area)
-            if picked is None:
+            named = self.name_candidates(out, b, cell, scores, probs, masks)
+            if named is None:
                 return None
-            cell, label, scores, logits, probs, masks, area = picked
-        maskness = (probs * masks).flatten(1).sum(1) / area
-        scores = scores * maskness
+            src, label, scores = named
+        else:
+            src = torch.arange(len(cell), device=device)
+        scores = scores * maskness[src]
         keep = scores >= cfg.update_thr  # exact, as above: they cannot pass and decay only lower ones
         if not keep.any():
             return None
-        cell, logits, masks, area, label, scores = (cell[keep], logits[keep], masks[keep], area[keep], label[keep],
-                                                    scores[keep])
+        src, label, scores = src[keep], label[keep], scores[keep]
         scores, order = scores.sort(descending=True)
-        cell, logits, masks, area, label = cell[order], logits[order], masks[order], area[order], label[order]
-        scores = matrix_nms(masks, label, scores, mask_area=area, kernel=cfg.nms_kernel, sigma=cfg.nms_sigma)
+        src, label = src[order], label[order]
+        scores = matrix_nms(masks, label, scores, mask_area=area, mask_index=src, kernel=cfg.nms_kernel,
+                            sigma=cfg.nms_sigma)
         keep = scores >= cfg.update_thr
         if not keep.any():
             return None
-        cell, logits, scores, label = cell[keep], logits[keep], scores[keep], label[keep]
+        src, scores, label = src[keep], scores[keep], label[keep]
         scores, order = scores.sort(descending=True)
         order = order[: cfg.max_per_img]
-        scores, cell, logits, label = scores[: cfg.max_per_img], cell[order], logits[order], label[order]
-        return cell, label, scores, logits
+        scores, src, label = scores[: cfg.max_per_img], src[order], label[order]
+        return cell[src], label, scores, logits[src]
 
     def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor,
-                       flip_tta: bool = False) -> torch.Tensor:
+                       flip_tta: bool = False, above: torch.Tensor | None = None) -> torch.Tensor:
         """(K, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w); ``flip_tta``
-        (RoI classifier only): crop and mirror image together. The RoI classifier's training views
-        are cut in ``loss`` (``RoIMaskClassifier.crops``), batched over the images."""
+        (RoI classifier only): crop and mirror image together; ``above``: weights > 0.5, when known
+        (``square_crops``; 0/1 floats). The RoI classifier's training views are cut in ``loss``
+        (``RoIMaskClassifier.crops``), batched over the images."""
         if isinstance(self.mask_cls, RoIMaskClassifier):
-            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, flip_tta=flip_tta)
+            return self.mask_cls(out["fine"][0][b], out["mask_feat"][b], weights, flip_tta=flip_tta, above=above)
         assert self.mask_cls is not None
         return self.mask_cls([m[b] for m in out["pool"]], weights)
 
@@ -430,10 +443,29 @@ class SOLOv2Lite(InstanceSegModel):
 
         Why a product: an unsure decision then ranks below a sure one in every image, which is what AP
         measures. The product is compared with ``update_thr``: the candidate threshold, which is higher,
-        would drop many right detections."""
+        would drop many right detections.
+
+        Returns the kept (cell, label, score, logits, probs, masks, area), one row per (cell, class);
+        ``select`` uses ``name_candidates``, which returns indices instead of copies of the maps."""
+        named = self.name_candidates(out, b, cell, objectness, probs)
+        if named is None:
+            return None
+        src, label, scores = named
+        return cell[src], label, scores, logits[src], probs[src], masks[src], area[src]
+
+    def name_candidates(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
+                        probs: torch.Tensor, masks: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``reclassify``'s decision as (src, label, score): ``src`` indexes the candidates, so a cell
+        kept with several classes still has one mask, or None when no class of any candidate scores
+        ``update_thr``. ``masks``: probs > ``mask_thr`` as 0/1 floats, every one non-empty (``select``'s
+        candidates)."""
         assert self.mask_cls is not None
         cfg = self.cfg
-        log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta), dim=1)
+        # the crop box is taken from the pixels > 0.5: with that threshold the caller's masks are those pixels
+        above = masks if masks is not None and cfg.mask_thr == 0.5 else None
+        log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta, above=above),
+                                  dim=1)
         if cfg.mask_cls_grid_weight:
             grid = torch.sigmoid(out["cate"][b][cell]).clamp_min(1e-6)
             log_p = log_p + cfg.mask_cls_grid_weight * torch.log(grid)
@@ -444,21 +476,28 @@ class SOLOv2Lite(InstanceSegModel):
         keep = scores >= cfg.update_thr
         if not keep.any():
             return None
-        src = src[keep]
-        return cell[src], top_c.flatten()[keep], scores[keep], logits[src], probs[src], masks[src], area[src]
+        return src[keep], top_c.flatten()[keep], scores[keep]
 
-    def full_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
-                    refine: bool | None) -> torch.Tensor:
-        """(K, H, W) logits at input resolution from the stride-4 ``logits``: point-head subdivision, or
-        bilinear x4 without the head (or with ``refine=False``)."""
+    def kept_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
+                    refine: bool | None) -> tuple[torch.Tensor, int]:
+        """The kept detections' mask logits before the last bilinear upsampling, and its factor: the
+        stride-4 ``logits`` and 4, or with the point head (unless ``refine=False``) its subdivision and
+        what is left to input resolution (1 after the default 2 steps). ``postprocess`` upsamples,
+        crops, resizes and thresholds them in one step (``logits_to_masks``)."""
         cfg = self.cfg
         use_points = self.point_head is not None if refine is None else (refine and self.point_head is not None)
         if use_points:
             assert self.point_head is not None
             fine = [m[b:b + 1] for m in out["fine"]]
-            full = self.point_head.refine(fine, logits, cfg.subdivision_steps, cfg.subdivision_points)
-            scale = 4 // (2 ** cfg.subdivision_steps)
-            if scale > 1:
-                full = F.interpolate(full[:, None], scale_factor=scale, mode="bilinear", align_corners=False)[:, 0]
-            return full
-        return F.interpolate(logits[:, None], scale_factor=4, mode="bilinear", align_corners=False)[:, 0]
+            refined = self.point_head.refine(fine, logits, cfg.subdivision_steps, cfg.subdivision_points)
+            return refined, max(1, 4 // (2 ** cfg.subdivision_steps))
+        return logits, 4
+
+    def full_logits(self, out: dict[str, Any], b: int, cell: torch.Tensor, logits: torch.Tensor,
+                    refine: bool | None) -> torch.Tensor:
+        """(K, H, W) float logits at input resolution (``kept_logits`` upsampled), for callers that want
+        the soft maps; ``postprocess`` never builds them."""
+        coarse, factor = self.kept_logits(out, b, cell, logits, refine)
+        if factor == 1:
+            return coarse
+        return F.interpolate(coarse[:, None], scale_factor=factor, mode="bilinear", align_corners=False)[:, 0]
