@@ -228,6 +228,12 @@ def test_predictions_of_the_wrong_size_report_an_error(scene, tmp_path: Path) ->
     pred_path.write_text("{not json")
     with pytest.raises(RuntimeError, match="not valid JSON"):
         bpy.ops.instseg.predict_view(predictions_path=str(pred_path))
+    full = np.zeros((RES, RES), bool)
+    full[2:5, 2:5] = True
+    for bad in (float("nan"), 5.0, "high"):  # NaN would slip past every threshold comparison
+        pred_path.write_text(json.dumps([{"image_id": 1, "category_id": 1, "score": bad, "segmentation": _rle(full)}]))
+        with pytest.raises(RuntimeError, match="scores must be numbers in"):
+            bpy.ops.instseg.predict_view(predictions_path=str(pred_path))
 
 
 def test_no_camera_reports_an_error(scene, tmp_path: Path) -> None:

@@ -100,7 +100,11 @@ def load_predictions(path: Path, shape: tuple[int, int], score_threshold: float)
     for file_index, p in enumerate(data):
         if not isinstance(p, dict) or "segmentation" not in p:
             raise ValueError(f"{path}: every prediction needs a 'segmentation' (RLE)")
-        if float(p.get("score", 1.0)) < score_threshold:
+        score = p.get("score", 1.0)
+        # NaN passes no comparison, so it would never be cut by the threshold: refuse it by name
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not 0.0 <= score <= 1.0:
+            raise ValueError(f"{path}: prediction {file_index} has score {score!r}; scores must be numbers in [0, 1]")
+        if score < score_threshold:
             continue
         seg = p["segmentation"]
         size = tuple(seg.get("size", ())) if isinstance(seg, dict) else ()
