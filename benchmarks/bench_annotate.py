@@ -14,6 +14,11 @@ spheres and 2 collection instances of a 3-part chair, perspective camera, 24 fra
 The rows take turns frame by frame (so machine load falls on all alike); medians of wall and CPU
 seconds (CPU: all threads of this process, comparable on a busy machine). Overhead =
 (annotate RGB - bare) / bare. The first frame is a warm-up, not counted.
+
+4. generator RGB / masks-only: the generator's per-image cost (``render_image.render_index``) on its
+   own procedural scenes of 14 objects (the annotated scene's count: 12 shapes + 2 chairs) at the
+   same size and samples, for comparison; measured after the rows above (the generator resets
+   Blender's data), so not interleaved with them.
 """
 
 from __future__ import annotations
@@ -113,6 +118,30 @@ def measure(blend: Path, out: Path, frames: int, samples: int) -> dict[str, list
     return times
 
 
+def measure_generator(out: Path, images: int, res: int, samples: int) -> dict[str, list[tuple[float, float]]]:
+    """(wall s, CPU s) per image of the generator on 14-object scenes, RGB and masks-only; the first
+    image of each is a warm-up, not counted."""
+    from blender_instseg.blender.render import cycles as cy
+    from blender_instseg.blender.render_image import RenderTask, render_index
+    from blender_instseg.blender.scene import builder
+    from blender_instseg.core.genconfig import GeneratorConfig
+
+    times: dict[str, list[tuple[float, float]]] = {}
+    for name, masks_only in (("generator RGB", False), ("generator masks-only", True)):
+        cfg = GeneratorConfig()
+        cfg.objects.min_count = cfg.objects.max_count = 14
+        cfg.render.resolution, cfg.render.samples, cfg.render.masks_only = [res, res], samples, masks_only
+        builder.reset_blender()
+        task = RenderTask(cfg.validate(), out / name.replace(" ", "_"), 0, images + 1, device=cy.choose_device("cpu"))
+        times[name] = []
+        for index in range(images + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            render_index(task, index)
+            if index > 0:
+                times[name].append((time.perf_counter() - t0, time.process_time() - c0))
+    return times
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--res", type=int, default=512)
@@ -123,6 +152,7 @@ def main() -> int:
         blend = Path(tmp) / "bench.blend"
         build_scene(blend, a.res, a.samples)
         times = measure(blend, Path(tmp), a.frames, a.samples)
+        times.update(measure_generator(Path(tmp) / "generator", a.frames, a.res, a.samples))
     print(f"{a.res}x{a.res}, {a.samples} spp, {a.frames} frames, CPU device; median wall / CPU seconds per frame")
     med = {name: (statistics.median(w for w, _ in t), statistics.median(c for _, c in t)) for name, t in times.items()}
     for name, (wall, cpu) in med.items():
