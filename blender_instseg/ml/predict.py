@@ -214,8 +214,11 @@ def run_inference(model: torch.nn.Module, items: list[tuple[int, Path]], categor
     the convolutions (a score may differ in the 6th decimal).
     """
     dataset = ImageFiles([path for _, path in items], image_size, keep_images=overlays is not None)
+    # spawned, not forked: a fork of a process whose OpenMP / OpenCV thread pools have run (a warm
+    # server, a test process) can deadlock in the child's first parallel call
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=workers, collate_fn=_one_item,
-                                         worker_init_fn=_worker_init if workers else None)
+                                         worker_init_fn=_worker_init if workers else None,
+                                         multiprocessing_context="spawn" if workers else None)
     results: list[dict[str, Any]] = []
     images: list[dict[str, Any]] = []
     t0 = time.perf_counter()
