@@ -348,9 +348,12 @@ class Trainer:
         # its own generator: iter() would otherwise draw a worker base seed from the global torch RNG
         # right after a resume restored it, and models that sample (point head, RPN/RoI sampling)
         # would see another random stream than the uninterrupted run
+        # workers are spawned, not forked: a fork of this process (its OpenMP pool has run while the
+        # model was built) could leave a worker waiting forever on a lock a parent thread held
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=cfg.workers,
                                              collate_fn=collate, persistent_workers=cfg.workers > 0,
-                                             generator=torch.Generator().manual_seed(cfg.seed + self.step))
+                                             generator=torch.Generator().manual_seed(cfg.seed + self.step),
+                                             multiprocessing_context="spawn" if cfg.workers > 0 else None)
         net = self.ddp or self.model
         self.model.train()
         bar = ProgressBar()
