@@ -70,13 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--real-size", action="store_true", default=None,
                    help="keep every object's own size in metres instead of drawing it from objects.scale")
     k = p.add_argument_group("looks (override the config; your own images: docs/generator.md)")
-    k.add_argument("--hdri", type=Path, metavar="DIR",
+    k.add_argument("--hdri", type=path_arg, metavar="DIR",
                    help="equirectangular environments (.hdr .exr .png .jpg under DIR) light the scene and are "
                         "its background, randomly turned and scaled per image (world.hdri_probability of the images)")
-    k.add_argument("--backgrounds", type=Path, metavar="DIR",
+    k.add_argument("--backgrounds", type=path_arg, metavar="DIR",
                    help="photographs (.png .jpg .tif under DIR) behind the scene, with the objects' shadows on "
                         "them; used on images whose camera looks down without seeing the horizon")
-    k.add_argument("--textures", type=Path, metavar="DIR",
+    k.add_argument("--textures", type=path_arg, metavar="DIR",
                    help="texture sets (Poly Haven / ambientCG naming: *_diff*/*Color*, *_rough*/*Roughness*, "
                         "*_nor_gl*/*NormalGL*) on the ground, the distractors and some objects")
     s = p.add_argument_group("scene and render (override the config)")
