@@ -130,6 +130,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "predict out is a folder": (_with(PREDICT, "--out", "{ws}/bad_png"), "is a folder"),
     "predict out under a file": (_with(PREDICT, "--out", "{ws}/a_file/p.json"), "which is a file"),
     "predict overlays empty": (PREDICT + ["--overlays", ""], "--overlays is empty"),
+    "predict batch size 0": (PREDICT + ["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+    "predict workers -1": (PREDICT + ["--workers", "-1"], "--workers must be >= 0, got -1"),
     "predict overlays is a file": (PREDICT + ["--overlays", "{ws}/a_file"], "not a folder"),
     "predict checkpoint empty": (_with(PREDICT, "--checkpoint", ""), "--checkpoint is empty"),
     "predict checkpoint missing": (_with(PREDICT, "--checkpoint", "{ws}/nope.pt"), "checkpoint not found"),
