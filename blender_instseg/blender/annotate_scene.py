@@ -46,7 +46,7 @@ from ..generator.cli import UsageError, held_out_dir, progress_mode
 from ..generator.progress import Progress, StopWatcher
 from .render import amodal, annotate, output
 from .render import cycles as cy
-from .scene import blend_source, instances
+from .scene import blend_source, instances, transparency
 from .scene.assets import AssetImportError
 
 log = logging.getLogger("blender_instseg.annotate_scene")
@@ -246,6 +246,12 @@ def _label_settings(scene: Any) -> Iterator[tuple[Any, str, Any]]:
                 (c, "use_adaptive_sampling", False), (c, "max_bounces", 0), (scene.render, "use_motion_blur", False))
     if scene.camera is not None and scene.camera.data.dof.use_dof:
         yield scene.camera.data.dof, "use_dof", False
+    # the opaque black-emission override skips textures and light sampling; it writes the same ids
+    # unless a material can be seen through or displaces its surface, which keep the real materials
+    override = cy.label_material()
+    used = [m for m in bpy.data.materials if m.users and m != override]
+    if not transparency.label_override_blocker(used):
+        yield bpy.context.view_layer, "material_override", override
 
 
 def _render_labels(scene: Any) -> dict[str, np.ndarray]:

@@ -181,7 +181,7 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
     c.caustics_reflective = c.caustics_refractive = False
     vl = bpy.context.view_layer
     # a black emission override skips textures and light sampling: ~4x faster label renders, same ids
-    vl.material_override = _label_material() if s.label_only and not s.label_alpha else None
+    vl.material_override = label_material() if s.label_only and not s.label_alpha else None
     vl.pass_alpha_threshold = 0.5  # Index/Depth are written at the first surface with alpha >= this
     # the shutter is centred on the frame, so a render without blur shows the scene at the shutter's centre
     r.use_motion_blur = s.motion_blur
@@ -203,7 +203,7 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
 _LABEL_MATERIAL: list[bpy.types.Material] = []
 
 
-def _label_material() -> bpy.types.Material:
+def label_material() -> bpy.types.Material:
     """A zero-strength emission material (fake user, kept across scenes, rebuilt after a factory reset)."""
     if _LABEL_MATERIAL:
         try:

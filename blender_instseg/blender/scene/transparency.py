@@ -18,6 +18,7 @@ that honours it keeps the real materials and has transparent bounces (``cycles.R
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 import bpy
 import numpy as np
@@ -59,3 +60,53 @@ class TransparencySpec:
             nt.links.new(noise.outputs["Fac"], clip.inputs[0])
             nt.links.new(clip.outputs["Value"], bsdf.inputs["Alpha"])
         return mat
+
+
+# node types that let a camera ray through (or cut a hole) wherever they are mixed in
+_SEE_THROUGH_NODES = ("BSDF_TRANSPARENT", "HOLDOUT")
+# inputs that make a shader partly transparent, and their opaque value
+_OPACITY_INPUTS = (("Alpha", 1.0), ("Transparency", 0.0))
+
+
+def _tree_lets_rays_through(tree: "bpy.types.NodeTree", seen: set[str]) -> str:
+    """Why a shader node tree can let a camera ray through its surface ('' when it cannot)."""
+    if tree.name in seen:
+        return ""
+    seen.add(tree.name)
+    for node in tree.nodes:
+        if node.type in _SEE_THROUGH_NODES:
+            return f"a {node.bl_label} node"
+        for name, opaque in _OPACITY_INPUTS:
+            socket = node.inputs.get(name) if node.type != "GROUP_INPUT" else None
+            if socket is not None and getattr(socket, "type", "") == "VALUE" and \
+                    (socket.is_linked or abs(float(socket.default_value) - opaque) > 1e-6):
+                return f"{node.bl_label} {name}"
+        if node.type == "GROUP" and node.node_tree is not None:
+            why = _tree_lets_rays_through(node.node_tree, seen)
+            if why:
+                return why
+    return ""
+
+
+def label_override_blocker(materials: "Iterable[bpy.types.Material]") -> str:
+    """'' when the opaque label override renders the same ids as these materials, else why not.
+
+    The override replaces every surface by an opaque one; it is exact only where each material is
+    opaque and leaves the geometry as it is. So a material that can let a ray through (Transparent
+    BSDF, Holdout, an Alpha below 1 or driven by a link), has no surface shader (a volume only), or
+    moves its surface by true displacement keeps the real materials in the label render.
+    """
+    for mat in materials:
+        tree = getattr(mat, "node_tree", None)
+        if tree is None or (bpy.app.version < (5, 0, 0) and not mat.use_nodes):
+            continue  # a plain, opaque surface
+        outputs = [n for n in tree.nodes if n.type == "OUTPUT_MATERIAL" and n.is_active_output]
+        if not outputs or not outputs[0].inputs["Surface"].is_linked:
+            return f"material {mat.name!r} has no surface shader"
+        if outputs[0].inputs["Displacement"].is_linked and \
+                getattr(mat, "displacement_method", "BUMP") in ("DISPLACEMENT", "BOTH"):
+            return f"material {mat.name!r} displaces its surface"
+        why = _tree_lets_rays_through(tree, set())
+        if why:
+            return f"material {mat.name!r} can be see-through ({why})"
+    return ""
