@@ -142,6 +142,12 @@ class InstSegSettings(bpy.types.PropertyGroup):
         name="Resume", default=True,
         description="Continue the run folder's last checkpoint (Minutes/Epochs count the whole run); "
                     "off = the run folder must be new")
+    train_init: EnumProperty(  # type: ignore[valid-type]
+        name="Start From", default="bundled",
+        items=[("bundled", "Pretrained Weights", "The weights shipped with the add-on (they find objects of any "
+                "kind); the category head learns your categories. Reaches a usable model in minutes"),
+               ("none", "Random Weights", "Train from scratch (slower to reach the same accuracy)")],
+        description="The weights a new run starts from (a resumed run keeps its own)")
     device: EnumProperty(name="Device", items=DEVICES, default="auto")  # type: ignore[valid-type]
     # Hard-scene mining (one loop round per button press; docs/loop.md)
     mining_dir: StringProperty(  # type: ignore[valid-type]

@@ -29,7 +29,7 @@ FLAG_LABELS: dict[str, dict[str, str]] = {
                  "--masks-only": "Masks Only", "--blend-collection": "Parent Collection",
                  "--uncategorized": "Uncategorized", "--blend": "the saved file"},
     "train": {"--out": "Run Folder", "--data": "Output Folder (Dataset)", "--minutes": "Minutes",
-              "--epochs": "Epochs", "--device": "Device", "--resume": "Resume", "--init": "Checkpoint"},
+              "--epochs": "Epochs", "--device": "Device", "--resume": "Resume", "--init": "Start From"},
     "mine": {"--run": "Mining Folder", "--data": "Output Folder (Dataset)", "--init": "Checkpoint",
              "--budget": "New Images", "--steps-per-round": "Steps per Round", "--strategy": "Strategy",
              "--heldout": "Held-out Set"},

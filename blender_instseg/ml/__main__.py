@@ -86,6 +86,10 @@ def _check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
             parser.error(f"{flag} is empty")
     if any(not str(p).strip() for p in getattr(args, "images", None) or []):
         parser.error("--images is empty")  # '' would mean the current folder
+    if getattr(args, "checkpoint", None) == "bundled":
+        from .weights import BUNDLED
+
+        args.checkpoint = str(BUNDLED)  # the shipped class-agnostic weights (category "object")
     if args.command == "train":
         missing = [flag for flag, value in (("--data", args.data), ("--out", args.out)) if not value]
         if missing and args.model != "list":

@@ -68,8 +68,14 @@ def train(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     start = p.add_mutually_exclusive_group()
     start.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from last.pt (exact step count)")
-    start.add_argument("--init", metavar="CKPT", help="start a new run from this checkpoint's weights and network "
-                       "(fine-tuning, e.g. on more data): fresh optimizer, schedule and step 0")
+    start.add_argument("--init", metavar="CKPT|bundled|none",
+                       help="weights a new run starts from: a checkpoint (its network; a different category list "
+                       "gets a fresh category head), 'bundled' (the pretrained class-agnostic weights shipped with "
+                       "the add-on), or 'none' (random). Default: bundled when the run uses the default network, "
+                       "else none. Fresh optimizer, schedule and step 0")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="fold every category into one, 'object': the model learns to find and mask objects of any "
+                        "kind (how the bundled weights are trained)")
     p.add_argument("--batch-size", type=int, default=_default("batch_size"),
                    help=f"images per step per process (default {_default('batch_size')})")
     p.add_argument("--image-size", type=int, default=_default("image_size"),
@@ -108,7 +114,8 @@ def train(p: argparse.ArgumentParser) -> None:
 
 
 def predict(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by train (or a run folder with last.pt)")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train, a run folder with last.pt, or "
+                   "'bundled' (the pretrained weights shipped with the add-on: every object, category 'object')")
     p.add_argument("--images", nargs="+", metavar="PATH",
                    help="a dataset's annotations JSON, or image files and/or folders of images (required without --serve)")
     p.add_argument("--out", help="predictions JSON to write (COCO results format; required without --serve)")
@@ -131,7 +138,8 @@ def predict(p: argparse.ArgumentParser) -> None:
 
 
 def evaluate(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="a .pt file written by train (or a run folder with last.pt)")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by train, a run folder with last.pt, or "
+                   "'bundled' (the pretrained weights shipped with the add-on: every object, category 'object')")
     p.add_argument("--data", required=True, help="dataset folder (uses annotations_val.json, else annotations.json) or a COCO JSON")
     p.add_argument("--out", required=True, metavar="REPORT_DIR", help="folder for predictions.json, metrics.json, report.md, plots")
     p.add_argument("--split", help="score annotations_<SPLIT>.json of the dataset folder")
@@ -140,6 +148,9 @@ def evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="inference size of the longer side (default: the training size)")
     p.add_argument("--no-refine", action="store_true", help="skip the point-head refinement")
     p.add_argument("--no-plots", action="store_true", help="write metrics.json and report.md only")
+    p.add_argument("--class-agnostic", action="store_true",
+                   help="score every object as one category, 'object' (REPORT_DIR/annotations_object.json): how "
+                        "well a class-agnostic checkpoint such as 'bundled' finds the dataset's objects")
 
 
 def models(p: argparse.ArgumentParser) -> None:

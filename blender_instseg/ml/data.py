@@ -140,6 +140,18 @@ def resolve_dataset(data: str | Path, *, val_split: str | None = None, val_fract
     return CocoSource(full.path, full.categories, train_recs), CocoSource(full.path, full.categories, val_recs)
 
 
+#: the one category of a class-agnostic run (``train --class-agnostic``) and of the bundled weights
+OBJECT_CATEGORY: dict[str, Any] = {"id": 1, "name": "object", "supercategory": "object"}
+
+
+def class_agnostic(src: CocoSource) -> CocoSource:
+    """``src`` with every category folded into ``OBJECT_CATEGORY``: the model learns "an object",
+    not which one, so its weights transfer to categories it never saw (the bundled weights)."""
+    records = [ImageRecord(r.image_id, r.path, r.width, r.height,
+                           [{**a, "category_id": OBJECT_CATEGORY["id"]} for a in r.anns]) for r in src.records]
+    return CocoSource(src.path, [dict(OBJECT_CATEGORY)], records)
+
+
 # OpenCV's own warnings ("imread_(...): can't open/read file") would be a second stderr line beside
 # our one-line error; the model side is its own process, so its OpenCV logs errors only.
 cv2.setLogLevel(2)  # LOG_LEVEL_ERROR

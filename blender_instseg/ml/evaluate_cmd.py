@@ -11,15 +11,22 @@ import logging
 from pathlib import Path
 
 from ..core import protocol
-from ..core.fileio import atomic_write_json
+from ..core.fileio import atomic_write_json, read_json
 from .checkpoint import categories_match, load_model
 from .cli_args import check_fraction, check_image_size
-from .data import DataError, check_images_readable, load_coco_source
+from .data import DataError, check_images_readable, class_agnostic, load_coco_source
 from .device import resolve_device
 from ..core.cliargs import check_out_folder
 from .predict import run_inference
 
 log = logging.getLogger(__name__)
+
+
+def folded_coco(ann_path: Path, category_id: int, categories: list[dict]) -> dict:
+    """The COCO file at ``ann_path`` with every annotation in the one category ``category_id``."""
+    coco = read_json(ann_path, "annotations file")
+    anns = [{**a, "category_id": category_id} for a in coco.get("annotations", [])]
+    return {**coco, "annotations": anns, "categories": categories}
 
 
 def pick_annotations(data: str, split: str | None) -> Path:
@@ -52,8 +59,17 @@ def run(args: argparse.Namespace) -> int:
     check_images_readable([r.path for r in src.records])
     device = resolve_device(args.device)
     model, ckpt = load_model(args.checkpoint, device)
-    if not categories_match(src.categories, ckpt["categories"]):
-        raise DataError(f"categories of {ann_path} differ from the checkpoint's")
+    if args.class_agnostic:
+        if len(ckpt["categories"]) != 1:
+            raise DataError(f"--class-agnostic needs a checkpoint of one category; {args.checkpoint} has "
+                            f"{len(ckpt['categories'])}")
+        src = class_agnostic(src)
+        src.categories = [dict(ckpt["categories"][0])]
+        ann_path = atomic_write_json(out / "annotations_object.json", folded_coco(ann_path, src.categories[0]["id"],
+                                                                                  src.categories))
+    elif not categories_match(src.categories, ckpt["categories"]):
+        hint = " (a class-agnostic checkpoint: pass --class-agnostic)" if len(ckpt["categories"]) == 1 else ""
+        raise DataError(f"categories of {ann_path} differ from the checkpoint's{hint}")
     size = int(args.image_size or ckpt.get("train_config", {}).get("image_size", 256))
     items = [(r.image_id, r.path) for r in src.records]
     results, _ = run_inference(model, items, src.category_ids, size, device,

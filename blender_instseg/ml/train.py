@@ -26,10 +26,12 @@ from ..core import protocol
 from ..core.fileio import atomic_write_json, atomic_write_text, remove_stale_temp_files
 from .checkpoint import FORMAT, CheckpointError, categories_match, load_checkpoint, save_checkpoint
 from .cli_args import MODEL_SWITCHES, check_fraction, check_image_size
-from .data import DataError, EpochBatches, InstanceDataset, check_images_readable, collate, resolve_dataset
+from .data import (DataError, EpochBatches, InstanceDataset, check_images_readable, class_agnostic, collate,
+                   resolve_dataset)
 from .device import autocast, check_precision, resolve_device
 from .ema import WeightEMA
 from .models import DEFAULT_ARCH, ModelConfigBase, architecture, build_model, config_from_dict
+from .pretrained import load_init_weights, resolve_init
 from ..core.cliargs import check_out_folder
 from .train_config import DEFAULT_EPOCHS, AugmentConfig, TrainConfig
 
@@ -140,10 +142,11 @@ class StepTrace:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, model_overrides: dict[str, Any] | None = None, device: str = "auto",
-                 resume: bool = False, arch: str | None = None, switches: dict[str, bool] | None = None) -> None:
+                 resume: bool = False, arch: str | None = None, switches: dict[str, bool] | None = None,
+                 start: str = "") -> None:
         """``arch``: registry name for a new run (default solov2); with --resume/--init it must match the checkpoint's.
         ``switches``: the model switches given (``model_switches``); a new run applies them, --resume/--init
-        keep the checkpoint's network."""
+        keep the checkpoint's network. ``start``: what a new run starts from, for the log (``resolve_init``)."""
         self.cfg = cfg
         self.run_dir = Path(cfg.out)
         self.rank, self.world, local = _dist_info()
@@ -180,6 +183,9 @@ class Trainer:
             raise CheckpointError(f"{self.run_dir} already holds a run (last.pt); pass --resume or choose another --out")
         self.train_src, self.val_src = resolve_dataset(cfg.data, val_split=cfg.val_split, val_fraction=cfg.val_fraction,
                                                        seed=cfg.seed)
+        if cfg.class_agnostic:
+            self.train_src = class_agnostic(self.train_src)
+            self.val_src = class_agnostic(self.val_src) if self.val_src is not None else None
         # every image decodes, before the run folder exists: a corrupt PNG found at step 500 would
         # leave a half-made run behind
         check_images_readable([r.path for r in self.train_src.records + (self.val_src.records if self.val_src else [])])
@@ -191,10 +197,10 @@ class Trainer:
         if ckpt is not None or init is not None:
             src = ckpt if ckpt is not None else init
             assert src is not None
-            if not categories_match(src["categories"], self.train_src.categories):
-                what = "resume" if ckpt is not None else "start from --init"
-                raise DataError(f"dataset categories differ from the checkpoint's; cannot {what} on this dataset")
-            self.model_cfg = config_from_dict(src["model_config"])
+            if ckpt is not None and not categories_match(src["categories"], self.train_src.categories):
+                raise DataError("dataset categories differ from the checkpoint's; cannot resume on this dataset")
+            # an --init checkpoint of other categories gives everything but its category head (load_init_weights)
+            self.model_cfg = config_from_dict({**src["model_config"], "num_classes": len(self.train_src.categories)})
             if arch is not None and arch != self.model_cfg.arch:
                 raise ValueError(f"--model {arch} differs from the checkpoint's model {self.model_cfg.arch}")
         else:
@@ -207,11 +213,10 @@ class Trainer:
         self.step = 0
         self.train_seconds = 0.0
         self.history: list[dict[str, Any]] = []
+        if start:  # logged once every check has passed: a refused run prints its one error line only
+            log.info("a new run starts from %s", start)
         if init is not None:
-            try:
-                self.model.load_state_dict(init["model"])
-            except RuntimeError as exc:
-                raise CheckpointError(f"--init checkpoint does not match the model code: {str(exc).splitlines()[0][:160]}") from None
+            load_init_weights(self.model, init, self.categories, Path(str(cfg.init)).name)
         self.ema = WeightEMA(self.model, cfg.ema_decay) if cfg.ema_decay > 0 else None
         self.precision = check_precision(cfg.precision)
         if ckpt is not None:
@@ -555,12 +560,16 @@ def run(args: argparse.Namespace) -> int:
     precision = check_precision(args.precision)
     config_cls = architecture(args.model or DEFAULT_ARCH)[0]
     overrides = parse_overrides(args.model_config, config_cls)
+    init, start = args.init, ""
+    if not args.resume:
+        init, start = resolve_init(args.init, arch=args.model, switches=model_switches(args), overrides=overrides)
     cfg = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, minutes=args.minutes, steps=args.steps,
                       batch_size=args.batch_size, image_size=args.image_size,
                       val_fraction=args.val_fraction or 0.0, val_split=args.val_split,
                       seed=args.seed, lr=args.lr, checkpoint_every=args.checkpoint_every, eval_every=args.eval_every,
-                      save_minutes=list(args.save_minutes), workers=args.workers, init=args.init,
+                      save_minutes=list(args.save_minutes), workers=args.workers, init=init,
+                      class_agnostic=args.class_agnostic,
                       ema_decay=args.ema_decay, precision=precision)
     trainer = Trainer(cfg, overrides, device=args.device, resume=args.resume, arch=args.model,
-                      switches=model_switches(args))
+                      switches=model_switches(args), start=start if not args.resume else "")
     return trainer.run()

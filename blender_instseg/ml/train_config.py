@@ -56,4 +56,5 @@ class TrainConfig:
     save_minutes: list[float] = field(default_factory=list)
     workers: int = 0
     init: str | None = None  # start from this checkpoint's weights (fine-tuning; fresh optimizer and step 0)
+    class_agnostic: bool = False  # every category folded into one, "object" (data.class_agnostic)
     augment: dict[str, Any] = field(default_factory=lambda: asdict(AugmentConfig()))

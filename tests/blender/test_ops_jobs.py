@@ -96,7 +96,7 @@ def test_train_blocking_reports_progress_loss_and_checkpoint(settings, tmp_path:
     assert state.summary == f"checkpoint: {tmp_path / 'run' / 'last.pt'}"
     argv = json.loads((tmp_path / "run" / "argv.json").read_text())
     assert argv == ["--data", str(tmp_path / "dataset"), "--out", str(tmp_path / "run"), "--device", "cpu",
-                    "--minutes", "0.5"]
+                    "--init", "bundled", "--minutes", "0.5"]  # Start From: Pretrained Weights, the default
     settings.epochs = 4
     assert bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok")) == {"FINISHED"}
     argv = json.loads((tmp_path / "run" / "argv.json").read_text())
@@ -166,7 +166,7 @@ def test_timer_path_updates_state_and_finishes(settings, tmp_path: Path, monkeyp
     assert state.status == "train finished" and state.last_error == ""
     argv = json.loads((tmp_path / "run" / "argv.json").read_text())
     assert argv == ["--data", str(tmp_path / "dataset"), "--out", str(tmp_path / "run"), "--device", "cpu",
-                    "--minutes", "0.5"]
+                    "--init", "bundled", "--minutes", "0.5"]
 
 
 def test_cancel_through_the_timer_keeps_the_checkpoint(settings, tmp_path: Path, monkeypatch) -> None:
@@ -301,3 +301,11 @@ def test_resume_trains_minutes_more_than_the_run_already_has(settings, tmp_path:
     assert bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok")) == {"FINISHED"}
     argv = json.loads((run / "argv.json").read_text())
     assert "--resume" in argv and argv[argv.index("--minutes") + 1] == "2"
+    assert "--init" not in argv  # a resumed run keeps its own weights
+
+
+def test_start_from_random_weights_passes_init_none(settings, tmp_path: Path) -> None:
+    settings.train_init = "none"
+    assert bpy.ops.instseg.train(python=_fake_python(tmp_path, "ok")) == {"FINISHED"}
+    argv = json.loads((tmp_path / "run" / "argv.json").read_text())
+    assert argv[argv.index("--init") + 1] == "none"

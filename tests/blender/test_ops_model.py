@@ -60,3 +60,31 @@ def test_train_evaluate_predict_with_the_real_model(addon, torch_python: str, tm
     assert state.summary.endswith("objects missed") and state.status == "predict finished"
     image = bpy.data.images["InstSeg Overlay"]
     assert tuple(image.size) == (64, 64)
+
+
+def test_predict_view_before_any_training_uses_the_bundled_weights(addon, torch_python: str, tmp_path: Path) -> None:
+    """No run and no Checkpoint: Predict View runs the shipped class-agnostic weights, every object "object"."""
+    import json
+
+    s = bpy.context.scene.instseg
+    s.dataset_dir, s.run_dir, s.checkpoint, s.predictions_path = "", str(tmp_path / "run"), "", ""
+    s.device, s.score_threshold, s.auto_threshold, s.predict_samples = "cpu", 0.0, False, 1
+    bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
+    state = bpy.context.window_manager.instseg_job
+    for ob in list(bpy.data.objects):
+        bpy.data.objects.remove(ob)
+    sc = bpy.context.scene
+    bpy.ops.mesh.primitive_cube_add()
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 4.0, (0, 0, 10)
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    sc.render.resolution_x = sc.render.resolution_y = 64
+    sc.render.resolution_percentage = 100
+    assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
+    assert "pretrained weights: objects of any kind" in state.summary
+    preds = json.loads((tmp_path / "out" / "predict" / "predictions.json").read_text())
+    assert {p["category_id"] for p in preds} <= {1}
+    s.checkpoint = str(tmp_path / "missing.pt")  # a Checkpoint set to a missing file is never replaced
+    with pytest.raises(RuntimeError, match="checkpoint not found"):
+        bpy.ops.instseg.predict_view(python=torch_python)

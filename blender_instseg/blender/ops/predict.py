@@ -27,6 +27,7 @@ from pycocotools import mask as mask_utils
 
 from ...core.evaluation import matching
 from ...core.fileio import atomic_write_bytes, read_json
+from ...ml.weights import BUNDLED, BUNDLED_CATEGORIES
 from ...procs.argv import child_env, ml_argv
 from ...procs.child import ChildResult
 from ...procs.server import ServerCall
@@ -46,6 +47,32 @@ VIEW_PNG = "view.png"
 PRED_JSON = "predictions.json"
 OVERLAY_PNG = "overlay.png"
 REQUEST_TIMEOUT_S = 120.0  # one click, cold start included; a stuck server is stopped after this
+
+
+@dataclass
+class PredictModel:
+    """The checkpoint Predict View runs and its category names."""
+
+    checkpoint: Path
+    categories: dict[int, str]
+    bundled: bool  # the shipped class-agnostic weights: no run trained yet
+
+
+def predict_model(context: Any) -> PredictModel:
+    """The Checkpoint setting, else the run folder's last.pt, else the bundled pretrained weights in
+    class-agnostic mode (every prediction is an "object"): a new user sees masks before any training.
+    A Checkpoint set to a missing file is an error, never silently replaced."""
+    paths = resolve_paths(context)
+    if settings(context).checkpoint.strip() or paths.checkpoint.is_file():
+        if not paths.checkpoint.is_file():
+            raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or clear Checkpoint)")
+        if paths.checkpoint.resolve() == BUNDLED:
+            return PredictModel(BUNDLED, dict(BUNDLED_CATEGORIES), True)
+        return PredictModel(paths.checkpoint, find_categories(paths.checkpoint, paths.dataset), False)
+    if not BUNDLED.is_file():
+        raise ValueError(f"no trained run in {paths.run} and the bundled weights are missing: {BUNDLED} "
+                         "(reinstall the add-on, or train first)")
+    return PredictModel(BUNDLED, dict(BUNDLED_CATEGORIES), True)
 
 
 def find_categories(checkpoint: Path | None, dataset: Path | None) -> dict[int, str]:
@@ -308,22 +335,22 @@ class INSTSEG_OT_predict_view(JobOperatorMixin, bpy.types.Operator):
 
     def build_spec(self, context: Any) -> jobs.JobSpec:
         s = settings(context)
-        paths = resolve_paths(context)
-        if not paths.checkpoint.is_file():
-            raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
+        chosen = predict_model(context)
         python = python_for(self, context)
         view, view_png = self._render(context)
         out_dir = self._out_dir(context)
         preds_path = out_dir / PRED_JSON
-        categories = find_categories(paths.checkpoint, paths.dataset)
+        categories = chosen.categories
 
-        model = model_setup(s, python, paths.checkpoint)
+        model = model_setup(s, python, chosen.checkpoint)
         threshold, min_score = model.threshold_args, model.min_score
 
         def on_done(ctx: Any, result: ChildResult) -> str:
-            return apply_predictions(ctx, view, preds_path, out_dir, categories, min_score)
+            summary = apply_predictions(ctx, view, preds_path, out_dir, categories, min_score)
+            return f"{summary} (pretrained weights: objects of any kind; train for your categories)" \
+                if chosen.bundled else summary
 
-        argv = ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(view_png),
+        argv = ml_argv(python, "predict", ["--checkpoint", str(chosen.checkpoint), "--images", str(view_png),
                                            "--out", str(preds_path), *threshold, "--device", s.device])
         env, cwd = child_env(), str(out_dir)
 

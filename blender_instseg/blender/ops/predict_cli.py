@@ -31,6 +31,7 @@ from typing import Any, Iterator
 from ...core import protocol
 from ...core.cliargs import OneLineParser, UsageError, check_out_folder
 from ...core.fileio import read_json
+from ...ml.weights import BUNDLED
 
 MODEL_START_TIMEOUT_S = 180.0  # Python start, import torch, checkpoint load (a cold disk included)
 # what a .blend file starts with: plain, gzip- or zstd-compressed
@@ -40,7 +41,8 @@ BLEND_MAGICS = (b"BLENDER", b"\x1f\x8b", b"\x28\xb5\x2f\xfd")
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="python -m blender_instseg.blender.ops.predict_cli", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None,
-                   help="model checkpoint (required unless --predictions is given)")
+                   help="model checkpoint, or 'bundled' (the pretrained weights shipped with the add-on: every "
+                        "object, category 'object'); required unless --predictions is given")
     p.add_argument("--out", required=True, help="folder for view.png, predictions.json, overlay.png")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--blend", default=None, help="predict this .blend file's active camera view")
@@ -122,7 +124,7 @@ def _is_blend(path: Path) -> bool:
 def check_args(args: argparse.Namespace) -> tuple[Path, Path | None, Path | None, Path | None]:
     """Every check that needs neither bpy nor the model: (out, checkpoint, predictions, blend)."""
     out = _checked(check_out_folder, args.out)
-    checkpoint = _given_path(args.checkpoint, "--checkpoint")
+    checkpoint = BUNDLED if args.checkpoint == "bundled" else _given_path(args.checkpoint, "--checkpoint")
     predictions = _given_path(args.predictions, "--predictions")
     blend = _given_path(args.blend, "--blend")
     config = _given_path(args.config, "--config")

@@ -49,7 +49,7 @@ from ..props import job_state, resolve_paths, settings
 from ..ui import overlay as ov
 from . import jobs
 from .base import JobOperatorMixin, python_for
-from .predict import decode_masks, draw_predictions, find_categories, load_predictions, model_setup
+from .predict import decode_masks, draw_predictions, find_categories, load_predictions, model_setup, predict_model
 from .view_render import ViewRender, render_view
 
 log = logging.getLogger(__name__)
@@ -412,21 +412,22 @@ class INSTSEG_OT_predict_frames(JobOperatorMixin, bpy.types.Operator):
         paths = resolve_paths(context)
         out_dir = Path(bpy.path.abspath(self.output_dir)) if self.output_dir else paths.root / DEFAULT_DIR
         given = Path(bpy.path.abspath(self.predictions_dir)) if self.predictions_dir else None
+        categories = find_categories(paths.checkpoint, paths.dataset)
         request: RequestFactory | None = None
         threshold = float(s.score_threshold)
         label = f"predicting {len(frames)} frames"
         if given is not None:
             _check_given(given, frames)
         else:
-            if not paths.checkpoint.is_file():
-                raise ValueError(f"checkpoint not found: {paths.checkpoint} (train first or set Checkpoint)")
+            chosen = predict_model(context)
+            categories = chosen.categories
             python = python_for(self, context)
-            model = model_setup(s, python, paths.checkpoint)
+            model = model_setup(s, python, chosen.checkpoint)
             threshold = threshold if model.min_score is None else model.min_score
             env, cwd = child_env(), str(out_dir)
 
             def request(image: Path, out: Path) -> Drivable:
-                one_shot = ml_argv(python, "predict", ["--checkpoint", str(paths.checkpoint), "--images", str(image),
+                one_shot = ml_argv(python, "predict", ["--checkpoint", str(chosen.checkpoint), "--images", str(image),
                                                        "--out", str(out), *model.threshold_args, "--device", s.device])
                 return model.call(image, out, one_shot, env=env, cwd=cwd)
 
@@ -435,7 +436,7 @@ class INSTSEG_OT_predict_frames(JobOperatorMixin, bpy.types.Operator):
         layout = FramesLayout(out_dir)
         layout.prepare()
         job = FramesJob(scene, view_layer, frames, layout, samples=s.predict_samples, score_threshold=threshold,
-                        match_iou=s.match_iou_threshold, categories=find_categories(paths.checkpoint, paths.dataset),
+                        match_iou=s.match_iou_threshold, categories=categories,
                         request=request, given=given)
 
         def on_done(ctx: Any, result: ChildResult) -> str:

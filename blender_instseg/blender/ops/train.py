@@ -26,6 +26,8 @@ def train_args(context: Any) -> list[str]:
             raise ValueError(f"run folder {paths.run} already holds a run: tick Resume to continue it, "
                              "or choose another Run Folder")
         args.append("--resume")
+    else:
+        args += ["--init", s.train_init]
     if s.epochs > 0:
         args += ["--epochs", str(s.epochs)]
     else:

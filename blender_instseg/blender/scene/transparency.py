@@ -81,8 +81,9 @@ def _tree_lets_rays_through(tree: "bpy.types.NodeTree", seen: set[str]) -> str:
             if socket is not None and getattr(socket, "type", "") == "VALUE" and \
                     (socket.is_linked or abs(float(socket.default_value) - opaque) > 1e-6):
                 return f"{node.bl_label} {name}"
-        if node.type == "GROUP" and node.node_tree is not None:
-            why = _tree_lets_rays_through(node.node_tree, seen)
+        group_tree = getattr(node, "node_tree", None) if node.type == "GROUP" else None
+        if group_tree is not None:
+            why = _tree_lets_rays_through(group_tree, seen)
             if why:
                 return why
     return ""

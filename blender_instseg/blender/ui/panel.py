@@ -431,6 +431,7 @@ class INSTSEG_PT_training(_Base):
         sub.enabled = s.epochs == 0
         sub.prop(s, "train_minutes")
         layout.prop(s, "resume_training")
+        layout.prop(s, "train_init")
         layout.prop(s, "device")
         layout.operator("instseg.train", icon="PLAY")
         draw_job(layout, context, {"train"})
