@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                      "--image-size", str(args.resolution), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
             if (run / "last.pt").is_file():
                 train.append("--resume")  # finished or not: train stops at --steps
+            else:
+                train += ["--init", "none"]  # the bundled weights have seen both looks: from scratch
             stage(f"train {look}", ml_argv(args.python_torch, "train", train))
             results["runs"][look] = {}
             for test_look, test in tests.items():

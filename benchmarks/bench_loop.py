@@ -101,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                  "--image-size", str(image_size), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
         if (base / "last.pt").is_file():
             train.append("--resume")  # finished or not: train stops at --steps
+        else:
+            train += ["--init", "none"]  # the base model as the loop's numbers were measured: from scratch
         stage("train base", ml_argv(args.python_torch, "train", train))
         for strategy in args.strategies:
             stage(f"loop {strategy}", [args.python_torch, "-u", "-m", "blender_instseg.pipeline", "loop",

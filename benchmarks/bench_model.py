@@ -185,6 +185,8 @@ def _train(args: argparse.Namespace, variant: str, run_dir: Path, minutes: float
         cmd += ["--val-fraction", str(args.val_fraction)]
     if (run_dir / "last.pt").exists():
         cmd.append("--resume")
+    else:
+        cmd += ["--init", "none"]  # the model's own learning curve: from random weights
     t0 = time.perf_counter()
     rc = _run_json(cmd, log)
     print(f"[{variant}] trained {minutes:g} min (wall {time.perf_counter() - t0:.0f} s), rc={rc}", flush=True)
