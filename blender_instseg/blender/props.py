@@ -34,11 +34,52 @@ DEVICES = [
 ]
 
 
+def _objects_source_changed(self: Any, context: Any) -> None:
+    """Boxes for the categories of a newly chosen Asset Folder (asset_categories.sync)."""
+    from . import asset_categories
+
+    asset_categories.sync(self)
+
+
 def _browse_index_changed(self: Any, context: Any) -> None:
     """Show the chosen image of the Browse Folder (Previous / Next set this index too)."""
     from .ops import preview
 
     preview.show_browsed(context)
+
+
+# What a category may set, Default leaving the generator's own setting: the same choices and words for
+# a category collection (CategorySettings) and an Asset Folder's category (AssetCategorySettings).
+_DEFAULT_FREE_UPRIGHT = [("DEFAULT", "Default", "The generator's Placement setting", 0),
+                         ("free", "Free", "A uniformly random 3D rotation", 1),
+                         ("upright", "Upright", "A random turn about the vertical axis only", 2)]
+_DEFAULT_ON_OFF = {
+    "instseg_real_size": [("DEFAULT", "Default", "The generator's Real Size setting", 0),
+                          ("ON", "Real Size", "Keep the template's own size in metres", 1),
+                          ("OFF", "Scaled", "A size drawn from the generator's scale range", 2)],
+    "instseg_physics": [("DEFAULT", "Default", "The generator's physics setting", 0),
+                        ("ON", "Falls", "Dropped onto the ground by the rigid-body simulation", 1),
+                        ("OFF", "Stands", "Stays where placed; falling objects land on it", 2)],
+}
+
+
+class AssetCategorySettings(bpy.types.PropertyGroup):
+    """One Asset Folder category's settings (``Scene.instseg.asset_categories``, keyed by ``name``, the
+    category): written as ``objects.per_category.<name>`` when not Default (asset_categories.py)."""
+
+    own_count: BoolProperty(  # type: ignore[valid-type]
+        name="Own Count", default=False,
+        description="Draw this category's objects per scene from its own range (in addition to the "
+        "generator's Min/Max Objects, drawn from the other categories)")
+    count: IntVectorProperty(  # type: ignore[valid-type]
+        name="Count", size=2, default=(1, 3), min=0, soft_max=50,
+        description="Fewest and most objects of this category per scene")
+    placement: EnumProperty(  # type: ignore[valid-type]
+        name="Placement", items=_DEFAULT_FREE_UPRIGHT, default="DEFAULT")
+    size: EnumProperty(  # type: ignore[valid-type]
+        name="Size", items=_DEFAULT_ON_OFF["instseg_real_size"], default="DEFAULT")
+    physics: EnumProperty(  # type: ignore[valid-type]
+        name="Physics", items=_DEFAULT_ON_OFF["instseg_physics"], default="DEFAULT")
 
 
 class InstSegSettings(bpy.types.PropertyGroup):
@@ -62,7 +103,8 @@ class InstSegSettings(bpy.types.PropertyGroup):
     config_file: StringProperty(  # type: ignore[valid-type]
         name="Base Config", subtype="FILE_PATH", default="",
         description="Optional generator config (.toml/.json, or a dataset's config.json) for what only a "
-        "config file sets: shapes, categories, per-category settings, light types, distractor shapes. "
+        "config file sets: shapes, categories, per-category settings of the built-in shapes, light types, "
+        "distractor shapes (an Asset Folder's and the collections' categories are set under Objects & Source). "
         "Load Config sets it; the panel's settings override the rest")
     min_objects: IntProperty(name="Min Objects", default=5, min=1, soft_max=100,  # type: ignore[valid-type]
                              description="Fewest objects per scene")
@@ -78,7 +120,7 @@ class InstSegSettings(bpy.types.PropertyGroup):
         "model's score threshold on them, and Mine Hard Scenes mines them")
     # Dataset: where the objects come from (docs/generator.md, "Bring your own objects")
     object_source: EnumProperty(  # type: ignore[valid-type]
-        name="Objects", default="BUILTIN",
+        name="Objects", default="BUILTIN", update=_objects_source_changed,
         items=[("BUILTIN", "Built-in Shapes", "Six primitives and three bundled shapes, random colours"),
                ("FOLDER", "Asset Folder", "Your asset files (.blend .obj .glb .gltf .fbx .ply .stl .usd): "
                 "one category per subfolder, or per file at the top of the folder"),
@@ -89,8 +131,11 @@ class InstSegSettings(bpy.types.PropertyGroup):
         name="Parent Collection", default="",
         description="The collection whose children are the categories (empty: InstSeg, else the top level)")
     assets_dir: StringProperty(  # type: ignore[valid-type]
-        name="Asset Folder", subtype="DIR_PATH", default="",
+        name="Asset Folder", subtype="DIR_PATH", default="", update=_objects_source_changed,
         description="Folder of your asset files; each subfolder is a category")
+    # per-category settings of Asset Folder categories, by category name (asset_categories.py); items
+    # of categories no longer in the folder are kept (not written), so an earlier folder keeps its own
+    asset_categories: CollectionProperty(type=AssetCategorySettings)  # type: ignore[valid-type]
     placement: EnumProperty(  # type: ignore[valid-type]
         name="Placement", default="free",
         items=[("free", "Free", "A random 3D rotation"),
@@ -216,17 +261,6 @@ class InstSegPrediction(bpy.types.PropertyGroup):
 # custom properties (blend_source reads them, with or without the add-on, in the generator's copy of
 # the file). ``CategorySettings`` shows them as widgets: every property reads and writes the custom
 # property through get/set, and "Default" removes it so the generator's own setting applies.
-_DEFAULT_FREE_UPRIGHT = [("DEFAULT", "Default", "The generator's Placement setting", 0),
-                         ("free", "Free", "A uniformly random 3D rotation", 1),
-                         ("upright", "Upright", "A random turn about the vertical axis only", 2)]
-_DEFAULT_ON_OFF = {
-    "instseg_real_size": [("DEFAULT", "Default", "The generator's Real Size setting", 0),
-                          ("ON", "Real Size", "Keep the template's own size in metres", 1),
-                          ("OFF", "Scaled", "A size drawn from the generator's scale range", 2)],
-    "instseg_physics": [("DEFAULT", "Default", "The generator's physics setting", 0),
-                        ("ON", "Falls", "Dropped onto the ground by the rigid-body simulation", 1),
-                        ("OFF", "Stands", "Stays where placed; falling objects land on it", 2)],
-}
 _ROLES = [("target", "Target", "Annotated: its objects are the instances to segment", 0),
           ("distractor", "Distractor", "Rendered and occluding, never annotated", 1),
           ("ignore", "Ignore", "Left out of the dataset", 2)]
@@ -369,7 +403,8 @@ class InstSegJobState(bpy.types.PropertyGroup):
     browse_error: StringProperty(default="")  # type: ignore[valid-type]
 
 
-classes = (*config_props.classes, InstSegSettings, CategorySettings, InstSegWorstImage, InstSegPrediction, InstSegObjectRef, InstSegJobState)
+classes = (*config_props.classes, AssetCategorySettings, InstSegSettings, CategorySettings, InstSegWorstImage,
+           InstSegPrediction, InstSegObjectRef, InstSegJobState)
 
 
 def register() -> None:

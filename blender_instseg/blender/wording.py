@@ -47,6 +47,11 @@ _OWNED_LABELS = {"objects.min_count": "Objects Min", "objects.max_count": "Max",
                  "render.samples": "Samples", "render.masks_only": "Masks Only",
                  "output.val_fraction": "Validation Fraction"}
 
+# a category's own setting (objects.per_category.<category>.<key>): its box under Objects & Source
+_PER_CATEGORY = re.compile(
+    r"\b(?:generator\.|config\.)?objects\.per_category\.(\S+?)\.(count|placement|real_size|physics)\b")
+_PER_CATEGORY_LABELS = {"count": "Count", "placement": "Placement", "real_size": "Size", "physics": "Physics"}
+
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 _KEY = re.compile(r"\b(?:generator\.|config\.)?([a-z]+)\.([a-z_]+)\b")
 
@@ -74,4 +79,7 @@ def ui_message(kind: str, text: str) -> str:
     def key(match: re.Match[str]) -> str:
         return config_label(match.group(1), match.group(2)) or match.group(0)
 
-    return _KEY.sub(key, _FLAG.sub(flag, text))
+    def per_category(match: re.Match[str]) -> str:
+        return f"Objects & Source > {match.group(1)} > {_PER_CATEGORY_LABELS[match.group(2)]}"
+
+    return _KEY.sub(key, _PER_CATEGORY.sub(per_category, _FLAG.sub(flag, text)))

@@ -116,7 +116,9 @@ def test_idle_panels_show_every_setting(addon: Any) -> None:
         if entry[0] == "prop":
             drawn.setdefault(entry[1], set()).add(entry[2])
     s = bpy.context.scene.instseg
-    settings = {p for p in s.bl_rna.properties.keys() if p not in ("rna_type", "name", "generator")}
+    # asset_categories: one box per Asset Folder category, drawn from its items (test below)
+    settings = {p for p in s.bl_rna.properties.keys()
+                if p not in ("rna_type", "name", "generator", "asset_categories")}
     assert drawn["InstSegSettings"] == settings  # every setting is reachable from the panel, and nothing else
     for section in config_props.SECTIONS:  # and every field of every generator config section
         group = getattr(s.generator, section)
@@ -253,6 +255,43 @@ def test_asset_folder_source_shows_its_categories_and_reaches_the_generator(addo
     finally:
         s.object_source, s.assets_dir, s.placement, s.real_size = "BUILTIN", "", "free", False
         s.distractors_dir = ""
+
+
+def test_asset_folder_categories_get_the_collections_boxes_capped_for_a_huge_folder(addon: Any, tmp_path: Any) -> None:
+    folder = tmp_path / "assets"
+    (folder / "mugs").mkdir(parents=True)
+    for name in ("mugs/a.glb", "bottle.ply"):
+        (folder / name).write_bytes(b"")  # the panel only reads names
+    s = bpy.context.scene.instseg
+    s.asset_categories.clear()
+    s.object_source, s.assets_dir = "FOLDER", str(folder)  # choosing the folder gives its categories items
+    try:
+        assert sorted(item.name for item in s.asset_categories) == ["bottle", "mugs"]
+        log = _draw_all(addon)
+        assert ("label", "bottle") in log and ("label", "mugs") in log
+        drawn = {entry[2] for entry in log if entry[0] == "prop" and entry[1] == "AssetCategorySettings"}
+        assert drawn == {"own_count", "count", "placement", "size", "physics"}  # the collections' widgets
+        # a category added to the folder since: draw code cannot add its item, a button does
+        (folder / "cup.stl").write_bytes(b"")
+        log = _draw_all(addon)
+        assert ("operator", "instseg.add_asset_categories") in log and ("label", "cup") not in log
+        assert bpy.ops.instseg.add_asset_categories() == {"FINISHED"}
+        log = _draw_all(addon)
+        assert ("label", "cup") in log and ("operator", "instseg.add_asset_categories") not in log
+        # a huge folder: 24 boxes, then how many more keep the defaults
+        huge = tmp_path / "huge"
+        huge.mkdir()
+        for i in range(30):
+            (huge / f"c{i:02d}.obj").write_bytes(b"")
+        s.assets_dir = str(huge)
+        log = _draw_all(addon)
+        boxes = [e for e in log if e[0] == "prop" and e[1] == "AssetCategorySettings" and e[2] == "placement"]
+        assert len(boxes) == 24 and ("label", "c23") in log and ("label", "c24") not in log
+        assert ("label", "... and 6 more categories (they keep the defaults)") in log
+        assert {"bottle", "mugs", "cup"} < {item.name for item in s.asset_categories}  # the first folder's kept
+    finally:
+        s.object_source, s.assets_dir = "BUILTIN", ""
+        s.asset_categories.clear()
 
 
 def test_this_files_collections_source_shows_its_categories_and_hands_a_copy_to_the_generator(addon: Any) -> None:

@@ -11,11 +11,11 @@ import bpy
 
 from ...core.fileio import atomic_write_json
 from ...core.formats import dataset
-from ...core.genconfig import GeneratorConfig, load_config
+from ...core.genconfig import FILE_PREFIX, GeneratorConfig, load_config
 from ...generator.sources import use_asset_folder, use_distractor_folder
 from ...procs.argv import child_env
 from ...procs.child import ChildResult
-from .. import config_props
+from .. import OperatorReturn, asset_categories, config_props
 from ..children import panel_generator_argv
 from ..props import resolve_paths, settings
 from .. import wording
@@ -61,14 +61,35 @@ def _config_only(cfg: GeneratorConfig | None) -> dict[str, Any]:
     return data
 
 
+def _asset_folder_config(s: Any, data: dict[str, Any]) -> None:
+    """The Asset Folder's per-category settings into ``data`` (a config in stored form): the boxes
+    decide ``objects.per_category`` of the folder's categories. A config naming categories must also
+    name them (a config is checked on its own when loaded), so with any box set ``data`` gets the
+    folder's label map and folder too: what ``--assets`` makes of the folder, written out."""
+    objects = data.get("objects", {})
+    per_category = asset_categories.merged(s, objects.get("per_category", {}))
+    if "per_category" in objects or per_category:
+        data.setdefault("objects", {})["per_category"] = per_category
+    if not asset_categories.chosen(s):
+        return
+    objects = data["objects"]
+    if not any(str(shape).startswith(FILE_PREFIX) for shape in objects.get("shapes", {})):
+        shapes = asset_categories.scan(s.assets_dir)
+        objects["shapes"] = dict(shapes)
+        data["categories"] = sorted(set(shapes.values()))
+    objects["assets_dir"] = str(asset_categories.folder_path(s.assets_dir).resolve())
+
+
 def config_overrides(context: Any) -> dict[str, Any]:
-    """What Generate's --config file holds: the Base Config's config-file-only keys and every panel
-    setting of the config sections that differs from the generator's default (the Dataset section's
-    own settings travel as flags)."""
+    """What Generate's --config file holds: the Base Config's config-file-only keys, every panel
+    setting of the config sections that differs from the generator's default and the Asset Folder's
+    per-category settings (the Dataset section's own settings travel as flags)."""
     s = settings(context)
     data = _config_only(base_config(s))
     for section, values in config_props.overrides(s.generator).items():
         data.setdefault(section, {}).update(values)
+    if s.object_source == "FOLDER" and s.assets_dir.strip():
+        _asset_folder_config(s, data)
     return data
 
 
@@ -90,8 +111,9 @@ def panel_config(context: Any, *, sources: bool = False) -> GeneratorConfig:
     cfg.output.val_fraction = float(f"{s.val_fraction:.6g}")
     if s.object_source == "FOLDER" and s.assets_dir.strip():
         folder = Path(bpy.path.abspath(s.assets_dir.strip()))
-        if sources:
+        if sources or asset_categories.chosen(s):  # per-category settings are checked against its categories
             use_asset_folder(cfg, folder)
+            cfg.objects.per_category = asset_categories.merged(s, cfg.objects.per_category)
         else:
             cfg.objects.assets_dir = str(folder)  # what --assets sets before the folder is read
     elif s.object_source == "COLLECTIONS" and not sources:
@@ -117,6 +139,7 @@ def apply_config(context: Any, cfg: GeneratorConfig) -> None:
         s.max_distractors = cfg.distractors.max_count
     if cfg.objects.assets_dir.strip():
         s.object_source, s.assets_dir = "FOLDER", cfg.objects.assets_dir
+        asset_categories.fill(s, cfg.objects.per_category)
     elif cfg.blend_shapes():  # a dataset made from a file's collections: Generate reads this file's
         s.object_source = "COLLECTIONS"
     if cfg.distractors.assets_dir.strip():
@@ -204,4 +227,16 @@ class INSTSEG_OT_generate_dataset(JobOperatorMixin, bpy.types.Operator):
                             label=f"generating {settings(context).num_images} images")
 
 
-classes = (INSTSEG_OT_generate_dataset,)
+class INSTSEG_OT_add_asset_categories(bpy.types.Operator):
+    """Give the Asset Folder's new categories their own settings boxes (all Default until changed)"""
+
+    bl_idname = "instseg.add_asset_categories"
+    bl_label = "Add Category Settings"
+    bl_options = {"REGISTER", "UNDO"}
+
+    def execute(self, context: Any) -> set[OperatorReturn]:
+        asset_categories.sync(settings(context))
+        return {"FINISHED"}
+
+
+classes = (INSTSEG_OT_generate_dataset, INSTSEG_OT_add_asset_categories)

@@ -5,13 +5,11 @@ Draw code only reads properties and places operator buttons; all work happens in
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import bpy
 
-from .. import config_props
+from .. import asset_categories, config_props
 from ..ops import jobs
 from .. import wording
 from . import overlay
@@ -103,6 +101,7 @@ def draw_sources(layout: Any, s: Any) -> None:
         box = col.box()
         for line in asset_folder_summary(s.assets_dir):
             box.label(text=line)
+        draw_asset_category_settings(col, s)
     sub = col.column()
     sub.enabled = s.object_source == "COLLECTIONS"
     sub.prop(s, "blend_collection")
@@ -188,6 +187,20 @@ def collections_summary(scene: Any, parent: str, most: int = 8) -> list[str]:
     return lines
 
 
+def draw_category_options(box: Any, group: Any) -> None:
+    """A target category's Own Count + Count, Placement, Size and Physics: the same widgets for a
+    category collection (``Collection.instseg``) and an Asset Folder's category."""
+    row = box.row(align=True)
+    row.prop(group, "own_count", text="Count")
+    sub = row.row(align=True)
+    sub.enabled = group.own_count
+    sub.prop(group, "count", text="")
+    grid = box.grid_flow(columns=3, align=True)
+    grid.prop(group, "placement", text="")
+    grid.prop(group, "size", text="")
+    grid.prop(group, "physics", text="")
+
+
 def draw_category_settings(layout: Any, scene: Any, parent: str) -> None:
     """One box per category collection with its role and, for targets, count, placement, size and
     physics: the collection's ``instseg_*`` custom properties, through ``Collection.instseg``."""
@@ -204,44 +217,44 @@ def draw_category_settings(layout: Any, scene: Any, parent: str) -> None:
         row.prop(coll.instseg, "role", text="")
         if coll.instseg.role != "target":
             continue
-        row = box.row(align=True)
-        row.prop(coll.instseg, "own_count", text="Count")
-        sub = row.row(align=True)
-        sub.enabled = coll.instseg.own_count
-        sub.prop(coll.instseg, "count", text="")
-        grid = box.grid_flow(columns=3, align=True)
-        grid.prop(coll.instseg, "placement", text="")
-        grid.prop(coll.instseg, "size", text="")
-        grid.prop(coll.instseg, "physics", text="")
+        draw_category_options(box, coll.instseg)
 
 
-_SUMMARIES: dict[str, tuple[float, list[str]]] = {}
+MAX_CATEGORY_BOXES = 24  # an Asset Folder's boxes drawn; the rest keep the defaults
+
+
+def draw_asset_category_settings(layout: Any, s: Any, most: int = MAX_CATEGORY_BOXES) -> None:
+    """One box per category of the Asset Folder (``Scene.instseg.asset_categories``), the first
+    ``most`` of a huge folder, then how many more keep the defaults. Draw code cannot add items:
+    categories added to the folder since it was chosen get a button that does."""
+    categories = asset_categories.folder_categories(s.assets_dir)
+    new = 0
+    for category in categories[:most]:
+        item = s.asset_categories.get(category)
+        if item is None:
+            new += 1
+            continue
+        box = layout.box()
+        box.label(text=category, icon="FILE_FOLDER")
+        draw_category_options(box, item)
+    if new:
+        layout.operator("instseg.add_asset_categories", text=f"Settings for {new} New Categories", icon="ADD")
+    if len(categories) > most:
+        layout.label(text=f"... and {len(categories) - most} more categories (they keep the defaults)")
 
 
 def asset_folder_summary(folder: str, most: int = 8) -> list[str]:
     """What the folder gives, as the generator will read it: one line per category with its file
-    count, or the one-line reason it cannot be used. Cached per folder until its time stamp changes
-    (the panel redraws often; a folder of scans is not small)."""
-    from ...generator.sources import scan_assets
-
+    count, or the one-line reason it cannot be used (the scan is cached, asset_categories.scan)."""
     if not folder.strip():
         return ["Choose a folder: one subfolder per category"]
-    path = Path(bpy.path.abspath(folder.strip()))
     try:
-        stamp = os.stat(path).st_mtime
-    except OSError:
-        stamp = -1.0
-    cached = _SUMMARIES.get(str(path))
-    if cached is not None and cached[0] == stamp:
-        return cached[1]
-    try:
-        shapes = scan_assets(path)
+        shapes = asset_categories.scan(folder)
     except ValueError as exc:
         return [str(exc)]
     categories = sorted(set(shapes.values()))
     lines = [f"{len(categories)} categories, {len(shapes)} files"]
     lines += _per_category(shapes, categories, "file", most)
-    _SUMMARIES[str(path)] = (stamp, lines)
     return lines
 
 
