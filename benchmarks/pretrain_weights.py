@@ -6,8 +6,11 @@
    each look part is on for half of the images (the look-shift benchmark's "A+B" mix).
 3. Scenes: the generator renders IMAGES images at 256², 8 spp, 3-12 objects, free rotation
    (``--seed 0``, 5 % held out for validation).
-4. Training: ``ml train --class-agnostic --init none --steps 4000 --seed 0`` (every category folded
-   into "object"), evaluated on the held-out images every EVAL_EVERY steps: the recipe's curve.
+4. Training, two stages: ``ml train --init none --steps 3000 --seed 0`` with every shape its own
+   category (48), so the second-look classifier learns to tell shapes apart (a one-category run
+   gives it no gradient: a softmax over one class is constant); then ``ml train --class-agnostic
+   --init <stage 1> --steps 1000`` (every category folded into "object"; the category head swapped,
+   everything else kept). Both evaluated on the held-out images every EVAL_EVERY steps: the curve.
 5. Export: the averaged weights as float16 with the config, categories, last evaluation and this
    recipe (``pretrained.export_weights``).
 
@@ -75,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=1200, help="generated images, train + val (default 1200)")
     p.add_argument("--resolution", type=int, default=256, help="square image size (default 256)")
     p.add_argument("--samples", type=int, default=8, help="Cycles samples (default 8)")
-    p.add_argument("--steps", type=int, default=4000, help="training steps (default 4000)")
-    p.add_argument("--eval-every", type=int, default=1000, help="steps between evaluations (default 1000)")
+    p.add_argument("--shape-steps", type=int, default=3000,
+                   help="steps of the first stage, every shape its own category (default 3000)")
+    p.add_argument("--steps", type=int, default=1000, help="steps of the class-agnostic second stage (default 1000)")
+    p.add_argument("--eval-every", type=int, default=500, help="steps between evaluations (default 500)")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=2, help="generator processes (default 2)")
     p.add_argument("--shapes", type=Path, default=None, metavar="DIR",
@@ -99,20 +104,25 @@ def main(argv: list[str] | None = None) -> int:
            "--seed", "0", "--resolution", str(args.resolution), "--samples", str(args.samples),
            "--min-objects", "3", "--max-objects", "12", "--val-fraction", "0.05", "--workers", str(args.workers),
            "--progress", "jsonl", "--no-preview"]
-    train = ["--data", str(data), "--out", str(run), "--class-agnostic", "--steps", str(args.steps),
-             "--eval-every", str(args.eval_every), "--image-size", str(args.resolution), "--seed", "0",
-             "--device", args.device]
-    train += ["--resume"] if (run / "last.pt").is_file() else ["--init", "none"]
+    common = ["--data", str(data), "--eval-every", str(args.eval_every), "--image-size", str(args.resolution),
+              "--seed", "0", "--device", args.device]
+    named = out / "run_shapes"
+    stage1 = [*common, "--out", str(named), "--steps", str(args.shape_steps)]
+    stage1 += ["--resume"] if (named / "last.pt").is_file() else ["--init", "none"]
+    stage2 = [*common, "--out", str(run), "--class-agnostic", "--steps", str(args.steps)]
+    stage2 += ["--resume"] if (run / "last.pt").is_file() else ["--init", str(named / "last.pt")]
     try:
         stage("generate", generator_argv(args.python_bpy, gen, script=checkout_generate_script()))
-        stage("train", ml_argv(args.python_torch, "train", train))
+        stage("train: every shape its own category", ml_argv(args.python_torch, "train", stage1))
+        stage("train: class-agnostic", ml_argv(args.python_torch, "train", stage2))
     except StageError as exc:
         print(f"pretrain_weights: {exc}", file=sys.stderr)
         return 1
     recipe = {"command": "python benchmarks/pretrain_weights.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "shapes": str(args.shapes) if args.shapes else "shape_families.write_pretrain_shapes(seed=0)",
               "scenes_seed": 0, "train_seed": 0, "images": args.images,
-              "resolution": args.resolution, "samples": args.samples, "steps": args.steps}
+              "resolution": args.resolution, "samples": args.samples, "shape_steps": args.shape_steps,
+              "steps": args.steps}
     code = ("import json,sys; from blender_instseg.ml.pretrained import export_weights; "
             "export_weights(sys.argv[1], sys.argv[2], json.loads(sys.argv[3]))")
     import json
@@ -120,12 +130,13 @@ def main(argv: list[str] | None = None) -> int:
 
     subprocess.run([args.python_torch, "-c", code, str(run / "last.pt"), str(args.export), json.dumps(recipe)],
                    cwd=ROOT, check=True)
-    rows = curve(run, args.python_torch)
+    rows = {"shapes": curve(named, args.python_torch), "object": curve(run, args.python_torch)}
     atomic_write_json(out / "curve.json", rows, indent=1)
     print(f"\nwrote {args.export} ({args.export.stat().st_size / 1e6:.1f} MB)")
-    print("| step | training minutes | mask AP (object) | AP50 |\n|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['step']} | {r['minutes']} | {r['mask_AP']:.3f} | {r['AP50']:.3f} |")
+    print("| stage | step | training minutes | mask AP | AP50 |\n|---|---|---|---|---|")
+    for name, stage_rows in rows.items():
+        for r in stage_rows:
+            print(f"| {name} | {r['step']} | {r['minutes']} | {r['mask_AP']:.3f} | {r['AP50']:.3f} |")
     return 0
 
 

@@ -17,6 +17,20 @@ pytestmark = [pytest.mark.bpy, pytest.mark.slow]
 import bpy  # noqa: E402
 
 
+def _cube_view() -> None:
+    """A scene to predict on: one cube in front of an orthographic camera, 64x64."""
+    for ob in list(bpy.data.objects):
+        bpy.data.objects.remove(ob)
+    sc = bpy.context.scene
+    bpy.ops.mesh.primitive_cube_add()
+    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
+    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 4.0, (0, 0, 10)
+    sc.collection.objects.link(cam)
+    sc.camera = cam
+    sc.render.resolution_x = sc.render.resolution_y = 64
+    sc.render.resolution_percentage = 100
+
+
 def test_train_evaluate_predict_with_the_real_model(addon, torch_python: str, tmp_path: Path) -> None:
     from tests.shapes import make_shapes_dataset
 
@@ -42,17 +56,7 @@ def test_train_evaluate_predict_with_the_real_model(addon, torch_python: str, tm
     assert state.has_metrics and (tmp_path / "run" / "eval" / "metrics.json").is_file()
     assert 0.0 <= state.mask_ap <= 1.0 and 0.0 <= state.boundary_ap <= 1.0
 
-    # a scene to predict on: one cube in front of an orthographic camera, 64x64
-    for ob in list(bpy.data.objects):
-        bpy.data.objects.remove(ob)
-    sc = bpy.context.scene
-    bpy.ops.mesh.primitive_cube_add()
-    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
-    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 4.0, (0, 0, 10)
-    sc.collection.objects.link(cam)
-    sc.camera = cam
-    sc.render.resolution_x = sc.render.resolution_y = 64
-    sc.render.resolution_percentage = 100
+    _cube_view()
     s.predict_samples = 1
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     out = tmp_path / "out" / "predict"
@@ -71,16 +75,7 @@ def test_predict_view_before_any_training_uses_the_bundled_weights(addon, torch_
     s.device, s.score_threshold, s.auto_threshold, s.predict_samples = "cpu", 0.0, False, 1
     bpy.context.preferences.addons["blender_instseg"].preferences.output_dir = str(tmp_path / "out")
     state = bpy.context.window_manager.instseg_job
-    for ob in list(bpy.data.objects):
-        bpy.data.objects.remove(ob)
-    sc = bpy.context.scene
-    bpy.ops.mesh.primitive_cube_add()
-    cam = bpy.data.objects.new("Cam", bpy.data.cameras.new("Cam"))
-    cam.data.type, cam.data.ortho_scale, cam.location = "ORTHO", 4.0, (0, 0, 10)
-    sc.collection.objects.link(cam)
-    sc.camera = cam
-    sc.render.resolution_x = sc.render.resolution_y = 64
-    sc.render.resolution_percentage = 100
+    _cube_view()
     assert bpy.ops.instseg.predict_view(python=torch_python) == {"FINISHED"}, state.last_error
     assert "pretrained weights: objects of any kind" in state.summary
     preds = json.loads((tmp_path / "out" / "predict" / "predictions.json").read_text())
