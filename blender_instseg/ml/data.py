@@ -144,12 +144,12 @@ def resolve_dataset(data: str | Path, *, val_split: str | None = None, val_fract
 OBJECT_CATEGORY: dict[str, Any] = {"id": 1, "name": "object", "supercategory": "object"}
 
 
-def class_agnostic(src: CocoSource) -> CocoSource:
-    """``src`` with every category folded into ``OBJECT_CATEGORY``: the model learns "an object",
-    not which one, so its weights transfer to categories it never saw (the bundled weights)."""
+def class_agnostic(src: CocoSource, category: dict[str, Any] = OBJECT_CATEGORY) -> CocoSource:
+    """``src`` with every category folded into ``category``: the model learns "an object", not which
+    one, so its weights transfer to categories it never saw (the bundled weights)."""
     records = [ImageRecord(r.image_id, r.path, r.width, r.height,
-                           [{**a, "category_id": OBJECT_CATEGORY["id"]} for a in r.anns]) for r in src.records]
-    return CocoSource(src.path, [dict(OBJECT_CATEGORY)], records)
+                           [{**a, "category_id": int(category["id"])} for a in r.anns]) for r in src.records]
+    return CocoSource(src.path, [dict(category)], records)
 
 
 # OpenCV's own warnings ("imread_(...): can't open/read file") would be a second stderr line beside

@@ -63,8 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if len(ckpt["categories"]) != 1:
             raise DataError(f"--class-agnostic needs a checkpoint of one category; {args.checkpoint} has "
                             f"{len(ckpt['categories'])}")
-        src = class_agnostic(src)
-        src.categories = [dict(ckpt["categories"][0])]
+        src = class_agnostic(src, ckpt["categories"][0])
         ann_path = atomic_write_json(out / "annotations_object.json", folded_coco(ann_path, src.categories[0]["id"],
                                                                                   src.categories))
     elif not categories_match(src.categories, ckpt["categories"]):

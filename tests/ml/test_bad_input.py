@@ -121,6 +121,10 @@ CASES: dict[str, tuple[list[str], str]] = {
     "train init bit flipped": (TRAIN + ["--init", "{ws}/flipped.pt"], "corrupt checkpoint"),
     "train init pickle": (TRAIN + ["--init", "{ws}/pickle.pt"], "is not a checkpoint of this project"),
     "train init folder": (TRAIN + ["--init", "{ws}/bad_png"], "is not a checkpoint of this project"),
+    "train init bundled other model": (TRAIN + ["--init", "bundled", "--model", "yolact"],
+                                       "differs from the checkpoint's model"),
+    "train init bundled model config": (TRAIN + ["--init", "bundled", "--model-config", "fpn_channels=32"],
+                                        "cannot change the network"),
     "train resume nothing": (TRAIN + ["--resume"], "nothing to resume"),
     "train resume junk": (_with(TRAIN, "--out", "{ws}/run_junk") + ["--resume"], "is not a checkpoint of this project"),
     "train resume no state": (_with(TRAIN, "--out", "{ws}/run_noopt") + ["--resume"], "cannot resume"),
@@ -162,6 +166,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "evaluate image size 0": (EVALUATE + ["--image-size", "0"], "--image-size must be in"),
     "evaluate score threshold 5": (EVALUATE + ["--score-threshold", "5"], "--score-threshold must be in [0, 1]"),
     "evaluate corrupt png": (_with(EVALUATE, "--data", "{ws}/bad_png"), "cannot read image"),
+    "evaluate class-agnostic of a many-category checkpoint": (EVALUATE + ["--class-agnostic"],
+                                                             "needs a checkpoint of one category"),
 }
 
 
