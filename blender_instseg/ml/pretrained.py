@@ -3,7 +3,8 @@
 ``BUNDLED`` is a class-agnostic SOLOv2-lite ("object") trained by ``benchmarks/pretrain_weights.py``
 on generated scenes of many random shapes in randomised looks. A new ``train`` run starts from it
 unless told otherwise (``--init none``): the backbone, FPN and mask branches are kept, the category
-head is re-initialised for the dataset's categories. ``predict`` with it finds objects of any kind
+head is re-initialised for the dataset's categories, each category's grid scores starting from the
+"object" scores (so detections score high from the first step). ``predict`` with it finds objects of any kind
 (category "object") before anything is trained, which Predict View uses.
 
 The file is a normal checkpoint (same format tag, ``weights_only`` loading, tensor checksum) that
@@ -103,12 +104,23 @@ def load_init_weights(model: torch.nn.Module, init: dict[str, Any], categories: 
     if not categories_match(init["categories"], categories):
         head = category_head_keys(init["model_config"])
         fresh = model.state_dict()
+        agnostic = len(init["categories"]) == 1
         for key in head:
-            if key in fresh:
-                state[key] = fresh[key]
+            if key not in fresh:
+                continue
+            old, new = state[key], fresh[key]
+            if agnostic and not key.startswith("mask_cls.") and old.shape[0] == 1 and old.shape[1:] == new.shape[1:]:
+                # A class-agnostic init's one grid-score row is its objectness: every new category starts
+                # from it, so objects score high from the first step and training only has to tell the
+                # categories apart (a random head starts every score at the focal prior, about 0.01). The
+                # second-look classifier's softmax over one class learnt nothing: it starts fresh.
+                state[key] = old.to(new.dtype).expand_as(new).clone()
+            else:
+                state[key] = new
         names = ", ".join(str(c.get("name", c["id"])) for c in init["categories"][:6])
-        log.info("the category head is re-initialised for this dataset's %d categories (%s was trained on: %s); "
-                 "every other layer starts from its weights", len(categories), source, names)
+        how = f"each from the one class of {source}" if agnostic else f"randomly; {source} was"
+        log.info("the category head is re-initialised for this dataset's %d categories (%s trained on: %s); "
+                 "every other layer starts from its weights", len(categories), how, names)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -69,7 +69,7 @@ def _reference_select(model, out, b):  # type: ignore[no-untyped-def]
         cell, label = cell[order], label[order]
     if model.mask_cls is not None:
         cell = torch.unique(cell)
-        scores, label = scores_all[cell].max(1).values, torch.zeros_like(cell)
+        scores, label = model.objectness(scores_all[cell]), torch.zeros_like(cell)  # (the rule, not the path)
     strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32)
                          for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
     logits = model.mask_logits(out, b, cell)

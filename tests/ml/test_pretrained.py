@@ -49,6 +49,10 @@ def test_a_new_run_starts_from_the_bundled_weights_with_a_fresh_category_head(sh
     for key, value in bundled["model"].items():
         if key in head:
             assert got["model"][key].shape != value.shape  # sized for this dataset's categories
+            if key.startswith("head.cate_out."):  # every category's grid scores start as "object"'s
+                torch.testing.assert_close(got["model"][key], value.float().expand_as(got["model"][key]), msg=key)
+            else:  # the classifier's one-class softmax learnt nothing: fresh
+                assert not torch.equal(got["model"][key][:1], value.float()), key
         else:
             torch.testing.assert_close(got["model"][key], value.float(), msg=key)
 

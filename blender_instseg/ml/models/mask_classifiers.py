@@ -3,7 +3,7 @@
 Why: on rendered scenes the grid's category branch finds the objects (class-agnostic AP is far
 above the class-aware AP) but names them poorly: it judges an object from the one grid cell at its
 centre, at whatever scale the object happens to have. Both classifiers here look at the whole mask
-instead; SOLOv2Lite keeps the grid branch's best score as the detection's objectness and lets one of
+instead; SOLOv2Lite keeps the grid branch's scores as the detection's objectness and lets one of
 these pick the class (``SOLOv2Lite.reclassify``).
 
 * ``MaskPooledClassifier``: features averaged under the mask. Cheap, but averaging throws away the

@@ -96,6 +96,12 @@ class Solov2Config(ModelConfigBase):
     # weight of the grid branch's class scores in the class decision (product of experts with the
     # classifier, reclassify); 0: the classifier alone
     mask_cls_grid_weight: float = 1.0
+    # a candidate mask's objectness (its score before the classifier names it): "noisy_or" the chance
+    # that any class is there, 1 - prod(1 - p_c) over the cell's grid class scores; "max" the best one.
+    # The grid branch's focal loss spreads an object over the classes it is unsure between, so the best
+    # one under-rates objects and scores stop short of 0.5; noisy-OR scores a found object as found.
+    # Configs saved before it load as "max" (their stored score thresholds were chosen under it).
+    mask_cls_objectness: str = "noisy_or"
     subdivision_steps: int = 2
     subdivision_points: int = 784
     # inference (SOLOv2 test cfg)
@@ -115,7 +121,7 @@ class Solov2Config(ModelConfigBase):
         # the mask features: without them (the weights fit, resumes and predictions stay the same)
         return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", "point_head": True,
                                   "mask_cls_stages": 2, "mask_cls_permute": False, "mask_cls_flip_tta": False,
-                                  "mask_fine": False, **d})
+                                  "mask_fine": False, "mask_cls_objectness": "max", **d})
 
 
 def mask_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -208,6 +214,8 @@ class SOLOv2Lite(InstanceSegModel):
                                                  cfg.mask_cls_hidden, cfg.num_classes)
         elif cfg.mask_classifier:
             raise ValueError(f"mask_cls_kind must be 'roi' or 'pooled', not {cfg.mask_cls_kind!r}")
+        if cfg.mask_cls_objectness not in ("noisy_or", "max"):
+            raise ValueError(f"mask_cls_objectness must be 'noisy_or' or 'max', not {cfg.mask_cls_objectness!r}")
 
     @classmethod
     def crop_bank(cls, cfg: Solov2Config) -> tuple[int, int]:
@@ -364,10 +372,14 @@ class SOLOv2Lite(InstanceSegModel):
         cfg = self.cfg
         scores_all = torch.sigmoid(out["cate"][b])  # (cells, C)
         device = scores_all.device
-        # A detection's final score is at most its grid score (maskness <= 1, Matrix NMS only decays,
-        # and decay comes only from higher-scored candidates), so candidates under the final threshold
-        # can be dropped before any mask is computed without changing the result.
-        cell, label = torch.nonzero((scores_all > cfg.score_thr) & (scores_all >= cfg.update_thr), as_tuple=True)
+        # A detection's final score is at most its grid score, or with the classifier its cell's
+        # objectness (maskness <= 1, Matrix NMS only decays, and decay comes only from higher-scored
+        # candidates), so candidates under the final threshold can be dropped before any mask is
+        # computed without changing the result.
+        candidate = scores_all > cfg.score_thr
+        if self.mask_cls is None:
+            candidate &= scores_all >= cfg.update_thr
+        cell, label = torch.nonzero(candidate, as_tuple=True)
         if len(cell) == 0:
             return None
         scores = scores_all[cell, label]
@@ -375,9 +387,14 @@ class SOLOv2Lite(InstanceSegModel):
             scores, order = scores.topk(cfg.nms_pre)
             cell, label = cell[order], label[order]
         if self.mask_cls is not None:
-            # one mask per cell (its classes share it), scored by the cell's best grid score; named below
+            # one mask per cell (its classes share it), scored by the cell's objectness; named below
             cell = torch.unique(cell)
-            scores, label = scores_all[cell].max(1).values, torch.zeros_like(cell)
+            scores = self.objectness(scores_all[cell])
+            keep = scores >= cfg.update_thr
+            if not keep.any():
+                return None
+            cell, scores = cell[keep], scores[keep]
+            label = torch.zeros_like(cell)
         strides = torch.cat([torch.full((g * g,), s, dtype=torch.float32, device=device)
                              for g, s in zip(cfg.grids, cfg.level_strides)])[cell]
         logits = self.mask_logits(out, b, cell)
@@ -396,6 +413,14 @@ class SOLOv2Lite(InstanceSegModel):
         # stay one per candidate, however many classes name it.
         maskness = (probs * masks).flatten(1).sum(1) / area  # a property of the mask, whatever its class
         if self.mask_cls is not None:
+            # objectness x maskness bounds every final score of the candidate (a class probability is
+            # <= 1): those under the threshold need no classifier pass, which is the costly part
+            keep = scores * maskness >= cfg.update_thr
+            if not keep.any():
+                return None
+            if not keep.all():
+                cell, logits, probs, masks, area, scores, maskness = (cell[keep], logits[keep], probs[keep], masks[keep],
+                                                                      area[keep], scores[keep], maskness[keep])
             named = self.name_candidates(out, b, cell, scores, probs, masks)
             if named is None:
                 return None
@@ -420,6 +445,14 @@ class SOLOv2Lite(InstanceSegModel):
         scores, src, label = scores[: cfg.max_per_img], src[order], label[order]
         return cell[src], label, scores, logits[src]
 
+    def objectness(self, grid: torch.Tensor) -> torch.Tensor:
+        """(K,) objectness of candidate cells from their grid class scores ``grid`` (K, C) in [0, 1]
+        (``mask_cls_objectness``); never below the best class score."""
+        best = grid.max(1).values
+        if self.cfg.mask_cls_objectness == "noisy_or":  # (in logs: a product of many factors near 1)
+            return torch.maximum(-torch.expm1(torch.log1p(-grid).sum(1)), best)
+        return best
+
     def classify_masks(self, out: dict[str, Any], b: int, weights: torch.Tensor,
                        flip_tta: bool = False, above: torch.Tensor | None = None) -> torch.Tensor:
         """(K, C) class logits of image ``b``'s soft stride-4 masks ``weights`` (K, h, w); ``flip_tta``
@@ -434,7 +467,7 @@ class SOLOv2Lite(InstanceSegModel):
     def reclassify(self, out: dict[str, Any], b: int, cell: torch.Tensor, objectness: torch.Tensor,
                    logits: torch.Tensor, probs: torch.Tensor, masks: torch.Tensor, area: torch.Tensor
                    ) -> tuple[torch.Tensor, ...] | None:
-        """Candidate cells (one mask each, ``objectness`` = the cell's best grid score) named by the
+        """Candidate cells (one mask each, ``objectness`` from the cell's grid scores) named by the
         second-look mask classifier together with the grid branch: class probabilities
         p = softmax(log p_classifier + ``mask_cls_grid_weight`` x log sigmoid(grid class scores)) (a
         product of two experts: the classifier sees the whole mask, the grid cell its centre), and the
