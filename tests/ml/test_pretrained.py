@@ -44,6 +44,7 @@ def test_a_new_run_starts_from_the_bundled_weights_with_a_fresh_category_head(sh
     got = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
     assert got["train_config"]["init"] == str(SHIPPED)
     assert got["model_config"]["num_classes"] == len(got["categories"]) > 1
+    assert got["model_config"]["mask_cls_objectness"] == "noisy_or"  # the current rule, not old checkpoints' "max"
     head = category_head_keys(bundled["model_config"])
     assert head and all(("cate" in k or "cls" in k) for k in head)
     for key, value in bundled["model"].items():
