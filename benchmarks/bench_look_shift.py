@@ -11,8 +11,8 @@ The default model is trained twice with the same steps and seed: on A, and on th
 randomised looks ("A+B"): the even-numbered images in look A, the odd-numbered ones with each part
 of look B switched on at random (``--part-probability``, default 0.75 each), rendered as two shards
 of the same scene list and merged. Each run is scored on held-out scenes in look A and the same
-held-out scenes in look B. Steps, not minutes, so the machine's load cannot change the result. Prints the 2x2 table for docs/benchmarks.md and writes
-OUT/results.json; rerunning the same command resumes (finished datasets and runs are kept).
+held-out scenes in look B. Steps, not minutes, so the machine's load cannot change the result.
+Prints the 2x2 table for docs/benchmarks.md and writes OUT/results.json; rerunning the same command resumes (finished datasets and runs are kept).
 
   python benchmarks/bench_look_shift.py --out out/bench_look_shift            # the benchmark
   python benchmarks/bench_look_shift.py --out /tmp/ls --train-images 8 --test-images 4 --resolution 64 \\
