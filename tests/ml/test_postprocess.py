@@ -190,6 +190,26 @@ def test_trained_solov2_gives_the_reference_predictions(trained_run: Path, shape
     assert _compare(model, shapes_root) > 0
 
 
+def test_bundled_one_class_weights_skip_the_classifier_with_the_same_predictions(shapes_root: Path) -> None:
+    """The bundled class-agnostic weights (Predict View before any training): with one class the
+    classifier's softmax is 1 whatever the crop, so its CNN is skipped and nothing changes."""
+    from blender_instseg.ml.pretrained import bundled_path
+
+    model, _ = load_model(bundled_path())
+    assert model.cfg.num_classes == 1 and model.mask_cls is not None
+    model.set_score_threshold(0.0)
+    model.cfg.nms_pre = 100
+    calls = []
+    model.mask_cls.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        for img, x, valid in _inputs(shapes_root, 64):
+            out = model(x)
+            new = model.postprocess(out, 0, valid, img.shape[:2])
+            assert not calls  # the fast path never ran the classifier
+            _assert_same(_reference_postprocess(model, out, 0, valid, img.shape[:2]), new)
+            assert len(new["scores"]) > 0
+
+
 @pytest.mark.parametrize("overrides", [{"point_head": True}, {"mask_classifier": False},
                                        {"mask_cls_kind": "pooled"}], ids=["point-head", "no-classifier", "pooled"])
 def test_solov2_variants_give_the_reference_predictions(shapes_root: Path, overrides: dict) -> None:  # type: ignore[type-arg]

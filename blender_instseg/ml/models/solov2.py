@@ -495,14 +495,19 @@ class SOLOv2Lite(InstanceSegModel):
         candidates)."""
         assert self.mask_cls is not None
         cfg = self.cfg
-        # the crop box is taken from the pixels > 0.5: with that threshold the caller's masks are those pixels
-        above = masks if masks is not None and cfg.mask_thr == 0.5 else None
-        log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta, above=above),
-                                  dim=1)
-        if cfg.mask_cls_grid_weight:
-            grid = torch.sigmoid(out["cate"][b][cell]).clamp_min(1e-6)
-            log_p = log_p + cfg.mask_cls_grid_weight * torch.log(grid)
-        prob_cls = torch.softmax(log_p, dim=1)
+        if cfg.num_classes == 1:
+            # one class (the bundled class-agnostic weights): a softmax over one class is 1 whatever the
+            # classifier says, so its CNN, most of post-processing, is skipped
+            prob_cls = objectness.new_ones((len(cell), 1))
+        else:
+            # the crop box is taken from the pixels > 0.5: with that threshold the caller's masks are those pixels
+            above = masks if masks is not None and cfg.mask_thr == 0.5 else None
+            log_p = torch.log_softmax(self.classify_masks(out, b, probs, flip_tta=cfg.mask_cls_flip_tta,
+                                                          above=above), dim=1)
+            if cfg.mask_cls_grid_weight:
+                grid = torch.sigmoid(out["cate"][b][cell]).clamp_min(1e-6)
+                log_p = log_p + cfg.mask_cls_grid_weight * torch.log(grid)
+            prob_cls = torch.softmax(log_p, dim=1)
         top_p, top_c = prob_cls.topk(min(cfg.mask_cls_topk, prob_cls.shape[1]), dim=1)
         scores = (objectness[:, None] * top_p).flatten()
         src = torch.arange(len(cell), device=cell.device).repeat_interleave(top_p.shape[1])
