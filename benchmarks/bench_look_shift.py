@@ -102,13 +102,13 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "out" / "bench_look_shift",
                    help="benchmark folder (default out/bench_look_shift)")
-    p.add_argument("--train-images", type=int, default=300, help="training set size, train + val (default 300)")
+    p.add_argument("--train-images", type=int, default=1000, help="training set size, train + val (default 1000)")
     p.add_argument("--test-images", type=int, default=100, help="held-out scenes, in each look (default 100)")
     p.add_argument("--resolution", type=int, default=128, help="square image size (default 128)")
     p.add_argument("--samples", type=int, default=8, help="Cycles samples (default 8)")
     p.add_argument("--min-objects", type=int, default=3)
     p.add_argument("--max-objects", type=int, default=10)
-    p.add_argument("--steps", type=int, default=1500, help="training steps of each run (default 1500)")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of each run (default 3000)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--part-probability", type=float, default=0.75,
                    help="A+B: probability of each part of look B on an odd-numbered image (default 0.75)")
