@@ -7,12 +7,12 @@ Two looks of the same scene recipe (same seeds, so the same objects, cameras and
   effects (noise, exposure, white balance, JPEG), made from the script's own procedural media
   (``bench_looks.make_media``: the repo ships no third-party media).
 
-The default model is trained twice with the same steps and seed: on A, and on the same scenes in
-randomised looks ("A+B"): the even-numbered images in look A, the odd-numbered ones with each part
-of look B switched on at random (``--part-probability``, default 0.75 each), rendered as two shards
-of the same scene list and merged. Each run is scored on held-out scenes in look A and the same
-held-out scenes in look B. Steps, not minutes, so the machine's load cannot change the result.
-Prints the 2x2 table for docs/benchmarks.md and writes OUT/results.json; rerunning the same command resumes (finished datasets and runs are kept).
+The default model is trained on A, and on the same scenes in randomised looks ("A+B"): each image
+plain (look A) with the generator's ``looks.plain_probability`` (``--plain-shares``, one A+B run per
+value), every other image with each part of look B switched on at random (``--part-probability``,
+default 0.75 each). Each run is scored on held-out scenes in look A and the same held-out scenes in
+look B. Steps, not minutes, so the machine's load cannot change the result.
+Prints the table for docs/benchmarks.md and writes OUT/results.json; rerunning the same command resumes (finished datasets and runs are kept).
 
   python benchmarks/bench_look_shift.py --out out/bench_look_shift            # the benchmark
   python benchmarks/bench_look_shift.py --out /tmp/ls --train-images 8 --test-images 4 --resolution 64 \\
@@ -58,34 +58,17 @@ def look_config(media: dict[str, Path], share: float) -> dict[str, Any]:
     return conf
 
 
-def generate(args: argparse.Namespace, out: Path, config: Path, n: int, seed: int, val_fraction: float,
-             shard: int | None = None) -> None:
-    """``shard`` 0 / 1: only the even / odd image indices of the list (``--shard`` of 2, one process:
-    the generator refuses ``--workers`` with a shard)."""
+def generate(args: argparse.Namespace, out: Path, config: Path, n: int, seed: int, val_fraction: float) -> None:
     gen = ["--out", str(out), "--config", str(config), "--num-images", str(n), "--seed", str(seed),
            "--resolution", str(args.resolution), "--samples", str(args.samples), "--min-objects", str(args.min_objects),
-           "--max-objects", str(args.max_objects), "--val-fraction", str(val_fraction),
+           "--max-objects", str(args.max_objects), "--val-fraction", str(val_fraction), "--workers", str(args.workers),
            "--progress", "jsonl", "--no-preview"]
-    if shard is not None:
-        gen += ["--shard", str(shard), "--num-shards", "2", "--no-merge"]
-    else:
-        gen += ["--workers", str(args.workers)]
     stage(f"generate {out.name}", generator_argv(args.python_bpy, gen, script=checkout_generate_script()))
 
 
-def generate_mixed(args: argparse.Namespace, out: Path, configs: dict[str, Path], n: int, seed: int,
-                   val_fraction: float) -> None:
-    """The A+B training set: the scene list of the A set, even indices in look A, odd ones in the
-    randomised looks, merged into ``out``."""
-    if (out / "annotations.json").is_file():
-        return
-    parts = []
-    for shard, look in ((0, "A"), (1, "mix")):
-        part = out.parent / f"{out.name}_{look}"
-        generate(args, part, configs[look], n, seed, val_fraction, shard=shard)
-        parts.append(str(part))
-    stage(f"merge {out.name}", generator_argv(args.python_bpy, ["--merge", *parts, "--out", str(out), "--progress", "jsonl"],
-                                               script=checkout_generate_script()))
+def mix_name(plain: float) -> tuple[str, str]:
+    """(results key, folder suffix) of the A+B run with ``plain`` images in look A."""
+    return f"A+B, plain {plain:g}", f"AB{round(100 * plain)}"
 
 
 def table(results: dict[str, Any]) -> str:
@@ -110,11 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-objects", type=int, default=10)
     p.add_argument("--steps", type=int, default=3000, help="training steps of each run (default 3000)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--plain-shares", type=float, nargs="+", default=[0.5],
+                   help="A+B: looks.plain_probability of each A+B run (default 0.5)")
     p.add_argument("--part-probability", type=float, default=0.75,
-                   help="A+B: probability of each part of look B on an odd-numbered image (default 0.75)")
+                   help="A+B: probability of each part of look B on an image that is not plain (default 0.75)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1,
-                   help="generator processes (the A+B set's two shards run one process each)")
+    p.add_argument("--workers", type=int, default=1, help="generator processes")
     p.add_argument("--seed", type=int, default=0, help="training scenes' seed; the held-out scenes use seed + 1")
     p.add_argument("--python-torch", default=sys.executable)
     p.add_argument("--python-bpy", default=sys.executable)
@@ -126,9 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         media_root.mkdir()
         make_media(media_root)
     media = {"hdri": media_root / "hdri", "backplate": media_root / "photos", "textures": media_root / "textures"}
+    if not all(0.0 <= v <= 1.0 for v in [*args.plain_shares, args.part_probability]):
+        p.error("--plain-shares and --part-probability must be in [0, 1]")
     configs = {}
-    for name, share in (("A", 0.0), ("mix", args.part_probability), ("B", 1.0)):
+    for name, share in (("A", 0.0), ("B", 1.0)):
         configs[name] = atomic_write_json(out / f"look_{name}.json", look_config(media, share), indent=1)
+    runs = {"A": ("A", configs["A"])}
+    for plain in args.plain_shares:
+        key, suffix = mix_name(plain)
+        conf = {**look_config(media, args.part_probability), "looks": {"plain_probability": plain}}
+        runs[key] = (suffix, atomic_write_json(out / f"look_{suffix}.json", conf, indent=1))
     t0 = time.monotonic()
     results: dict[str, Any] = {"command": " ".join([sys.executable, *sys.argv]), "runs": {},
                                "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
@@ -137,12 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         for look in ("A", "B"):
             tests[look] = out / f"test_{look}"
             generate(args, tests[look], configs[look], args.test_images, args.seed + 1, 0.0)
-        for look in ("A", "A+B"):
-            data, run = out / f"train_{look.replace('+', '')}", out / f"run_{look.replace('+', '')}"
-            if look == "A":
-                generate(args, data, configs["A"], args.train_images, args.seed, 0.1)
-            else:
-                generate_mixed(args, data, configs, args.train_images, args.seed, 0.1)
+        for look, (suffix, config) in runs.items():
+            data, run = out / f"train_{suffix}", out / f"run_{suffix}"
+            generate(args, data, config, args.train_images, args.seed, 0.1)
             train = ["--data", str(data), "--out", str(run), "--steps", str(args.steps), "--device", args.device,
                      "--image-size", str(args.resolution), "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
             if (run / "last.pt").is_file():

@@ -156,6 +156,8 @@ FIELDS: dict[str, tuple[str, str]] = {
     "sensor.white_balance": ("White Balance Stops", "Stops of red gain, blue the opposite (low, high)"),
     "sensor.jpeg_probability": ("JPEG", "Chance that an image is written as JPEG instead of PNG"),
     "sensor.jpeg_quality": ("JPEG Quality", "JPEG quality 1..100 (low, high)"),
+    "looks.plain_probability": ("Plain Images", "Chance that an image gets none of the looks (HDRI, photo, "
+                                "textures, lens, sensor), whatever their own chances: keeps a model good on plain renders"),
 }
 
 # Sub-panels of the Dataset section: (id, label, the config sections drawn in it)
@@ -164,7 +166,7 @@ GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("camera", "Camera", ("camera",)),
     ("lights", "Lights", ("lights",)),
     ("materials", "Materials", ("materials",)),
-    ("world", "World & Backplate", ("world", "backplate", "textures")),
+    ("world", "World & Backplate", ("looks", "world", "backplate", "textures")),
     ("lens", "Lens & Sensor", ("lens", "sensor")),
     ("physics", "Physics", ("physics",)),
     ("sequence", "Sequences", ("sequence",)),

@@ -114,8 +114,9 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     params = dict(built.params)  # this image's summary (a sequence's frames share built.params)
     timer.lap("build")
     # looks of the RGB only: drawn from their own streams, so the labels are the same with them on or off
-    lens_plan = lens.LensPlan() if masks_only else lens.LensPlan.sample(rngs["lens"], cfg.lens)
-    look = sensor.NO_EFFECTS if masks_only else sensor.SensorSpec.sample(rngs["sensor"], cfg.sensor)
+    look_cfg = cfg.plain_look() if params.get("plain_look") else cfg  # (looks.plain_probability)
+    lens_plan = lens.LensPlan() if masks_only else lens.LensPlan.sample(rngs["lens"], look_cfg.lens)
+    look = sensor.NO_EFFECTS if masks_only else sensor.SensorSpec.sample(rngs["sensor"], look_cfg.sensor)
     settings = _render_settings(task, built, seed, lens_plan)
 
     def set_up_lens(label_passes: dict[str, Any]) -> None:  # after the labels, before the RGB render

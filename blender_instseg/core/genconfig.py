@@ -235,6 +235,22 @@ class SensorConfig:
     jpeg_quality: list[int] = field(default_factory=lambda: [60, 95])  # 1..100
 
 
+@dataclass
+class LooksConfig:
+    """How the realistic looks (HDRI, photo backplate, texture sets, lens and sensor effects) mix
+    with the default look over a dataset.
+
+    ``plain_probability``: the chance that an image (a video: all its frames) gets none of them,
+    whatever their own chances: the default look of procedural colours, gradient or plain world,
+    grey ground and a clean sensor. The draw has its own stream ("looks"), and the parts draw as
+    always, so labels and every other draw stay what the seed gave. Why: a model trained only on
+    randomised looks loses accuracy on plain renders; half plain images keeps most of it while the
+    model learns the realistic looks (docs/benchmarks.md, "Look shift").
+    """
+
+    plain_probability: float = 0.0
+
+
 SEQUENCE_PHYSICS = ("settled", "falling")
 
 
@@ -334,6 +350,7 @@ class GeneratorConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     lens: LensConfig = field(default_factory=LensConfig)
     sensor: SensorConfig = field(default_factory=SensorConfig)
+    looks: LooksConfig = field(default_factory=LooksConfig)
     sequence: SequenceConfig = field(default_factory=SequenceConfig)
 
     # -- conversions -------------------------------------------------------------------------------------------
@@ -352,6 +369,21 @@ class GeneratorConfig:
 
     def copy(self) -> "GeneratorConfig":
         return copy.deepcopy(self)
+
+    def plain_look(self) -> "GeneratorConfig":
+        """A copy whose look parts never switch on (``looks.plain_probability``'s plain images):
+        every chance of an HDRI, photo, texture set, lens or sensor effect is 0 and the assets' own
+        materials are not jittered. The folders stay, so the parts draw exactly as before."""
+        cfg = self.copy()
+        cfg.world.hdri_probability = 0.0
+        cfg.backplate.probability = 0.0
+        t = cfg.textures
+        t.ground_probability = t.distractor_probability = t.object_probability = 0.0
+        t.asset_hue_jitter = t.asset_value_jitter = t.asset_roughness_jitter = 0.0
+        cfg.lens.dof_probability = cfg.lens.motion_blur_probability = 0.0
+        for name in ("noise", "exposure", "white_balance", "jpeg"):
+            setattr(cfg.sensor, f"{name}_probability", 0.0)
+        return cfg
 
     def category_id(self, shape: str) -> int:
         return self.categories.index(self.objects.shapes[shape]) + 1
@@ -525,6 +557,7 @@ class GeneratorConfig:
         se = self.sensor
         for name in ("noise", "exposure", "white_balance", "jpeg"):
             _probability(getattr(se, f"{name}_probability"), f"sensor.{name}_probability")
+        _probability(self.looks.plain_probability, "looks.plain_probability")
         _range(se.noise, "sensor.noise")
         _range(se.exposure, "sensor.exposure", signed=True)
         _range(se.white_balance, "sensor.white_balance", signed=True)

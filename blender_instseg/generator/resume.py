@@ -40,6 +40,8 @@ _BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
     "sensor": {"noise_probability": 0.0, "noise": [0.005, 0.03], "exposure_probability": 0.0, "exposure": [-1.0, 1.0],
                "white_balance_probability": 0.0, "white_balance": [-0.3, 0.3], "jpeg_probability": 0.0,
                "jpeg_quality": [60, 95]},
+    # every image drew its looks from their own chances
+    "looks": {"plain_probability": 0.0},
     # still images (one frame per scene); a still dataset's config.json leaves the section out
     "sequence": {"frames": 1, "fps": 24.0, "physics": "settled", "object_speed": [0.0, 0.5],
                  "object_spin": [0.0, 90.0], "camera_orbit": [0.0, 15.0], "camera_dolly": [-0.3, 0.3]},

@@ -189,7 +189,8 @@ def test_looks_are_deterministic_per_seed_and_exact_without_antialiasing(sets: d
 
 def test_impossible_ranges_exit_2_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     for bad in ({"lens": {"fstop": [0.0, 1.0]}}, {"sensor": {"jpeg_quality": [0, 80]}},
-                {"lens": {"motion_blur_probability": 1.5}}, {"materials": {"transparency_labels": "some"}}):
+                {"lens": {"motion_blur_probability": 1.5}}, {"materials": {"transparency_labels": "some"}},
+                {"looks": {"plain_probability": -0.1}}):
         cfg = tmp_path / "bad.json"
         cfg.write_text(json.dumps(bad))
         assert generate(["--out", str(tmp_path / "out"), *ARGS, "--config", str(cfg)]) == 2

@@ -138,6 +138,37 @@ def test_looks_at_probability_zero_render_what_no_looks_render(runs: dict[str, P
     assert off == zero
 
 
+def test_plain_images_render_what_no_looks_render_and_the_others_every_look(media: Path, runs: dict[str, Path],
+                                                                           tmp_path: Path) -> None:
+    """looks.plain_probability: with the chance between the two images' own draws, one image is plain
+    (pixel for pixel the run without look folders, sensor noise included: none) and the other gets
+    every look as if plain images did not exist; the labels never change."""
+    from blender_instseg.core import plan
+
+    draws = [float(builder.make_rngs(plan.image_seed(5, i))["looks"].uniform()) for i in range(2)]
+    assert abs(draws[0] - draws[1]) > 0.01  # (the seed gives two different draws to split)
+    steep = json.loads((media / "steep.json").read_text())
+    noisy = {**steep, "sensor": {"noise_probability": 1.0}}
+    (tmp_path / "noisy.json").write_text(json.dumps(noisy))
+    (tmp_path / "mix.json").write_text(json.dumps({**noisy, "looks": {"plain_probability": sum(draws) / 2}}))
+    folders = ["--hdri", str(media / "hdri"), "--backgrounds", str(media / "photos"), "--textures", str(media / "tex")]
+    for name in ("noisy", "mix"):
+        assert generate(["--out", str(tmp_path / name), *BASE, "--config", str(tmp_path / f"{name}.json"), *folders]) == 0
+    off, every, mix = tree(runs["off"]), tree(tmp_path / "noisy"), tree(tmp_path / "mix")
+    records = _records(tmp_path / "mix")
+    plain = [bool(r["scene"].get("plain_look")) for r in records]
+    assert sorted(plain) == [False, True] and plain == [d < sum(draws) / 2 for d in draws]
+    for i, is_plain in enumerate(plain):
+        expected = off if is_plain else every
+        for part in ("images", "masks", "depth"):
+            suffix = "png" if part != "depth" else "exr"
+            assert mix[f"{part}/{i:06d}.{suffix}"] == expected[f"{part}/{i:06d}.{suffix}"], (part, i, is_plain)
+        assert ("sensor" in records[i]["scene"]) is not is_plain
+        assert not is_plain or not any(k in records[i]["scene"] for k in LOOK_KEYS)
+    assert mix["annotations.json"] == off["annotations.json"]
+    assert validate_dataset(tmp_path / "mix").ok
+
+
 def test_backplate_shows_the_photo_outside_the_objects_and_the_shadows_darken_it(media: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "sun.json"
     cfg.write_text(json.dumps({

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # A stream added at the end leaves the others' draws unchanged (SeedSequence children are by index).
 STREAMS = ("layout", "materials", "lights", "camera", "world", "resample", "distractors", "hdri", "backplate",
-           "textures", "lens", "sensor", "transparency", "motion")
+           "textures", "lens", "sensor", "transparency", "motion", "looks")
 
 
 @dataclass(frozen=True)
@@ -202,6 +202,12 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
     layout, mats, cam_rng = base["layout"], base["materials"], base["camera"]
     oc = cfg.objects
     p = perturb
+    # looks.plain_probability: this scene in the default look. Its own stream, and the look parts
+    # below draw as always, so nothing else changes (render_image reads params["plain_look"] for
+    # the lens and sensor)
+    plain = float(base["looks"].uniform()) < cfg.looks.plain_probability
+    if plain:
+        cfg = cfg.plain_look()
 
     world_spec = WorldSpec.sample(base["world"], cfg.world, cfg.materials)
     light_specs = sample_lights(base["lights"], cfg.lights)
@@ -333,6 +339,8 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         params["transparency"] = see_through
     if parent_seed is not None:
         params["parent_seed"] = int(parent_seed)
+    if plain:
+        params["plain_look"] = True
     params.update(looks)
     return BuiltScene(seed=seed, objects=objects, camera=camera, rngs=rngs, params=params, backplate=plate, fall=fall)
 
