@@ -79,7 +79,12 @@ def test_one_winding_of_a_closed_mesh_rasterises_to_the_whole_silhouette(shape: 
     from mathutils import Euler, Matrix
 
     sm = meshes.get_shape(shape)
-    assert sm.closed is closed
+    assert (sm.neighbours is not None) is closed
+    if closed:  # the triangle across each edge runs that edge the other way
+        starts, ends = sm.tris, np.roll(sm.tris, -1, axis=1)
+        across = sm.tris[sm.neighbours]
+        runs_back = (across == ends[..., None]) & (np.roll(across, -1, axis=2) == starts[..., None])
+        assert runs_back.any(axis=2).all()
     proj = np.array(Matrix.Identity(4))
     proj[0, 0], proj[1, 1] = 2.0, 2.0 * 64 / 48  # a 90-degree-ish pinhole looking down -Z
     proj[3, 2], proj[3, 3], proj[2, 2] = -1.0, 0.0, -1.0
@@ -91,13 +96,13 @@ def test_one_winding_of_a_closed_mesh_rasterises_to_the_whole_silhouette(shape: 
         world = np.array(Matrix.Translation((rng.uniform(-1, 1), rng.uniform(-1, 1), -rng.uniform(1.2, 4.0))) @ rot)
         if k == 0:
             world[2, 3] = -0.2  # reaches behind the near plane: the general, clipping path
-        fast = amodal.mesh_amodal_mask(sm.verts, sm.tris, world, cam, sm.closed)
+        fast = amodal.mesh_amodal_mask(sm.verts, sm.tris, world, cam, sm.neighbours)
         full = amodal.amodal_mask(amodal.world_triangles(sm.verts, sm.tris, world), cam)
         assert np.array_equal(fast.mask, full.mask)
         assert (fast.truncated, fast.bbox_px) == (full.truncated, full.bbox_px)
         seen += bool(fast.mask.any())
     assert seen >= 8
-    assert not amodal.closed_surface(sm.verts, sm.tris[:-1])  # one triangle missing: open
+    assert amodal.closed_neighbours(sm.verts, sm.tris[:-1]) is None  # one triangle missing: open
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,6 +151,42 @@ def test_linked_duplicates_get_distinct_ids() -> None:
     assert {a["instance_id"] for a in anns} == set(present)
     assert {a["category_id"] for a in anns} == {1}
     assert len(anns) + len(hidden) == 6
+
+
+def _labels(cfg: GeneratorConfig, seed: int, appearance: bool) -> tuple[np.ndarray, list, list, list, set[int]]:
+    built = builder.build_scene(cfg, seed, build_appearance=appearance)
+    w, h = cfg.render.resolution
+    cy.configure(cy.RenderSettings(w, h, 1, True, 0, False))
+    ids = cy.index_map(cy.render())
+    anns, hidden, _ = annotate.build_annotations(built, ids)
+    state = [(so.obj.name, so.obj.pass_index, tuple(so.obj.matrix_world.col[3]), dict(so.obj.items()),
+              [(slot.link, slot.material.name if slot.material else None) for slot in so.obj.material_slots])
+             for so in built.objects]
+    return ids, anns, hidden, state, {so.obj.as_pointer() for so in built.objects}
+
+
+def test_objects_of_earlier_scenes_come_back_as_new_ones_would() -> None:
+    """Scene objects are reused from image to image (parked in between, so Cycles keeps their meshes):
+    a scene built after others gives the ids, annotations and object state of the same scene built
+    first in a fresh Blender, and building it once more makes no new object."""
+    cfg = GeneratorConfig()
+    cfg.objects.min_count, cfg.objects.max_count = 6, 9
+    cfg.render.resolution = [64, 64]
+    builder.reset_blender()
+    fresh = _labels(cfg, 11, True)
+    builder.reset_blender()
+    for seed in (3, 4, 5, 6, 7, 8):
+        _labels(cfg, seed, seed % 2 == 0)  # with and without materials
+    before = {o.as_pointer() for o in bpy.data.objects}
+    again = _labels(cfg, 11, True)
+    assert len(again[4] & before) >= 3  # objects of earlier scenes
+    assert np.array_equal(fresh[0], again[0])
+    assert fresh[1:4] == again[1:4]
+    parked = [o for o in bpy.data.objects if o.get("instseg_pooled") and not o.visible_camera]
+    assert parked and all(o.location.z < -1000 for o in parked) and not any(set(o.keys()) - {"instseg_pooled"} for o in parked)
+    count = len(bpy.data.objects)
+    assert _labels(cfg, 11, True)[4] == again[4] and len(bpy.data.objects) == count  # no new object for it
+    builder.reset_blender()
 
 
 def test_visible_subset_of_amodal_and_hidden_reasons() -> None:

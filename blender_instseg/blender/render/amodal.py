@@ -171,47 +171,102 @@ def _result(mask: np.ndarray, truncated: bool) -> AmodalResult:
     return AmodalResult(mask, truncated, (int(rows[0]), int(rows[-1]), int(cols[0]), int(cols[-1])))
 
 
-def closed_surface(verts: np.ndarray, tris: np.ndarray) -> bool:
-    """Whether the triangles form closed, consistently wound surfaces: every edge (between vertex
-    positions: files split vertices along UV seams and hard edges) is run once in each direction,
-    by two triangles.
+def closed_neighbours(verts: np.ndarray, tris: np.ndarray) -> np.ndarray | None:
+    """For closed, consistently wound surfaces, each triangle edge's neighbour: ``(T, 3)`` indices,
+    entry ``[t, i]`` the triangle across the edge from corner ``i`` to corner ``i + 1``; None for
+    any other mesh.
 
-    Then every pixel centre inside the silhouette is covered by a triangle of each winding (a ray
-    that enters the surface also leaves it), so one winding's triangles rasterise to the same mask
-    as all of them: half the work (``mesh_amodal_mask``). Open scans and non-manifold meshes keep
-    every triangle.
+    Closed means every edge (between vertex positions: files split vertices along UV seams and hard
+    edges) is run once in each direction, by two triangles. Then every pixel centre inside the
+    silhouette is covered by a triangle of each winding (a ray that enters the surface also leaves
+    it), so one winding's triangles rasterise to the whole silhouette, and their union is bounded
+    by the edges where a triangle of that winding meets one of the other: ``mesh_amodal_mask``
+    fills that outline. Open scans and non-manifold meshes rasterise every triangle.
     """
     if len(tris) == 0:
-        return False
+        return None
     _, welded = np.unique(verts, axis=0, return_inverse=True)
     t = welded.reshape(-1)[tris].astype(np.int64)
     n = int(t.max()) + 1
-    a = np.concatenate([t[:, 0], t[:, 1], t[:, 2]])
+    a = np.concatenate([t[:, 0], t[:, 1], t[:, 2]])  # edge i of triangle k is entry i * T + k
     b = np.concatenate([t[:, 1], t[:, 2], t[:, 0]])
-    forward = np.sort(a * n + b)
-    if (a == b).any() or (np.diff(forward) == 0).any():  # a degenerate or twice-run edge
-        return False
-    return bool(np.array_equal(forward, np.sort(b * n + a)))
+    forward = a * n + b
+    order = np.argsort(forward, kind="stable")
+    sorted_forward = forward[order]
+    if (a == b).any() or (np.diff(sorted_forward) == 0).any():  # a degenerate or twice-run edge
+        return None
+    backward = b * n + a
+    at = np.searchsorted(sorted_forward, backward)
+    at = np.minimum(at, len(sorted_forward) - 1)
+    if not np.array_equal(sorted_forward[at], backward):  # an edge run one way only: open
+        return None
+    return (order[at] % len(t)).reshape(3, -1).T.astype(np.int32)
+
+
+def rasterize_outline(px: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Pixel centres with a non-zero winding number about the directed edges ``px[starts] -> px[ends]``
+    (pixel coordinates, x right / y down), as an (H, W) bool mask.
+
+    For the outline of a set of same-wound triangles the winding number at a point is how many of
+    them cover it, so this is their union: one scanline pass over the outline's few hundred edges
+    instead of every triangle. A row's centre line counts an edge that spans it half-open (from its
+    lower end, not its upper), and the pixel whose centre is the crossing or right of it starts the
+    edge's run, so each centre is counted once where edges meet.
+    """
+    mask = np.zeros((height, width), bool)
+    if len(starts) == 0:
+        return mask
+    ya, yb = px[starts, 1], px[ends, 1]
+    xa, xb = px[starts, 0], px[ends, 0]
+    r0 = np.maximum(np.ceil(np.minimum(ya, yb) - 0.5), 0).astype(np.int64)
+    r1 = np.minimum(np.ceil(np.maximum(ya, yb) - 0.5) - 1, height - 1).astype(np.int64)
+    keep = r1 >= r0
+    if not keep.any():
+        return mask
+    ya, yb, xa, xb, r0, r1 = ya[keep], yb[keep], xa[keep], xb[keep], r0[keep], r1[keep]
+    n_rows = r1 - r0 + 1
+    edge = np.repeat(np.arange(len(r0)), n_rows)
+    first = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+    rows = r0[edge] + (np.arange(len(edge)) - first)
+    ya, yb, xa, xb = ya[edge], yb[edge], xa[edge], xb[edge]
+    x = xa + (rows + 0.5 - ya) / (yb - ya) * (xb - xa)
+    cols = np.clip(np.ceil(x - 0.5), 0, width).astype(np.int64)
+    step = np.where(yb > ya, 1, -1)
+    ra, rb = int(rows.min()), int(rows.max())
+    stride = width + 1
+    diff = np.bincount((rows - ra) * stride + cols, weights=step, minlength=(rb - ra + 1) * stride)
+    winding = np.cumsum(diff.reshape(rb - ra + 1, stride)[:, :width], axis=1)
+    mask[ra:rb + 1] = winding != 0
+    return mask
 
 
 def mesh_amodal_mask(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np.ndarray, cam: Camera,
-                     closed: bool = False) -> AmodalResult:
-    """``amodal_mask`` of a mesh under a world matrix, projecting each vertex once and, for a
-    ``closed`` surface (``closed_surface``), rasterising one winding's triangles only; a mesh that
-    reaches behind the near plane takes the general path (``amodal_mask``), which clips triangles."""
+                     neighbours: np.ndarray | None = None) -> AmodalResult:
+    """``amodal_mask`` of a mesh under a world matrix, projecting each vertex once; a closed surface
+    (``neighbours`` from ``closed_neighbours``) fills the outline of its triangles of one winding
+    (``rasterize_outline``). A mesh that reaches behind the near plane takes the general path
+    (``amodal_mask``), which clips triangles. Every vertex must be a triangle corner (no loose ones)."""
     v = verts_local @ matrix_world[:3, :3].T + matrix_world[:3, 3]
     cam_pts = v @ cam.world_to_camera[:3, :3].T + cam.world_to_camera[:3, 3]
     if len(tris) == 0 or not (cam_pts[:, 2] <= -cam.clip_start).all():
         return amodal_mask(v[tris], cam)
-    tris2d = _to_pixels(cam_pts, cam)[tris]
-    flat = tris2d.reshape(-1, 2)
-    lo, hi = flat.min(axis=0), flat.max(axis=0)
-    truncated = bool(lo[0] < 0 or hi[0] > cam.width or lo[1] < 0 or hi[1] > cam.height)
-    if closed:
-        e1, e2 = tris2d[:, 1] - tris2d[:, 0], tris2d[:, 2] - tris2d[:, 0]
-        area2 = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-        tris2d = tris2d[area2 >= 0]  # one winding, and the edge-on slivers (area 0) of both
-    return _result(rasterize(tris2d, cam.width, cam.height), truncated)
+    px = _to_pixels(cam_pts, cam)
+    if neighbours is None:
+        tris2d = px[tris]
+        flat = tris2d.reshape(-1, 2)
+        lo, hi = flat.min(axis=0), flat.max(axis=0)
+        truncated = bool(lo[0] < 0 or hi[0] > cam.width or lo[1] < 0 or hi[1] > cam.height)
+        return _result(rasterize(tris2d, cam.width, cam.height), truncated)
+    # truncation from the vertices: the caller's vertices are all triangle corners (meshes.get_shape)
+    x, y = np.ascontiguousarray(px[:, 0]), np.ascontiguousarray(px[:, 1])
+    truncated = bool(x.min() < 0 or x.max() > cam.width or y.min() < 0 or y.max() > cam.height)
+    xt, yt = x[tris], y[tris]
+    area2 = (xt[:, 1] - xt[:, 0]) * (yt[:, 2] - yt[:, 0]) - (yt[:, 1] - yt[:, 0]) * (xt[:, 2] - xt[:, 0])
+    front = area2 > 0  # one winding; edge-on slivers cover no area
+    outline_t, outline_i = np.nonzero(front[:, None] & ~front[neighbours])
+    starts = tris[outline_t, outline_i]
+    ends = tris[outline_t, (outline_i + 1) % 3]
+    return _result(rasterize_outline(px, starts, ends, cam.width, cam.height), truncated)
 
 
 def world_triangles(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ def amodal_masks(built: BuiltScene, width: int, height: int) -> tuple[np.ndarray
     for k, so in enumerate(built.objects):
         sm = so.shape_mesh
         ev = so.obj.evaluated_get(depsgraph)
-        res = amodal.mesh_amodal_mask(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64), cam, sm.closed)
+        res = amodal.mesh_amodal_mask(sm.verts, sm.tris, np.array(ev.matrix_world, np.float64), cam, sm.neighbours)
         stack[k] = res.mask
         truncated.append(res.truncated)
     return stack, truncated

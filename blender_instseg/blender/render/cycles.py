@@ -139,65 +139,67 @@ class RenderSettings:
     shutter: float = 0.5  # frames, centred on the current frame
 
 
+def _assign(owner: Any, **values: Any) -> None:
+    """Set RNA properties, skipping those that already hold the value.
+
+    Why: every assignment tags the scene for a depsgraph update even when nothing changes, and with
+    persistent render data such a tag (the material override above all) makes Cycles sync every
+    mesh again; the skip keeps a render's cost to what really changed.
+    """
+    for name, value in values.items():
+        current = getattr(owner, name)
+        if isinstance(value, float) and isinstance(current, float):
+            if np.float32(current) == np.float32(value):  # RNA floats are float32
+                continue
+        elif current == value:
+            continue
+        setattr(owner, name, value)
+
+
 def configure(s: RenderSettings, *, percentage: int = 100) -> None:
-    """Apply the settings to the current scene. Called before every render so state never leaks."""
+    """Apply the settings to the current scene. Called before every render so state never leaks.
+
+    A masks-only dataset's renders keep their render data (``use_persistent_data``): Cycles keeps
+    the synced meshes and their BVHs, so a scene that differs from the last one in object transforms
+    costs only those (scene/meshes.py ``keep_in_cycles``). An RGB dataset's renders do not: they
+    switch the label override on and off, which makes Cycles sync every mesh again anyway, and with
+    bpy 5.0 a kept session rendered the same RGB image differently after other images.
+    """
     ensure_cycles_enabled()
     install_capture()
     scene = bpy.context.scene
     r = scene.render
-    r.engine = "CYCLES"
-    r.resolution_x, r.resolution_y = s.width, s.height
-    r.resolution_percentage = percentage
-    r.pixel_aspect_x = r.pixel_aspect_y = 1.0
-    r.use_border = False
-    r.use_persistent_data = False
-    r.film_transparent = s.backplate
+    _assign(r, engine="CYCLES", resolution_x=s.width, resolution_y=s.height, resolution_percentage=percentage,
+            pixel_aspect_x=1.0, pixel_aspect_y=1.0, use_border=False,
+            use_persistent_data=s.masks_only and not s.label_only, film_transparent=s.backplate)
     if s.threads > 0:
-        r.threads_mode = "FIXED"
-        r.threads = s.threads
+        _assign(r, threads_mode="FIXED", threads=s.threads)
     else:
-        r.threads_mode = "AUTO"
+        _assign(r, threads_mode="AUTO")
     c = scene.cycles
-    c.device = s.device
-    c.seed = s.seed & 0x7FFFFFFF
-    c.use_animated_seed = False
-    c.filter_width = s.filter_width  # 0.01 for label renders: pixel-centre rays, as the amodal rasteriser assumes
-    c.use_adaptive_sampling = False
-    c.use_denoising = False
-    c.sample_clamp_indirect = 10.0
-    if s.masks_only:
-        c.samples = 1
-        bounces = 0
-    else:
-        c.samples = s.samples
-        bounces = s.max_bounces
-    c.max_bounces = bounces
-    c.diffuse_bounces = c.glossy_bounces = c.transmission_bounces = min(bounces, 4)
-    c.volume_bounces = 0
-    c.transparent_max_bounces = min(bounces, 8)
-    if s.label_alpha and s.label_only:
-        # a ray that runs out of transparent bounces stops on the surface as if it were opaque (measured)
-        c.transparent_max_bounces = 16
-    c.caustics_reflective = c.caustics_refractive = False
+    bounces = 0 if s.masks_only else s.max_bounces
+    # filter_width 0.01 for label renders: pixel-centre rays, as the amodal rasteriser assumes
+    _assign(c, device=s.device, seed=s.seed & 0x7FFFFFFF, use_animated_seed=False, filter_width=s.filter_width,
+            use_adaptive_sampling=False, use_denoising=False, sample_clamp_indirect=10.0,
+            samples=1 if s.masks_only else s.samples, max_bounces=bounces, diffuse_bounces=min(bounces, 4),
+            glossy_bounces=min(bounces, 4), transmission_bounces=min(bounces, 4), volume_bounces=0,
+            # a ray that runs out of transparent bounces stops on the surface as if it were opaque (measured)
+            transparent_max_bounces=16 if s.label_alpha and s.label_only else min(bounces, 8),
+            caustics_reflective=False, caustics_refractive=False)
     vl = bpy.context.view_layer
     # a black emission override skips textures and light sampling: ~4x faster label renders, same ids
-    vl.material_override = label_material() if s.label_only and not s.label_alpha else None
-    vl.pass_alpha_threshold = 0.5  # Index/Depth are written at the first surface with alpha >= this
+    override = label_material() if s.label_only and not s.label_alpha else None
+    if vl.material_override != override:
+        vl.material_override = override
+    _assign(vl, pass_alpha_threshold=0.5)  # Index/Depth are written at the first surface with alpha >= this
     # the shutter is centred on the frame, so a render without blur shows the scene at the shutter's centre
-    r.use_motion_blur = s.motion_blur
-    r.motion_blur_shutter = s.shutter
-    r.motion_blur_position = "CENTER"
+    _assign(r, use_motion_blur=s.motion_blur, motion_blur_shutter=s.shutter, motion_blur_position="CENTER")
     camera: Any = scene.camera
     if camera is not None and camera.get("instseg_params") is not None:  # the generator's own camera only
-        camera.data.dof.use_dof = s.dof
-    vl.use_pass_object_index = True
-    vl.use_pass_z = s.depth
-    vl.use_pass_combined = True
-    vl.cycles.use_pass_shadow_catcher = s.backplate
-    scene.view_settings.view_transform = "Standard"
-    scene.view_settings.look = "None"
-    scene.view_settings.exposure = 0.0
-    scene.view_settings.gamma = 1.0
+        _assign(camera.data.dof, use_dof=s.dof)
+    _assign(vl, use_pass_object_index=True, use_pass_z=s.depth, use_pass_combined=True)
+    _assign(vl.cycles, use_pass_shadow_catcher=s.backplate)
+    _assign(scene.view_settings, view_transform="Standard", look="None", exposure=0.0, gamma=1.0)
 
 
 _LABEL_MATERIAL: list[bpy.types.Material] = []

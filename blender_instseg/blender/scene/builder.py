@@ -104,8 +104,10 @@ def reset_blender() -> None:
 
 def clear_scene() -> None:
     """Remove everything the previous image made, keeping the shared shape meshes (fake users)."""
+    meshes.release_objects()
     for obj in list(bpy.data.objects):
-        bpy.data.objects.remove(obj, do_unlink=True)
+        if not (obj.get(meshes.KEEPER_PROP) or obj.get(meshes.POOL_PROP)):  # kept for the next images
+            bpy.data.objects.remove(obj, do_unlink=True)
     collections: tuple[Any, ...] = (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds)
     for coll in collections:
         for item in list(coll):
@@ -270,7 +272,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
                                           p.roughness)
         placed.append((x, y, footprint))
 
-        obj = bpy.data.objects.new(f"inst_{k:04d}_{shape.replace(':', '_')}", sm.mesh)
+        obj = meshes.take_object(sm, f"inst_{k:04d}_{shape.replace(':', '_')}", collection)
         obj.rotation_mode = "QUATERNION"
         obj.rotation_quaternion = rot
         obj.scale = (scale, scale, scale)
@@ -279,7 +281,6 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         obj["instseg_instance_id"] = k
         obj["instseg_category_id"] = cfg.category_id(shape)
         obj["instseg_shape"] = shape
-        collection.objects.link(obj)
         if build_appearance and not (sm.own_materials and oc.keep_asset_materials):
             mat = prev_mat if dup and prev_mat is not None else clear.dress(mat_spec.build(f"mat_{k:04d}"))
             if clear.kind and not (dup and prev_mat is not None):
@@ -366,14 +367,13 @@ def _add_distractors(cfg: GeneratorConfig, rng: np.random.Generator, collection:
         lift = float(rng.uniform(cfg.physics.drop_height[0], cfg.physics.drop_height[1])) if cfg.physics.enabled else 0.0
         placed.append((x, y, footprint))
         mat_spec = MaterialSpec.sample(rng, cfg.materials)
-        obj = bpy.data.objects.new(f"distractor_{k + 1:03d}_{shape.replace(':', '_')}", sm.mesh)
+        obj = meshes.take_object(sm, f"distractor_{k + 1:03d}_{shape.replace(':', '_')}", collection)
         obj.rotation_mode = "QUATERNION"
         obj.rotation_quaternion = rot
         obj.scale = (scale, scale, scale)
         obj.location = (x, y, -float(rotated[:, 2].min()) + lift + 1e-4)
         obj.pass_index = 0
         obj["instseg_distractor"] = True
-        collection.objects.link(obj)
         if build_appearance and not (sm.own_materials and d.keep_asset_materials):
             mat = mat_spec.build(f"distractor_mat_{k + 1:03d}")
             for slot in obj.material_slots:

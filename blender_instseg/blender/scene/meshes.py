@@ -14,7 +14,7 @@ Blender's importers (``assets.py``); ``file:`` assets keep their materials in th
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import bmesh
@@ -22,7 +22,7 @@ import bpy
 import numpy as np
 
 from ...core.genconfig import ASSET_PREFIX, BLEND_PREFIX, FILE_PREFIX, PRIMITIVES
-from ..render.amodal import closed_surface
+from ..render.amodal import closed_neighbours
 from . import assets, blend_source
 
 def _find_assets_dir() -> Path:
@@ -46,10 +46,96 @@ class ShapeMesh:
     radius: float  # max vertex distance from the origin (bounding sphere)
     size: float = 1.0  # the largest half-extent before normalisation, in the file's units (metres)
     own_materials: bool = False  # the mesh's slots hold the asset's own materials (file: assets)
-    closed: bool = False  # a closed, consistently wound surface (render.amodal.closed_surface)
+    # each triangle edge's neighbour when the mesh is a closed, consistently wound surface, else None
+    # (render.amodal.closed_neighbours): its amodal mask then fills the outline of one winding
+    neighbours: np.ndarray | None = None
+    free: list[bpy.types.Object] = field(default_factory=list)  # objects of earlier images (``take_object``)
 
 
 _CACHE: dict[str, ShapeMesh] = {}
+
+KEEPER_PROP = "instseg_keeper"
+POOL_PROP = "instseg_pooled"
+_IN_USE: list[tuple[ShapeMesh, bpy.types.Object]] = []
+_RAYS = ("visible_camera", "visible_diffuse", "visible_glossy", "visible_transmission", "visible_shadow")
+_PARKED_AT = (0.0, 0.0, -1.0e4)
+
+
+def _park(obj: bpy.types.Object) -> None:
+    """Out of every ray's way but still in Cycles' scene: visible to volume-scatter rays only (an
+    object visible to no ray is not synced at all; the generator's scenes have no volume), far below
+    the ground."""
+    for ray in _RAYS:
+        if getattr(obj, ray):
+            setattr(obj, ray, False)
+    obj.location = _PARKED_AT
+
+
+def keep_in_cycles(mesh: bpy.types.Mesh) -> None:
+    """Two parked objects (``_park``) holding ``mesh`` in the scene, so Cycles keeps it between images.
+
+    Why: with persistent render data (render/cycles.py) Cycles keeps a mesh it has synced, and its
+    BVH, as long as the mesh stays in the scene and is not flattened into world space. It flattens
+    (applies the object's transform to the vertices) a mesh that one object alone uses, and must then
+    sync the whole mesh again whenever that object moves; a mesh missing from one render is dropped.
+    Two more users keep every shape mesh instanced and present, so an image costs Cycles the
+    objects' transforms, not their triangles.
+    """
+    for _ in range(2):
+        obj = bpy.data.objects.new(f"instseg_keep_{mesh.name}", mesh)
+        obj[KEEPER_PROP] = True
+        _park(obj)
+        bpy.context.scene.collection.objects.link(obj)
+
+
+def take_object(sm: ShapeMesh, name: str, collection: bpy.types.Collection) -> bpy.types.Object:
+    """A plain object showing ``sm``'s mesh, named ``name``: one an earlier image used, parked since
+    (``release_objects``), else a new one linked to ``collection``.
+
+    Why reuse, and park rather than unlink: an object that is new to the scene, or comes back into
+    it, makes Blender's depsgraph report its mesh as changed, and Cycles then syncs the whole mesh
+    again; a parked object that is shown again has only moved.
+    """
+    if sm.free:
+        obj = sm.free.pop()
+        obj.name = name
+        for ray in _RAYS:
+            setattr(obj, ray, True)
+    else:
+        obj = bpy.data.objects.new(name, sm.mesh)
+        obj[POOL_PROP] = True
+        collection.objects.link(obj)
+    _IN_USE.append((sm, obj))
+    return obj
+
+
+def release_objects() -> None:
+    """Park every object ``take_object`` gave out, reset to what a new object is: no custom
+    properties but the pool's mark, no animation, its slots on the mesh's own materials, unrotated."""
+    for sm, obj in _IN_USE:
+        try:
+            obj.animation_data_clear()
+        except ReferenceError:  # removed by a file load since: nothing to park
+            continue
+        for key in [k for k in obj.keys() if k != POOL_PROP]:
+            del obj[key]
+        for slot in obj.material_slots:
+            if slot.link == "OBJECT":
+                slot.material = None
+                slot.link = "DATA"
+        if obj.parent is not None:
+            obj.parent = None
+        if obj.hide_render:
+            obj.hide_render = False
+        obj.pass_index = 0
+        obj.rotation_mode = "XYZ"
+        obj.rotation_euler = (0.0, 0.0, 0.0)
+        obj.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
+        obj.scale = (1.0, 1.0, 1.0)
+        _park(obj)
+        obj.name = f"instseg_pool_{sm.mesh.name}"
+        sm.free.append(obj)
+    _IN_USE.clear()
 
 
 def asset_path(name: str, assets_dir: Path | None = None) -> Path:
@@ -184,12 +270,18 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     # one vertex per position: imported files split vertices along UV seams and hard edges (a glTF
     # has about three per triangle), which only multiplies the per-image projection work
     verts, welded = np.unique(verts, axis=0, return_inverse=True)
-    faces = welded.reshape(-1)[tris.reshape(t, 3)].astype(np.int32)
+    faces = welded.reshape(-1)[tris.reshape(t, 3)]
+    if t:  # loose vertices out: they are no triangle's corner and never render
+        used, corners = np.unique(faces, return_inverse=True)
+        verts, faces = verts[used], corners.reshape(t, 3)
+    faces = faces.astype(np.int32)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
-                     size=size, own_materials=own, closed=closed_surface(verts, faces))
+                     size=size, own_materials=own, neighbours=closed_neighbours(verts, faces))
+    keep_in_cycles(mesh)
     _CACHE[key] = item
     return item
 
 
 def clear_cache() -> None:
     _CACHE.clear()
+    _IN_USE.clear()
