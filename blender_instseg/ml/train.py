@@ -432,6 +432,13 @@ class Trainer:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+            # A rank stopped early by a signal aborts now and then while the interpreter shuts down
+            # ("terminate called without an active exception": a C++ thread left joinable), which
+            # torchrun reports as a failed run although everything is saved. Nothing is left to do.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            logging.shutdown()
+            os._exit(0)
         return 0
 
     def _should_stop(self) -> bool:
