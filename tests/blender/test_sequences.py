@@ -307,8 +307,8 @@ def test_variants_and_other_frames_are_refused(videos: Path, tmp_path: Path, cap
 # --frames 1 (the default): the bytes of datasets made before sequences existed. Digests of runs of
 # the generator at the commit before sequences (masks, records, COCO files, config.json without
 # its version); the images and depth per Blender version, whose Cycles builds differ in the last
-# bits, as rendered since Cycles keeps the shape meshes instanced between images (scene/meshes.py
-# keep_in_cycles: the ray meets a mesh in its own space, so depth differs in the last bits).
+# bits, as rendered since Cycles keeps the shape meshes instanced between images (scene/meshes.py,
+# the pools of parked objects): the ray meets a mesh in its own space, so depth differs in the last bits.
 STILL_RUNS = {
     "plain": (["--num-images", "3", "--seed", "5", "--resolution", "48", "--masks-only", "--min-objects", "3",
                "--max-objects", "5", "--val-fraction", "0.34"],

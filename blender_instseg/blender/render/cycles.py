@@ -161,9 +161,10 @@ def configure(s: RenderSettings, *, percentage: int = 100) -> None:
 
     A masks-only dataset's renders keep their render data (``use_persistent_data``): Cycles keeps
     the synced meshes and their BVHs, so a scene that differs from the last one in object transforms
-    costs only those (scene/meshes.py ``keep_in_cycles``). An RGB dataset's renders do not: they
-    switch the label override on and off, which makes Cycles sync every mesh again anyway, and with
-    bpy 5.0 a kept session rendered the same RGB image differently after other images.
+    costs only those (scene/meshes.py: every shape mesh keeps two users in a pool of parked
+    objects). An RGB dataset's renders do not: they switch the label override on and off, which
+    makes Cycles sync every mesh again anyway, and with bpy 5.0 a kept session rendered the same
+    RGB image differently after other images.
     """
     ensure_cycles_enabled()
     install_capture()

@@ -106,7 +106,7 @@ def clear_scene() -> None:
     """Remove everything the previous image made, keeping the shared shape meshes (fake users)."""
     meshes.release_objects()
     for obj in list(bpy.data.objects):
-        if not (obj.get(meshes.KEEPER_PROP) or obj.get(meshes.POOL_PROP)):  # kept for the next images
+        if not obj.get(meshes.POOL_PROP):  # parked for the next images
             bpy.data.objects.remove(obj, do_unlink=True)
     collections: tuple[Any, ...] = (bpy.data.materials, bpy.data.lights, bpy.data.cameras, bpy.data.worlds)
     for coll in collections:

@@ -49,48 +49,53 @@ class ShapeMesh:
     # each triangle edge's neighbour when the mesh is a closed, consistently wound surface, else None
     # (render.amodal.closed_neighbours): its amodal mask then fills the outline of one winding
     neighbours: np.ndarray | None = None
-    free: list[bpy.types.Object] = field(default_factory=list)  # objects of earlier images (``take_object``)
+    free: list[bpy.types.Object] = field(default_factory=list)  # parked objects (``take_object``)
 
 
 _CACHE: dict[str, ShapeMesh] = {}
 
-KEEPER_PROP = "instseg_keeper"
 POOL_PROP = "instseg_pooled"
 _IN_USE: list[tuple[ShapeMesh, bpy.types.Object]] = []
 _RAYS = ("visible_camera", "visible_diffuse", "visible_glossy", "visible_transmission", "visible_shadow")
 _PARKED_AT = (0.0, 0.0, -1.0e4)
 
 
-def _park(obj: bpy.types.Object) -> None:
+def _park(obj: bpy.types.Object, sm: ShapeMesh) -> None:
     """Out of every ray's way but still in Cycles' scene: visible to volume-scatter rays only (an
     object visible to no ray is not synced at all; the generator's scenes have no volume), far below
-    the ground."""
+    the ground; back in ``sm``'s pool."""
     for ray in _RAYS:
         if getattr(obj, ray):
             setattr(obj, ray, False)
     obj.location = _PARKED_AT
+    obj.name = f"instseg_pool_{sm.mesh.name}"
+    sm.free.append(obj)
 
 
-def keep_in_cycles(mesh: bpy.types.Mesh) -> None:
-    """Two parked objects (``_park``) holding ``mesh`` in the scene, so Cycles keeps it between images.
+def _pool_object(sm: ShapeMesh, collection: bpy.types.Collection) -> bpy.types.Object:
+    obj = bpy.data.objects.new(f"instseg_pool_{sm.mesh.name}", sm.mesh)
+    obj[POOL_PROP] = True
+    collection.objects.link(obj)
+    return obj
+
+
+def _start_pool(sm: ShapeMesh) -> None:
+    """Two parked objects for a new shape mesh, so it always has two users in the scene.
 
     Why: with persistent render data (render/cycles.py) Cycles keeps a mesh it has synced, and its
     BVH, as long as the mesh stays in the scene and is not flattened into world space. It flattens
     (applies the object's transform to the vertices) a mesh that one object alone uses, and must then
     sync the whole mesh again whenever that object moves; a mesh missing from one render is dropped.
-    Two more users keep every shape mesh instanced and present, so an image costs Cycles the
-    objects' transforms, not their triangles.
+    A pool that never holds fewer than two objects, parked or shown, keeps every shape mesh
+    instanced and present, so an image costs Cycles the objects' transforms, not their triangles.
     """
     for _ in range(2):
-        obj = bpy.data.objects.new(f"instseg_keep_{mesh.name}", mesh)
-        obj[KEEPER_PROP] = True
-        _park(obj)
-        bpy.context.scene.collection.objects.link(obj)
+        _park(_pool_object(sm, bpy.context.scene.collection), sm)
 
 
 def take_object(sm: ShapeMesh, name: str, collection: bpy.types.Collection) -> bpy.types.Object:
-    """A plain object showing ``sm``'s mesh, named ``name``: one an earlier image used, parked since
-    (``release_objects``), else a new one linked to ``collection``.
+    """A plain object showing ``sm``'s mesh, named ``name``: a parked one from ``sm``'s pool (an
+    earlier image's, reset by ``release_objects``), else a new one linked to ``collection``.
 
     Why reuse, and park rather than unlink: an object that is new to the scene, or comes back into
     it, makes Blender's depsgraph report its mesh as changed, and Cycles then syncs the whole mesh
@@ -102,9 +107,8 @@ def take_object(sm: ShapeMesh, name: str, collection: bpy.types.Collection) -> b
         for ray in _RAYS:
             setattr(obj, ray, True)
     else:
-        obj = bpy.data.objects.new(name, sm.mesh)
-        obj[POOL_PROP] = True
-        collection.objects.link(obj)
+        obj = _pool_object(sm, collection)
+        obj.name = name
     _IN_USE.append((sm, obj))
     return obj
 
@@ -132,9 +136,7 @@ def release_objects() -> None:
         obj.rotation_euler = (0.0, 0.0, 0.0)
         obj.rotation_quaternion = (1.0, 0.0, 0.0, 0.0)
         obj.scale = (1.0, 1.0, 1.0)
-        _park(obj)
-        obj.name = f"instseg_pool_{sm.mesh.name}"
-        sm.free.append(obj)
+        _park(obj, sm)
     _IN_USE.clear()
 
 
@@ -277,7 +279,7 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     faces = faces.astype(np.int32)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
                      size=size, own_materials=own, neighbours=closed_neighbours(verts, faces))
-    keep_in_cycles(mesh)
+    _start_pool(item)
     _CACHE[key] = item
     return item
 
