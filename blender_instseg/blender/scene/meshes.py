@@ -9,6 +9,10 @@ kept in ``ShapeMesh.size``, for ``objects.real_size``). The local vertex array a
 index array (Blender's own loop triangulation, the one Cycles renders) are cached next to the mesh
 for the amodal rasteriser. Bundled ``asset:`` meshes and the user's ``file:`` assets come in through
 Blender's importers (``assets.py``); ``file:`` assets keep their materials in the mesh's slots.
+
+The objects showing a mesh are pooled too (``take_object`` / ``release_objects``): a scene takes
+them from the mesh's pool and they are parked again afterwards, never deleted, so Cycles keeps
+each mesh and its BVH from one image to the next (``_start_pool`` says why).
 """
 
 from __future__ import annotations
