@@ -103,7 +103,8 @@ def reset_blender() -> None:
 
 
 def clear_scene() -> None:
-    """Remove everything the previous image made, keeping the shared shape meshes (fake users)."""
+    """Remove everything the previous image made, keeping the shared shape meshes (fake users) and
+    parking their pooled objects for the next image (``meshes.release_objects``)."""
     meshes.release_objects()
     for obj in list(bpy.data.objects):
         if not obj.get(meshes.POOL_PROP):  # parked for the next images

@@ -76,8 +76,8 @@ def _park(obj: bpy.types.Object, sm: ShapeMesh) -> None:
     sm.free.append(obj)
 
 
-def _pool_object(sm: ShapeMesh, collection: bpy.types.Collection) -> bpy.types.Object:
-    obj = bpy.data.objects.new(f"instseg_pool_{sm.mesh.name}", sm.mesh)
+def _pool_object(sm: ShapeMesh, collection: bpy.types.Collection, name: str) -> bpy.types.Object:
+    obj = bpy.data.objects.new(name, sm.mesh)
     obj[POOL_PROP] = True
     collection.objects.link(obj)
     return obj
@@ -94,7 +94,7 @@ def _start_pool(sm: ShapeMesh) -> None:
     instanced and present, so an image costs Cycles the objects' transforms, not their triangles.
     """
     for _ in range(2):
-        _park(_pool_object(sm, bpy.context.scene.collection), sm)
+        _park(_pool_object(sm, bpy.context.scene.collection, f"instseg_pool_{sm.mesh.name}"), sm)
 
 
 def take_object(sm: ShapeMesh, name: str, collection: bpy.types.Collection) -> bpy.types.Object:
@@ -111,8 +111,7 @@ def take_object(sm: ShapeMesh, name: str, collection: bpy.types.Collection) -> b
         for ray in _RAYS:
             setattr(obj, ray, True)
     else:
-        obj = _pool_object(sm, collection)
-        obj.name = name
+        obj = _pool_object(sm, collection, name)
     _IN_USE.append((sm, obj))
     return obj
 
