@@ -186,6 +186,13 @@ def test_objects_of_earlier_scenes_come_back_as_new_ones_would() -> None:
     assert parked and all(o.location.z < -1000 for o in parked) and not any(set(o.keys()) - {"instseg_pooled"} for o in parked)
     count = len(bpy.data.objects)
     assert _labels(cfg, 11, True)[4] == again[4] and len(bpy.data.objects) == count  # no new object for it
+    ground = bpy.data.objects["ground"]  # the ground is pooled too, and comes back as a new one would
+    assert ground.get("instseg_pooled") and ground.as_pointer() in before and ground.location.z == 0.0
+    assert ground.data.uv_layers and not ground.is_shadow_catcher and ground.visible_camera
+    _labels(cfg, 12, False)
+    clay = bpy.context.scene.world
+    _labels(cfg, 13, False)
+    assert bpy.context.scene.world == clay  # masks-only scenes share one world (a new one re-syncs every mesh)
     builder.reset_blender()
 
 

@@ -159,13 +159,10 @@ def _random_yaw(rng: np.random.Generator) -> Quaternion:
     return Quaternion((0.0, 0.0, 1.0), float(rng.uniform(0.0, 2.0 * math.pi)))
 
 
-def _ground(size: float) -> bpy.types.Object:
-    h = size / 2
-    mesh = bpy.data.meshes.new("ground")
-    mesh.from_pydata([(-h, -h, 0), (h, -h, 0), (h, h, 0), (-h, h, 0)], [], [(0, 1, 2, 3)])
-    mesh.materials.append(None)
-    obj = bpy.data.objects.new("ground", mesh)
-    obj.pass_index = 0
+def _ground(size: float, collection: bpy.types.Collection) -> bpy.types.Object:
+    """The ground plane (background: pass index 0), from its pool (``meshes.ground_shape``)."""
+    obj = meshes.take_object(meshes.ground_shape(size), "ground", collection)
+    obj.location = (0.0, 0.0, 0.0)
     return obj
 
 
@@ -221,8 +218,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
 
     collection = scene.collection
     if cfg.world.ground:
-        ground = _ground(cfg.world.ground_size)
-        collection.objects.link(ground)
+        ground = _ground(cfg.world.ground_size, collection)
         if build_appearance:
             ground.material_slots[0].link = "OBJECT"
             ground.material_slots[0].material = world_spec.ground.build("ground")
@@ -318,7 +314,9 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
         for i, spec in enumerate(light_specs):
             collection.objects.link(spec.build(f"light_{i}", target0))
     else:
-        scene.world = clay_world()
+        clay = clay_world()
+        if scene.world != clay:  # (assigning it again would tag the scene)
+            scene.world = clay
     camera = _camera(cfg, cam_rng, [o.obj for o in objects], variant["camera"] if variant is not None else None,
                      perturb)
     collection.objects.link(camera)

@@ -189,9 +189,24 @@ class WorldSpec:
         return world
 
 
-def clay_world(name: str = "clay") -> bpy.types.World:
-    """A constant grey world that lights the default grey material: the cheap image of masks-only mode."""
-    world = bpy.data.worlds.new(name)
+_CLAY_WORLD: list[bpy.types.World] = []
+
+
+def clay_world() -> bpy.types.World:
+    """A constant grey world that lights the default grey material: the cheap image of masks-only mode.
+
+    One world for every image (fake user, rebuilt after a factory reset): with persistent render
+    data a new world makes Cycles update every mesh's shader data, which cost a masks-only image
+    of dense assets about half its render."""
+    if _CLAY_WORLD:
+        try:
+            world = _CLAY_WORLD[0]
+            if world.name in bpy.data.worlds:
+                return world
+        except ReferenceError:
+            pass
+        _CLAY_WORLD.clear()
+    world = bpy.data.worlds.new("clay")
     world.cycles.sampling_method = "NONE"
     nt: Any = world.node_tree
     if nt is None:
@@ -200,4 +215,6 @@ def clay_world(name: str = "clay") -> bpy.types.World:
     bg = next(n for n in nt.nodes if n.type == "BACKGROUND")
     bg.inputs["Color"].default_value = (0.8, 0.8, 0.8, 1.0)
     bg.inputs["Strength"].default_value = 1.0
+    world.use_fake_user = True
+    _CLAY_WORLD.append(world)
     return world

@@ -134,6 +134,8 @@ def release_objects() -> None:
             obj.parent = None
         if obj.hide_render:
             obj.hide_render = False
+        if obj.is_shadow_catcher:  # the ground under a photo backplate (scene/backplate.py)
+            obj.is_shadow_catcher = False
         obj.pass_index = 0
         obj.rotation_mode = "XYZ"
         obj.rotation_euler = (0.0, 0.0, 0.0)
@@ -282,6 +284,36 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     faces = faces.astype(np.int32)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
                      size=size, own_materials=own, neighbours=closed_neighbours(verts, faces))
+    _start_pool(item)
+    _CACHE[key] = item
+    return item
+
+
+def ground_shape(size: float) -> ShapeMesh:
+    """The ground plane's mesh: a square of side ``size`` metres on z = 0, with a UV map in metres
+    (u, v = x, y: textures.py's ground textures and their normal maps follow it).
+
+    Pooled like the shapes' meshes (``take_object``): a ground made anew for every image is a new
+    one-user mesh, and with persistent render data Cycles then re-syncs far more than the plane (it
+    cost a masks-only image of twenty dense assets about as much as tracing them)."""
+    key = f"ground|{size!r}"
+    item = _CACHE.get(key)
+    if item is not None and _alive(item):
+        return item
+    h = size / 2
+    verts = np.array([(-h, -h, 0.0), (h, -h, 0.0), (h, h, 0.0), (-h, h, 0.0)])
+    mesh = bpy.data.meshes.new("ground")
+    mesh.from_pydata(verts.tolist(), [], [(0, 1, 2, 3)])
+    mesh.materials.append(None)  # objects link their own material to it (slot link = OBJECT)
+    uv = mesh.uv_layers.new(name="UVMap")
+    for loop in mesh.loops:
+        co = mesh.vertices[loop.vertex_index].co
+        uv.data[loop.index].uv = (co.x, co.y)
+    mesh.use_fake_user = True
+    mesh.calc_loop_triangles()
+    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3), radius=float(np.linalg.norm(verts, axis=1).max()))
     _start_pool(item)
     _CACHE[key] = item
     return item

@@ -8,7 +8,7 @@ A slot linked to the object holds the generator's palette material (``builder`` 
 slot linked to the mesh holds an asset's own material, which is never replaced by a texture, only
 copied with a hue / value / roughness jitter when ``textures.asset_*_jitter`` asks for one.
 Colour and roughness maps are box-projected in object space (no UVs needed); the ground, a plane
-given a UV map in metres, also gets the set's OpenGL normal map.
+with a UV map in metres (``meshes.ground_shape``), also gets the set's OpenGL normal map.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ def apply(cfg: TexturesConfig, rng: np.random.Generator, ground: bpy.types.Objec
     d = rng.uniform(size=GROUND_DRAWS)
     if ground is not None and sets and d[0] < cfg.ground_probability:
         tex = sets[_pick(d[1], len(sets))]
-        _ground_uv(ground)
         mat = _texture_material("ground_tex", tex, root, _lerp(cfg.ground_tile_size, d[2]), d[3], on_ground=True)
         ground.material_slots[0].link = "OBJECT"
         ground.material_slots[0].material = mat
@@ -75,17 +74,6 @@ def _lerp(lo_hi: list[float], u: float) -> float:
 
 def _jitters(cfg: TexturesConfig) -> bool:
     return cfg.asset_hue_jitter > 0 or cfg.asset_value_jitter > 0 or cfg.asset_roughness_jitter > 0
-
-
-def _ground_uv(ground: bpy.types.Object) -> None:
-    """A UV map in metres (u, v = x, y), so the normal map has tangents that follow the texture."""
-    mesh = ground.data
-    if mesh.uv_layers:
-        return
-    uv = mesh.uv_layers.new(name="UVMap")
-    for loop in mesh.loops:
-        co = mesh.vertices[loop.vertex_index].co
-        uv.data[loop.index].uv = (co.x, co.y)
 
 
 def _new_material(name: str) -> tuple[bpy.types.Material, Any, Any]:
