@@ -200,7 +200,8 @@ def closed_neighbours(verts: np.ndarray, tris: np.ndarray) -> np.ndarray | None:
     at = np.minimum(at, len(sorted_forward) - 1)
     if not np.array_equal(sorted_forward[at], backward):  # an edge run one way only: open
         return None
-    return (order[at] % len(t)).reshape(3, -1).T.astype(np.int32)
+    # intp: the indices every image gathers with (other integer types are converted at each gather)
+    return np.ascontiguousarray((order[at] % len(t)).reshape(3, -1).T.astype(np.intp))
 
 
 def rasterize_outline(px: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -216,25 +217,37 @@ def rasterize_outline(px: np.ndarray, starts: np.ndarray, ends: np.ndarray, widt
     mask = np.zeros((height, width), bool)
     if len(starts) == 0:
         return mask
-    ya, yb = px[starts, 1], px[ends, 1]
-    xa, xb = px[starts, 0], px[ends, 0]
-    r0 = np.maximum(np.ceil(np.minimum(ya, yb) - 0.5), 0).astype(np.int64)
-    r1 = np.minimum(np.ceil(np.maximum(ya, yb) - 0.5) - 1, height - 1).astype(np.int64)
-    keep = r1 >= r0
-    if not keep.any():
+    y = px[:, 1]
+    ya, yb = y[starts], y[ends]
+    r0 = np.ceil(np.minimum(ya, yb) - 0.5)
+    r1 = np.ceil(np.maximum(ya, yb) - 0.5) - 1
+    # most edges of a dense outline span no row centre: drop them before anything else is gathered
+    keep = np.flatnonzero(r1 >= np.maximum(r0, 0))
+    r0 = np.maximum(r0[keep], 0).astype(np.int64)
+    r1 = np.minimum(r1[keep], height - 1).astype(np.int64)
+    inside = r1 >= r0
+    if not inside.all():
+        keep, r0, r1 = keep[inside], r0[inside], r1[inside]
+    if len(keep) == 0:
         return mask
-    ya, yb, xa, xb, r0, r1 = ya[keep], yb[keep], xa[keep], xb[keep], r0[keep], r1[keep]
+    s, e = starts[keep], ends[keep]
+    x = px[:, 0]
+    ya, yb, xa, xb = y[s], y[e], x[s], x[e]
     n_rows = r1 - r0 + 1
-    edge = np.repeat(np.arange(len(r0)), n_rows)
-    first = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
-    rows = r0[edge] + (np.arange(len(edge)) - first)
-    ya, yb, xa, xb = ya[edge], yb[edge], xa[edge], xb[edge]
+    rows = r0
+    if not (n_rows == 1).all():
+        edge = np.repeat(np.arange(len(r0)), n_rows)
+        first = np.repeat(np.cumsum(n_rows) - n_rows, n_rows)
+        rows = r0[edge] + (np.arange(len(edge)) - first)
+        ya, yb, xa, xb = ya[edge], yb[edge], xa[edge], xb[edge]
     x = xa + (rows + 0.5 - ya) / (yb - ya) * (xb - xa)
     cols = np.clip(np.ceil(x - 0.5), 0, width).astype(np.int64)
-    step = np.where(yb > ya, 1, -1)
     ra, rb = int(rows.min()), int(rows.max())
     stride = width + 1
-    diff = np.bincount((rows - ra) * stride + cols, weights=step, minlength=(rb - ra + 1) * stride)
+    at = (rows - ra) * stride + cols
+    size = (rb - ra + 1) * stride
+    down = yb > ya  # +1 for an edge running down the image, -1 up (integer counts: exact)
+    diff = np.bincount(at[down], minlength=size) - np.bincount(at[~down], minlength=size)
     winding = np.cumsum(diff.reshape(rb - ra + 1, stride)[:, :width], axis=1)
     mask[ra:rb + 1] = winding != 0
     return mask
@@ -263,9 +276,10 @@ def mesh_amodal_mask(verts_local: np.ndarray, tris: np.ndarray, matrix_world: np
     xt, yt = x[tris], y[tris]
     area2 = (xt[:, 1] - xt[:, 0]) * (yt[:, 2] - yt[:, 0]) - (yt[:, 1] - yt[:, 0]) * (xt[:, 2] - xt[:, 0])
     front = area2 > 0  # one winding; edge-on slivers cover no area
-    outline_t, outline_i = np.nonzero(front[:, None] & ~front[neighbours])
-    starts = tris[outline_t, outline_i]
-    ends = tris[outline_t, (outline_i + 1) % 3]
+    # edge i of triangle t is entry 3 t + i of the flat arrays; it runs to corner i + 1 (mod 3)
+    edge = np.flatnonzero((front[:, None] > front[neighbours]).ravel())
+    starts = tris.ravel()[edge]
+    ends = tris.ravel()[edge + np.where(edge % 3 == 2, -2, 1)]
     return _result(rasterize_outline(px, starts, ends, cam.width, cam.height), truncated)
 
 

@@ -46,7 +46,7 @@ ASSETS_DIR = _find_assets_dir()
 class ShapeMesh:
     mesh: bpy.types.Mesh
     verts: np.ndarray  # (V, 3) float64, local coordinates, one per distinct position
-    tris: np.ndarray  # (T, 3) int32, indices into verts
+    tris: np.ndarray  # (T, 3) intp (the gathers' own index type), indices into verts
     radius: float  # max vertex distance from the origin (bounding sphere)
     size: float = 1.0  # the largest half-extent before normalisation, in the file's units (metres)
     own_materials: bool = False  # the mesh's slots hold the asset's own materials (file: assets)
@@ -281,7 +281,7 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     if t:  # loose vertices out: they are no triangle's corner and never render
         used, corners = np.unique(faces, return_inverse=True)
         verts, faces = verts[used], corners.reshape(t, 3)
-    faces = faces.astype(np.int32)
+    faces = np.ascontiguousarray(faces, dtype=np.intp)
     item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
                      size=size, own_materials=own, neighbours=closed_neighbours(verts, faces))
     _start_pool(item)
@@ -313,7 +313,7 @@ def ground_shape(size: float) -> ShapeMesh:
     mesh.calc_loop_triangles()
     tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", tris)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3), radius=float(np.linalg.norm(verts, axis=1).max()))
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3).astype(np.intp), radius=float(np.linalg.norm(verts, axis=1).max()))
     _start_pool(item)
     _CACHE[key] = item
     return item
