@@ -85,9 +85,10 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     from ..core import sensor
     from .render import annotate, output
     from .render import cycles as cy
-    from .scene import builder, lens
+    from .scene import builder, lens, meshes
 
     cfg = task.cfg
+    meshes.sync_parked(cfg.render.masks_only)  # only masks-only renders keep their render data (render/cycles.py)
     parent: int | None = None
     if task.variants is not None:
         parent, variant = task.variants[index]
