@@ -53,6 +53,7 @@ def test_both_styles_same_dataset_and_jsonl_events(tmp_path: Path) -> None:
     assert [e.get("step") for e in progress] == [0, 1, 2] and progress[-1].get("total") == 2
     done = [e for e in events if e.event == "done"]
     assert len(done) == 1 and done[0].get("images") == 2 and done[0].get("out") == str(tmp_path / "a")
+    assert done[0].get("seconds") > 0 and done[0].get("cpu_seconds") > 0  # the render loop's wall and CPU time
 
 
 def test_bad_argument_in_child_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -77,6 +78,7 @@ def test_workers_equal_single_process(tmp_path: Path) -> None:
     assert steps == list(range(7))
     assert sorted(e.get("index") for e in events if e.event == "progress" and e.get("step")) == list(range(6))
     assert [e.event for e in events if e.event in ("done", "error")] == ["done"]
+    assert next(e for e in events if e.event == "done").get("cpu_seconds") is None  # the workers' CPU is not ours
 
 
 def test_kill_9_then_rerun_resumes_to_identical_dataset(tmp_path: Path) -> None:
