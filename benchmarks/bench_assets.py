@@ -7,8 +7,9 @@
    material each) through Blender's glTF exporter in a child process, in 5 category folders.
 2. Masks-only 256x256 and 16-spp RGB 256x256 datasets with the built-in shapes and with the assets
    (``scripts/generate.py --assets``), same seed and counts: images/s from the generator's own
-   ``done`` event (rendering only) and the whole command's wall time (with start-up and imports).
-   Goal: the assets' rate >= 80 % of the built-in rate.
+   ``done`` event (rendering only), the CPU time per image of that loop (``cpu_seconds``: the work
+   itself; k cores render at most k images per that many ms) and the whole command's
+   wall time (with start-up and imports). Goal: the assets' rate >= 80 % of the built-in rate.
 3. The generator process's RSS (VmRSS, sampled at its progress events) after ``--images`` and after
    ``--long-images`` masks-only images with the assets, and the peak of those samples. Goal: flat
    (assets are imported once, never per image).
@@ -83,9 +84,10 @@ def make_assets(folder: Path, count: int, tris: int) -> int:
 
 
 def generate(out: Path, n: int, extra: list[str], rgb: bool,
-             sample_at: tuple[int, ...] = ()) -> tuple[float, float, float, dict[int, float]]:
-    """(images/s of the render loop, wall seconds of the whole command, peak RSS MiB of the generator,
-    {images done: the generator's RSS MiB then} for the counts in ``sample_at``)."""
+             sample_at: tuple[int, ...] = ()) -> tuple[float, float, float, float, dict[int, float]]:
+    """(images/s of the render loop, its CPU ms per image (the generator's threads, Cycles' included),
+    wall seconds of the whole command, peak RSS MiB of the generator, {images done: the generator's
+    RSS MiB then} for the counts in ``sample_at``)."""
     mode = ["--samples", "16"] if rgb else ["--masks-only"]
     cmd = [sys.executable, str(ROOT / "scripts" / "generate.py"), "--out", str(out), "--num-images", str(n),
            "--seed", "1", "--resolution", "256", *mode, "--no-preview", "--progress", "jsonl", *extra]
@@ -107,7 +109,7 @@ def generate(out: Path, n: int, extra: list[str], rgb: bool,
     if proc.wait() != 0 or done is None:
         sys.exit(f"generate failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
     wall = time.monotonic() - t0
-    return n / done["seconds"], wall, peak, samples
+    return n / done["seconds"], 1000 * done["cpu_seconds"] / n, wall, peak, samples
 
 
 def run(args: argparse.Namespace) -> int:
@@ -117,19 +119,20 @@ def run(args: argparse.Namespace) -> int:
     assets = root / "assets"
     tris = make_assets(assets, args.assets, args.tris)
     print(f"{args.assets} glTF assets of {tris} triangles each in {assets}")
-    print("| run | images | images/s (render loop) | whole command, s | peak RSS, MiB |")
-    print("|---|---|---|---|---|")
+    print("| run | images | images/s (render loop) | CPU ms per image | whole command, s | peak RSS, MiB |")
+    print("|---|---|---|---|---|---|")
     rates = {}
     for rgb, n in ((False, args.images), (True, args.rgb_images)):
         label = "RGB 16 spp 256x256" if rgb else "masks-only 256x256"
         for source, extra in (("built-in shapes", []), ("assets", ["--assets", str(assets)])):
             name = f"{'rgb' if rgb else 'masks'}-{'assets' if extra else 'builtin'}"
-            rate, wall, rss, _ = generate(root / name, n, extra, rgb)
+            rate, cpu, wall, rss, _ = generate(root / name, n, extra, rgb)
             rates[name] = rate
-            print(f"| {label}, {source} | {n} | {rate:.2f} | {wall:.1f} | {rss:.0f} |", flush=True)
+            print(f"| {label}, {source} | {n} | {rate:.2f} | {cpu:.0f} | {wall:.1f} | {rss:.0f} |", flush=True)
     marks = (args.images, args.long_images)
-    rate, wall, rss, at = generate(root / "masks-assets-long", args.long_images, ["--assets", str(assets)], False, marks)
-    print(f"| masks-only 256x256, assets | {args.long_images} | {rate:.2f} | {wall:.1f} | {rss:.0f} |")
+    rate, cpu, wall, rss, at = generate(root / "masks-assets-long", args.long_images, ["--assets", str(assets)], False,
+                                        marks)
+    print(f"| masks-only 256x256, assets | {args.long_images} | {rate:.2f} | {cpu:.0f} | {wall:.1f} | {rss:.0f} |")
     print("RSS of the long run (VmRSS when the progress event of that image arrives): "
           + ", ".join(f"after {k} images {v:.0f} MiB" for k, v in sorted(at.items())) + " (goal: flat)")
     for kind in ("masks", "rgb"):
