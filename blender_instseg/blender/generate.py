@@ -208,8 +208,10 @@ def _render_dataset(args: argparse.Namespace, cfg: GeneratorConfig, conf: dict[s
     if mode == "jsonl":
         # cpu_seconds: this process's CPU time in the render loop, Cycles' threads included (not the
         # workers': they are other processes), so a benchmark can tell work from waiting
-        timing = {"seconds": round(elapsed, 3), **({"cpu_seconds": round(cpu, 3)} if in_process else {})}
-        protocol.emit("done", out=str(out), images=progress.done, **timing, files={k: str(v) for k, v in paths.items()})
+        fields: dict[str, Any] = {"out": str(out), "images": progress.done, "seconds": round(elapsed, 3)}
+        if in_process:
+            fields["cpu_seconds"] = round(cpu, 3)
+        protocol.emit("done", **fields, files={k: str(v) for k, v in paths.items()})
     elif not is_child:
         log.info("%d image(s) rendered in %.1f s into %s", progress.done, elapsed, out)
     return 0
