@@ -196,8 +196,8 @@ def clay_world() -> bpy.types.World:
     """A constant grey world that lights the default grey material: the cheap image of masks-only mode.
 
     One world for every image (fake user, rebuilt after a factory reset): with persistent render
-    data a new world makes Cycles update every mesh's shader data, which cost a masks-only image
-    of dense assets about half its render."""
+    data a new world makes Cycles update every mesh's shader data, the costliest part of a masks-only
+    image's sync with dense assets."""
     if _CLAY_WORLD:
         try:
             world = _CLAY_WORLD[0]

@@ -316,8 +316,8 @@ def ground_shape(size: float) -> ShapeMesh:
     (u, v = x, y: textures.py's ground textures and their normal maps follow it).
 
     Pooled like the shapes' meshes (``take_object``): a ground made anew for every image is a new
-    one-user mesh, and with persistent render data Cycles then re-syncs far more than the plane (it
-    cost a masks-only image of twenty dense assets about as much as tracing them)."""
+    one-user mesh, and with persistent render data Cycles then updates far more than the plane (every
+    other mesh's data too), which costs an image of dense assets more than its own objects moving."""
     key = f"ground|{size!r}"
     item = _CACHE.get(key)
     if item is not None and _alive(item):
@@ -335,7 +335,8 @@ def ground_shape(size: float) -> ShapeMesh:
     mesh.calc_loop_triangles()
     tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
     mesh.loop_triangles.foreach_get("vertices", tris)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3).astype(np.intp), radius=float(np.linalg.norm(verts, axis=1).max()))
+    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3).astype(np.intp),
+                     radius=float(np.linalg.norm(verts, axis=1).max()))
     _start_pool(item)
     _CACHE[key] = item
     return item
