@@ -22,6 +22,7 @@ import bpy
 import numpy as np
 
 from ...core import sensor
+from ..datablocks import kept
 
 log = logging.getLogger(__name__)
 
@@ -208,14 +209,9 @@ _LABEL_MATERIAL: list[bpy.types.Material] = []
 
 def label_material() -> bpy.types.Material:
     """A zero-strength emission material (fake user, kept across scenes, rebuilt after a factory reset)."""
-    if _LABEL_MATERIAL:
-        try:
-            mat = _LABEL_MATERIAL[0]
-            if mat.name in bpy.data.materials:
-                return mat
-        except ReferenceError:
-            pass
-        _LABEL_MATERIAL.clear()
+    kept_mat = kept(_LABEL_MATERIAL, bpy.data.materials)
+    if kept_mat is not None:
+        return kept_mat
     mat = bpy.data.materials.new("instseg_label_override")
     if mat.node_tree is None:  # Blender < 5.0
         mat.use_nodes = True

@@ -17,6 +17,7 @@ import numpy as np
 from mathutils import Vector
 
 from ...core.genconfig import LightConfig, MaterialConfig, WorldConfig
+from ..datablocks import kept
 
 
 def _u(rng: np.random.Generator, lo_hi: list[float]) -> float:
@@ -198,14 +199,9 @@ def clay_world() -> bpy.types.World:
     One world for every image (fake user, rebuilt after a factory reset): with persistent render
     data a new world makes Cycles update every mesh's shader data, the costliest part of a masks-only
     image's sync with dense assets."""
-    if _CLAY_WORLD:
-        try:
-            world = _CLAY_WORLD[0]
-            if world.name in bpy.data.worlds:
-                return world
-        except ReferenceError:
-            pass
-        _CLAY_WORLD.clear()
+    kept_world = kept(_CLAY_WORLD, bpy.data.worlds)
+    if kept_world is not None:
+        return kept_world
     world = bpy.data.worlds.new("clay")
     world.cycles.sampling_method = "NONE"
     nt: Any = world.node_tree
