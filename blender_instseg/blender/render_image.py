@@ -39,6 +39,7 @@ class RenderTask:
     device: str = "CPU"
     variants: list[tuple[int, int]] | None = None  # image index -> (parent seed, variant number)
     scene: "SequenceScene | None" = field(default=None, repr=False)  # the sequence scene in Blender now
+    ahead: Any = field(default=None, repr=False)  # render.annotate.AmodalAhead, made on first use
 
 
 @dataclass
@@ -89,6 +90,8 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
 
     cfg = task.cfg
     meshes.sync_parked(cfg.render.masks_only)  # only masks-only renders keep their render data (render/cycles.py)
+    if task.ahead is None:
+        task.ahead = annotate.AmodalAhead()
     parent: int | None = None
     if task.variants is not None:
         parent, variant = task.variants[index]
@@ -130,11 +133,11 @@ def render_index(task: RenderTask, index: int, timings: dict[str, float] | None 
     separate = lens_plan.active or _has_alpha_cut(built)
     labels, passes = _settle_and_render(built, cfg, settings, timer, separate_labels=separate,
                                         before_rgb=set_up_lens if lens_plan.active else None,
-                                        resample=frames == 1)
+                                        resample=frames == 1, ahead=task.ahead)
     ids = cy.index_map(labels)
     oc = cfg.objects
     annotations, hidden, fixups = annotate.build_annotations(built, ids, oc.min_visible_pixels,
-                                                             oc.min_visible_fraction)
+                                                             oc.min_visible_fraction, task.ahead)
     dropped = annotate.too_little_visible_ids(hidden)
     if dropped:
         ids[np.isin(ids, dropped)] = 0  # background: no mask holds an id without an annotation
@@ -216,7 +219,7 @@ def _sequence_scene(task: RenderTask, scene_index: int, timer: _Timer) -> Sequen
     built = builder.build_scene(cfg, seed, build_appearance=not cfg.render.masks_only, record_fall=falling)
     settings = _render_settings(task, built, seed, lens.LensPlan())
     check_settings, percentage, _ = _check_settings(settings)
-    _move_hidden_into_view(built, cfg, check_settings, percentage)
+    _move_hidden_into_view(built, cfg, check_settings, percentage, task.ahead)
     timer.lap("check")
     move = motion.MotionPlan.sample(built.rngs["motion"], cfg.sequence, len(built.objects))
     built.params["motion"] = move.summary()
@@ -239,10 +242,11 @@ def _check_settings(settings: Any) -> tuple[Any, int, bool]:
     return cy.RenderSettings(**check), percentage, labels_from_check
 
 
-def _move_hidden_into_view(built: Any, cfg: GeneratorConfig, check_settings: Any, percentage: int
-                           ) -> dict[str, Any] | None:
+def _move_hidden_into_view(built: Any, cfg: GeneratorConfig, check_settings: Any, percentage: int,
+                           ahead: Any = None) -> dict[str, Any] | None:
     """Move fully hidden objects into view, a few tries (deterministic: the "resample" stream); returns
-    the last check render's passes (None when nothing was checked)."""
+    the last check render's passes (None when nothing was checked). ``ahead``
+    (``annotate.AmodalAhead``) computes the amodal masks during full-size checks, which may give the labels."""
     import bpy
     import numpy as np
 
@@ -255,7 +259,7 @@ def _move_hidden_into_view(built: Any, cfg: GeneratorConfig, check_settings: Any
     rng = built.rngs["resample"]
     for attempt in range(oc.max_resample + 1):
         cy.configure(check_settings, percentage=percentage)
-        passes = cy.render()
+        passes = _render(built, ahead if percentage == 100 else None)
         # an object counts as seen with min_visible_pixels at full size (the check may be smaller)
         counts = np.bincount(cy.index_map(passes).ravel())
         need = oc.min_visible_pixels * (percentage / 100.0) ** 2
@@ -268,10 +272,20 @@ def _move_hidden_into_view(built: Any, cfg: GeneratorConfig, check_settings: Any
     return None
 
 
+def _render(built: Any, ahead: Any) -> dict[str, Any]:
+    """``cycles.render()``, with ``ahead`` (``annotate.AmodalAhead``, or None) computing the amodal
+    masks of the scene as it stands meanwhile."""
+    from .render import cycles as cy
+
+    if ahead is not None:
+        ahead.start(built)
+    return cy.render()
+
+
 def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _Timer, *,
                        separate_labels: bool = False,
-                       before_rgb: Callable[[dict[str, Any]], None] | None = None, resample: bool = True
-                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+                       before_rgb: Callable[[dict[str, Any]], None] | None = None, resample: bool = True,
+                       ahead: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Move fully hidden objects into view (a few tries, deterministic), then render; returns (labels, image).
 
     Label passes (Object Index, Depth) always come from a render with pixel-centre rays. Checks are
@@ -281,14 +295,15 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _
     ``separate_labels`` asks for the full-size label render whatever the filter (the RGB render has
     DOF, motion blur or alpha holes); ``before_rgb(labels)`` runs between the label and the RGB render.
     ``resample=False`` moves nothing (a sequence's frames: the scene was settled at frame 0).
+    ``ahead`` (``annotate.AmodalAhead``) computes the amodal masks while Cycles renders.
     """
     from .render import cycles as cy
 
     check_settings, percentage, labels_from_check = _check_settings(settings)
-    last = _move_hidden_into_view(built, cfg, check_settings, percentage) if resample else None
+    last = _move_hidden_into_view(built, cfg, check_settings, percentage, ahead) if resample else None
     if (labels_from_check and last is None) or (separate_labels and (last is None or percentage != 100)):
         cy.configure(check_settings)
-        last = cy.render()
+        last = _render(built, ahead)
     labels_from_check = labels_from_check or separate_labels
     if settings.masks_only:
         assert last is not None
@@ -299,7 +314,7 @@ def _settle_and_render(built: Any, cfg: GeneratorConfig, settings: Any, timer: _
         assert last is not None, "before_rgb needs the label render (separate_labels)"
         before_rgb(last)
     cy.configure(settings)
-    passes = cy.render()
+    passes = _render(built, ahead)
     timer.lap("render")
     if labels_from_check:
         assert last is not None

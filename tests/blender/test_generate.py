@@ -196,6 +196,35 @@ def test_objects_of_earlier_scenes_come_back_as_new_ones_would() -> None:
     builder.reset_blender()
 
 
+def test_amodal_masks_made_during_the_render_serve_only_the_scene_they_were_made_for() -> None:
+    """AmodalAhead computes the amodal masks in a thread while Cycles renders: they equal the masks
+    computed afterwards, are handed out once, and not at all once an object has moved."""
+    cfg = GeneratorConfig()
+    cfg.objects.min_count, cfg.objects.max_count = 5, 8
+    cfg.render.resolution = [64, 64]
+    builder.reset_blender()
+    built = builder.build_scene(cfg, 21, build_appearance=False)
+    cy.configure(cy.RenderSettings(64, 64, 1, True, 0, False))
+    ahead = annotate.AmodalAhead()
+    ahead.start(built)
+    ids = cy.index_map(cy.render())
+    inputs = annotate.amodal_inputs(built)
+    early = ahead.take(inputs)
+    assert early is not None and len(early) == len(built.objects)
+    after = annotate.compute_amodal(inputs)
+    assert all(np.array_equal(a.mask, b.mask) and a.truncated == b.truncated for a, b in zip(early, after))
+    assert ahead.take(inputs) is None  # handed out once
+    ahead.start(built)
+    assert annotate.build_annotations(built, ids, ahead=ahead) == annotate.build_annotations(built, ids)
+    assert ahead.take(inputs) is None  # build_annotations took them
+    ahead.start(built)
+    built.objects[0].obj.location.x += 0.3
+    bpy.context.view_layer.update()
+    moved = annotate.amodal_inputs(built)
+    assert not moved.same_as(inputs) and ahead.take(moved) is None  # the caller computes them anew
+    builder.reset_blender()
+
+
 def test_visible_subset_of_amodal_and_hidden_reasons() -> None:
     cfg = GeneratorConfig()
     cfg.objects.min_count = cfg.objects.max_count = 25
