@@ -154,8 +154,6 @@ def release_objects() -> None:
                 slot.link = "DATA"
         if obj.parent is not None:
             obj.parent = None
-        if obj.hide_render:
-            obj.hide_render = False
         if obj.is_shadow_catcher:  # the ground under a photo backplate (scene/backplate.py)
             obj.is_shadow_catcher = False
         obj.pass_index = 0
@@ -283,32 +281,27 @@ def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") ->
     """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset); ``user_dir``
     is the folder of ``file:`` shapes (objects.assets_dir) or the .blend of ``blend:`` ones."""
     key = f"{user_dir}|{shape}" if shape.startswith((FILE_PREFIX, BLEND_PREFIX)) else shape
-    item = _CACHE.get(key)
-    if item is not None and _alive(item):
+    item = _cached(key)
+    if item is not None:
         return item
     mesh, size = _build(shape, assets_dir, user_dir)
-    mesh.calc_loop_triangles()
     n = len(mesh.vertices)
     verts = np.empty(n * 3, np.float64)
     mesh.vertices.foreach_get("co", verts)
     verts = verts.reshape(n, 3)
-    t = len(mesh.loop_triangles)
-    tris = np.empty(t * 3, np.int32)
-    mesh.loop_triangles.foreach_get("vertices", tris)
+    tris = _loop_triangles(mesh)
+    t = len(tris)
     own = shape.startswith((FILE_PREFIX, BLEND_PREFIX)) and any(m is not None for m in mesh.materials)
     # one vertex per position: imported files split vertices along UV seams and hard edges (a glTF
     # has about three per triangle), which only multiplies the per-image projection work
     verts, welded = np.unique(verts, axis=0, return_inverse=True)
-    faces = welded.reshape(-1)[tris.reshape(t, 3)]
+    faces = welded.reshape(-1)[tris]
     if t:  # loose vertices out: they are no triangle's corner and never render
         used, corners = np.unique(faces, return_inverse=True)
         verts, faces = verts[used], corners.reshape(t, 3)
     faces = np.ascontiguousarray(faces, dtype=np.intp)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
-                     size=size, own_materials=own, neighbours=closed_neighbours(verts, faces))
-    _start_pool(item)
-    _CACHE[key] = item
-    return item
+    return _keep(key, ShapeMesh(mesh=mesh, verts=verts, tris=faces, radius=float(np.linalg.norm(verts, axis=1).max()),
+                                size=size, own_materials=own, neighbours=closed_neighbours(verts, faces)))
 
 
 def ground_shape(size: float) -> ShapeMesh:
@@ -319,8 +312,8 @@ def ground_shape(size: float) -> ShapeMesh:
     one-user mesh, and with persistent render data Cycles then updates far more than the plane (every
     other mesh's data too), which costs an image of dense assets more than its own objects moving."""
     key = f"ground|{size!r}"
-    item = _CACHE.get(key)
-    if item is not None and _alive(item):
+    item = _cached(key)
+    if item is not None:
         return item
     h = size / 2
     verts = np.array([(-h, -h, 0.0), (h, -h, 0.0), (h, h, 0.0), (-h, h, 0.0)])
@@ -332,14 +325,29 @@ def ground_shape(size: float) -> ShapeMesh:
         co = mesh.vertices[loop.vertex_index].co
         uv.data[loop.index].uv = (co.x, co.y)
     mesh.use_fake_user = True
-    mesh.calc_loop_triangles()
-    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-    mesh.loop_triangles.foreach_get("vertices", tris)
-    item = ShapeMesh(mesh=mesh, verts=verts, tris=tris.reshape(-1, 3).astype(np.intp),
-                     radius=float(np.linalg.norm(verts, axis=1).max()))
+    tris = _loop_triangles(mesh).astype(np.intp)
+    return _keep(key, ShapeMesh(mesh=mesh, verts=verts, tris=tris, radius=float(np.linalg.norm(verts, axis=1).max())))
+
+
+def _cached(key: str) -> ShapeMesh | None:
+    """The cached mesh under ``key``, unless a factory reset has removed it since."""
+    item = _CACHE.get(key)
+    return item if item is not None and _alive(item) else None
+
+
+def _keep(key: str, item: ShapeMesh) -> ShapeMesh:
+    """Cache a new mesh under ``key`` and start its pool of parked objects."""
     _start_pool(item)
     _CACHE[key] = item
     return item
+
+
+def _loop_triangles(mesh: bpy.types.Mesh) -> np.ndarray:
+    """(T, 3) int32 vertex indices of Blender's own triangulation of ``mesh`` (what Cycles renders)."""
+    mesh.calc_loop_triangles()
+    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    return tris.reshape(-1, 3)
 
 
 def clear_cache() -> None:
