@@ -29,6 +29,7 @@ registry (``ml/models/__init__.py``). The contract:
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from dataclasses import MISSING, asdict, dataclass, fields
 from typing import Any, Callable, ClassVar
@@ -191,6 +192,19 @@ def _axis_weights(n: int, factor: int, valid: int, out: int, device: torch.devic
     return x[:, 0, :, 0].T.contiguous()
 
 
+@functools.lru_cache(maxsize=32)
+def _axis(n: int, factor: int, valid: int, out: int, device: torch.device
+          ) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """``_axis_weights`` and what ``logits_to_masks`` reads of them: (n, out) 0/1 floats, which output
+    samples each coarse sample touches, and each output sample's first and last coarse sample.
+    Cached: a folder of same-sized images, or a served model, meets the same few geometries (never
+    written to by the callers)."""
+    weights = _axis_weights(n, factor, valid, out, device)
+    touch = weights != 0
+    first, last = _true_spans(touch)
+    return weights, touch.T.to(weights.dtype).contiguous(), first, last
+
+
 def logits_to_masks(logits: torch.Tensor, factor: int, valid_hw: tuple[int, int], out_hw: tuple[int, int]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, h, w) mask logits at stride ``factor`` of the padded input -> ((K, out_h, out_w) bool masks,
@@ -213,16 +227,14 @@ def logits_to_masks(logits: torch.Tensor, factor: int, valid_hw: tuple[int, int]
     nonempty = torch.zeros(k, dtype=torch.bool, device=logits.device)
     if k == 0:
         return masks, nonempty
-    ay = _axis_weights(h, factor, int(valid_hw[0]), out_h, logits.device)  # (out_h, h)
-    ax = _axis_weights(w, factor, int(valid_hw[1]), out_w, logits.device)  # (out_w, w)
+    # (out_h, h) weights; which output rows each coarse row touches; coarse rows each output row reads
+    ay, ay_touch, ay_first, ay_last = _axis(h, factor, int(valid_hw[0]), out_h, logits.device)
+    ax, ax_touch, ax_first, ax_last = _axis(w, factor, int(valid_hw[1]), out_w, logits.device)
     # output rows (columns) touched by each mask's positive coarse rows (columns); a float max is many
     # times faster than a bool any on a CPU
-    rows = ((logits.amax(2) > 0).to(ay.dtype) @ (ay != 0).T.to(ay.dtype)) > 0  # (K, out_h)
-    cols = ((logits.amax(1) > 0).to(ax.dtype) @ (ax != 0).T.to(ax.dtype)) > 0  # (K, out_w)
+    rows = ((logits.amax(2) > 0).to(ay.dtype) @ ay_touch) > 0  # (K, out_h)
+    cols = ((logits.amax(1) > 0).to(ax.dtype) @ ax_touch) > 0  # (K, out_w)
     row_span, col_span = _true_spans(rows), _true_spans(cols)
-    # coarse rows (columns) each output row (column) reads: first and last non-zero weight
-    ay_first, ay_last = _true_spans(ay != 0)
-    ax_first, ax_last = _true_spans(ax != 0)
     for i, ((r0, r1), (c0, c1)) in enumerate(zip(zip(*row_span), zip(*col_span))):
         if r1 < 0 or c1 < 0:  # no positive coarse pixel: an empty mask
             continue

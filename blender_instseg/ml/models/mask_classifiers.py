@@ -23,6 +23,9 @@ from torch import nn
 from ..layers.object_crops import jitter_crops, sample_crops, square_crops
 from .backbone import conv_gn
 
+# flip TTA runs crops and mirror images as one batch while the first layer's output fits in this
+_ONE_PASS_BYTES = 1 << 20
+
 
 class MaskPooledClassifier(nn.Module):
     """Classifies an instance from features averaged under its (soft) mask."""
@@ -53,14 +56,15 @@ class RoIMaskClassifier(nn.Module):
     learn from, and the bank multiplies its samples per step at a small cost.
     """
 
-    def __init__(self, feat_channels: int, hidden: int, num_classes: int, size: int = 24, width: int = 16,
+    def __init__(self, feat_channels: int, hidden: int, num_classes: int, size: int = 16, width: int = 8,
                  reduced: int = 0, stages: int = 3) -> None:
         super().__init__()
-        self.size = size
+        self.size, self.width = size, width
         # a 1x1 projection before cropping: the crop's backward pass writes a full-size gradient map per
         # crop, so its cost grows with the channels cropped
         self.reduce = nn.Conv2d(feat_channels, reduced, 1) if reduced else None
-        # ``stages`` times: a stride-2 conv doubling the channels, then a conv (3: 24 -> 12 -> 6 -> 3 px).
+        # ``stages`` times: a stride-2 conv doubling the channels, then a conv (3 stages on 16 px crops:
+        # 16 -> 8 -> 4 -> 2 px).
         # Fewer stages never see a whole silhouette (with two, the last layer's cells see ~9 px) and
         # underfit their training crops; two-stage configs of older checkpoints still load (from_dict)
         layers, c = [conv_gn(3 + 1 + reduced, width)], width
@@ -103,8 +107,14 @@ class RoIMaskClassifier(nn.Module):
         with ``flip_tta`` the mean log-probabilities of each crop and its mirror image."""
         if not flip_tta:
             return self.fc(self.net(crops))
-        # two passes rather than one over both halves concatenated: the same numbers (GroupNorm is per
-        # crop), and on a CPU each pass's working set stays in cache (about a quarter faster)
-        log_p = F.log_softmax(self.fc(self.net(crops)), dim=1)
-        log_q = F.log_softmax(self.fc(self.net(crops.flip(-1))), dim=1)
+        # Crops and mirror images in one pass, or in two when the first layer's output for both would
+        # outgrow a CPU's cache (then two passes are about a quarter faster; small crops pay the fixed
+        # cost of each layer call twice instead). The same numbers either way: GroupNorm is per crop.
+        first_layer_bytes = 2 * len(crops) * self.width * self.size * self.size * crops.element_size()
+        if first_layer_bytes <= _ONE_PASS_BYTES:
+            log_pq = F.log_softmax(self.fc(self.net(torch.cat([crops, crops.flip(-1)]))), dim=1)
+            log_p, log_q = log_pq[: len(crops)], log_pq[len(crops):]
+        else:
+            log_p = F.log_softmax(self.fc(self.net(crops)), dim=1)
+            log_q = F.log_softmax(self.fc(self.net(crops.flip(-1))), dim=1)
         return 0.5 * (log_p + log_q)

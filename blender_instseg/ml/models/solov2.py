@@ -73,8 +73,8 @@ class Solov2Config(ModelConfigBase):
     mask_classifier: bool = True
     mask_cls_kind: str = "roi"
     mask_cls_hidden: int = 128
-    mask_cls_size: int = 24  # roi: crop side in pixels
-    mask_cls_width: int = 16  # roi: channels of the first conv (x2, x4 after each stride 2)
+    mask_cls_size: int = 16  # roi: crop side in pixels
+    mask_cls_width: int = 8  # roi: channels of the first conv (x2, x4, x8 after each stride 2)
     mask_cls_feat: int = 0  # roi: mask-feature channels cropped (a 1x1 projection); 0: image + mask only
     mask_cls_bank: int = 48  # roi without features: crops of objects from other training images per image
     mask_cls_weight: float = 1.0
@@ -118,10 +118,12 @@ class Solov2Config(ModelConfigBase):
         # saved before the mask classifier: off; saved before the RoI one: the pooled one; every saved
         # config names point_head, but one without it is from when the head was the default; saved
         # before the third classifier stage, channel shuffling and flip TTA, or before the stride-2 input of
-        # the mask features: without them (the weights fit, resumes and predictions stay the same)
+        # the mask features: without them (the weights fit, resumes and predictions stay the same); the
+        # RoI classifier's crop side and width were 24 and 16 before they became 16 and 8
         return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", "point_head": True,
-                                  "mask_cls_stages": 2, "mask_cls_permute": False, "mask_cls_flip_tta": False,
-                                  "mask_fine": False, "mask_cls_objectness": "max", **d})
+                                  "mask_cls_size": 24, "mask_cls_width": 16, "mask_cls_stages": 2,
+                                  "mask_cls_permute": False, "mask_cls_flip_tta": False, "mask_fine": False,
+                                  "mask_cls_objectness": "max", **d})
 
 
 def mask_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -403,24 +405,23 @@ class SOLOv2Lite(InstanceSegModel):
         # floats (sums of 0s and 1s are exact), and float reductions are much faster than bool ones
         masks = (probs > cfg.mask_thr).to(probs.dtype)
         area = masks.flatten(1).sum(1)
+        # a property of the mask, whatever its class (an empty one is dropped below)
+        maskness = (probs * masks).flatten(1).sum(1) / area.clamp(min=1)
         keep = area > strides
-        if not keep.any():
-            return None
-        if not keep.all():  # (copies of the maps only when some go)
-            cell, logits, probs, masks, area, scores, label = (cell[keep], logits[keep], probs[keep], masks[keep],
-                                                               area[keep], scores[keep], label[keep])
-        # From here on a detection is (index of its candidate mask ``src``, label, score): the mask maps
-        # stay one per candidate, however many classes name it.
-        maskness = (probs * masks).flatten(1).sum(1) / area  # a property of the mask, whatever its class
         if self.mask_cls is not None:
             # objectness x maskness bounds every final score of the candidate (a class probability is
             # <= 1): those under the threshold need no classifier pass, which is the costly part
-            keep = scores * maskness >= cfg.update_thr
-            if not keep.any():
-                return None
-            if not keep.all():
-                cell, logits, probs, masks, area, scores, maskness = (cell[keep], logits[keep], probs[keep], masks[keep],
-                                                                      area[keep], scores[keep], maskness[keep])
+            keep &= scores * maskness >= cfg.update_thr
+        if not keep.any():
+            return None
+        # From here on a candidate is its row in the maps, ``row``, and a detection is (index of its
+        # candidate ``src``, label, score): the maps are gathered once, for the classifier, and the
+        # logits only for the detections finally kept.
+        row = None if keep.all() else keep.nonzero()[:, 0]
+        if row is not None:
+            cell, probs, masks, area, scores, maskness, label = (cell[row], probs[row], masks[row], area[row],
+                                                                 scores[row], maskness[row], label[row])
+        if self.mask_cls is not None:
             named = self.name_candidates(out, b, cell, scores, probs, masks)
             if named is None:
                 return None
@@ -443,7 +444,7 @@ class SOLOv2Lite(InstanceSegModel):
         scores, order = scores.sort(descending=True)
         order = order[: cfg.max_per_img]
         scores, src, label = scores[: cfg.max_per_img], src[order], label[order]
-        return cell[src], label, scores, logits[src]
+        return cell[src], label, scores, logits[src if row is None else row[src]]
 
     def objectness(self, grid: torch.Tensor) -> torch.Tensor:
         """(K,) objectness of candidate cells from their grid class scores ``grid`` (K, C) in [0, 1]
