@@ -320,14 +320,10 @@ def test_old_configs_load_with_the_classifier_they_were_trained_with() -> None:
     old = Solov2Config.from_dict({"num_classes": 2, "mask_classifier": True, "mask_cls_kind": "roi"})
     assert old.mask_cls_permute is False and old.mask_cls_flip_tta is False and old.mask_cls_stages == 2
     assert Solov2Config(num_classes=2).mask_cls_permute and Solov2Config(num_classes=2).mask_cls_flip_tta
-    # saved before the classifier's crops shrank to 16 px and its first conv to 8 channels: 24 px, 16
-    assert (old.mask_cls_size, old.mask_cls_width) == (24, 16)
-    assert (Solov2Config(num_classes=2).mask_cls_size, Solov2Config(num_classes=2).mask_cls_width) == (16, 8)
     # saved before the mask features read the stride-2 map: the same network (its weights load)
     assert old.mask_fine is False and Solov2Config(num_classes=2).mask_fine
     build_model(old).load_state_dict(build_model(Solov2Config(num_classes=2, point_head=True, mask_fine=False,
-                                                       mask_cls_stages=2, mask_cls_size=24,
-                                                       mask_cls_width=16)).state_dict())
+                                                       mask_cls_stages=2)).state_dict())
     old = Solov2Config.from_dict({"num_classes": 2, "mask_classifier": True})
     assert old.mask_cls_kind == "pooled" and type(build_model(old).mask_cls).__name__ == "MaskPooledClassifier"
     assert type(build_model(Solov2Config(num_classes=2)).mask_cls).__name__ == "RoIMaskClassifier"

@@ -56,15 +56,14 @@ class RoIMaskClassifier(nn.Module):
     learn from, and the bank multiplies its samples per step at a small cost.
     """
 
-    def __init__(self, feat_channels: int, hidden: int, num_classes: int, size: int = 16, width: int = 8,
+    def __init__(self, feat_channels: int, hidden: int, num_classes: int, size: int = 24, width: int = 16,
                  reduced: int = 0, stages: int = 3) -> None:
         super().__init__()
         self.size, self.width = size, width
         # a 1x1 projection before cropping: the crop's backward pass writes a full-size gradient map per
         # crop, so its cost grows with the channels cropped
         self.reduce = nn.Conv2d(feat_channels, reduced, 1) if reduced else None
-        # ``stages`` times: a stride-2 conv doubling the channels, then a conv (3 stages on 16 px crops:
-        # 16 -> 8 -> 4 -> 2 px).
+        # ``stages`` times: a stride-2 conv doubling the channels, then a conv (3: 24 -> 12 -> 6 -> 3 px).
         # Fewer stages never see a whole silhouette (with two, the last layer's cells see ~9 px) and
         # underfit their training crops; two-stage configs of older checkpoints still load (from_dict)
         layers, c = [conv_gn(3 + 1 + reduced, width)], width

@@ -73,8 +73,8 @@ class Solov2Config(ModelConfigBase):
     mask_classifier: bool = True
     mask_cls_kind: str = "roi"
     mask_cls_hidden: int = 128
-    mask_cls_size: int = 16  # roi: crop side in pixels
-    mask_cls_width: int = 8  # roi: channels of the first conv (x2, x4, x8 after each stride 2)
+    mask_cls_size: int = 24  # roi: crop side in pixels
+    mask_cls_width: int = 16  # roi: channels of the first conv (x2, x4 after each stride 2)
     mask_cls_feat: int = 0  # roi: mask-feature channels cropped (a 1x1 projection); 0: image + mask only
     mask_cls_bank: int = 48  # roi without features: crops of objects from other training images per image
     mask_cls_weight: float = 1.0
@@ -118,12 +118,10 @@ class Solov2Config(ModelConfigBase):
         # saved before the mask classifier: off; saved before the RoI one: the pooled one; every saved
         # config names point_head, but one without it is from when the head was the default; saved
         # before the third classifier stage, channel shuffling and flip TTA, or before the stride-2 input of
-        # the mask features: without them (the weights fit, resumes and predictions stay the same); the
-        # RoI classifier's crop side and width were 24 and 16 before they became 16 and 8
+        # the mask features: without them (the weights fit, resumes and predictions stay the same)
         return super().from_dict({"mask_classifier": False, "mask_cls_kind": "pooled", "point_head": True,
-                                  "mask_cls_size": 24, "mask_cls_width": 16, "mask_cls_stages": 2,
-                                  "mask_cls_permute": False, "mask_cls_flip_tta": False, "mask_fine": False,
-                                  "mask_cls_objectness": "max", **d})
+                                  "mask_cls_stages": 2, "mask_cls_permute": False, "mask_cls_flip_tta": False,
+                                  "mask_fine": False, "mask_cls_objectness": "max", **d})
 
 
 def mask_iou_pairs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
