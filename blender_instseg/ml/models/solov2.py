@@ -412,9 +412,9 @@ class SOLOv2Lite(InstanceSegModel):
             keep &= scores * maskness >= cfg.update_thr
         if not keep.any():
             return None
-        # From here on a candidate is its row in the maps, ``row``, and a detection is (index of its
-        # candidate ``src``, label, score): the maps are gathered once, for the classifier, and the
-        # logits only for the detections finally kept.
+        # The kept candidates' maps are gathered once, for the classifier and Matrix NMS; ``row`` (None
+        # when all are kept) maps them back to ``logits``, which is gathered only for the detections
+        # finally kept. From here on a detection is (index of its candidate ``src``, label, score).
         row = None if keep.all() else keep.nonzero()[:, 0]
         if row is not None:
             cell, probs, masks, area, scores, maskness, label = (cell[row], probs[row], masks[row], area[row],
