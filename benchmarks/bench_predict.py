@@ -4,7 +4,8 @@ Modes (each prints plain numbers and a Markdown table for docs/benchmarks.md, "P
 
   latency     per-image time of ``predict.predict_image``'s parts at 256^2 and 512^2, for 1 and 2
               threads, with and without the second-look classifier's flip TTA: forward (the network,
-              ``model(x)``), post-processing (``model.postprocess`` up to numpy arrays) and total
+              ``model(x)``), post-processing (``model.postprocess`` up to numpy arrays), of which the
+              second-look classifier's CNN (a network run inside post-processing), and total
               (letterbox + both). Both parts are timed inside the same loop over the images, many
               repeats, median and minimum, so a loaded machine skews them alike. Each thread count runs
               in a fresh child process (``torch.set_num_threads`` holds for the process).
@@ -80,12 +81,15 @@ def latency_child(size: int, threads: int, checkpoint: str | None, images: str |
     with tempfile.TemporaryDirectory() as work:
         paths = _image_paths(images, Path(work))[:count]
         imgs = [cv2.resize(read_image(p), (size, size), interpolation=cv2.INTER_LINEAR) for p in paths]
-    has_tta = hasattr(model.cfg, "mask_cls_flip_tta") and getattr(model, "mask_cls", None) is not None
+    # one class (the bundled weights): the classifier never runs (SOLOv2Lite.name_candidates)
+    has_tta = (hasattr(model.cfg, "mask_cls_flip_tta") and getattr(model, "mask_cls", None) is not None
+               and getattr(model.cfg, "num_classes", 2) > 1)
+    classifier_s = _time_classifier(model)
     rows = []
     for tta in ((True, False) if has_tta else (None,)):
         if tta is not None:
             model.cfg.mask_cls_flip_tta = tta
-        times: dict[str, list[float]] = {"forward": [], "post": [], "total": []}
+        times: dict[str, list[float]] = {"forward": [], "post": [], "classifier": [], "total": []}
         kept = []
         with torch.no_grad():
             model(to_tensor(letterbox(imgs[0], size)[0])[None])  # warm-up
@@ -97,10 +101,12 @@ def latency_child(size: int, threads: int, checkpoint: str | None, images: str |
                     t1 = time.perf_counter()
                     out = model(x)
                     t2 = time.perf_counter()
+                    classifier_s[0] = 0.0
                     res = {k: v.cpu().numpy() for k, v in model.postprocess(out, 0, valid, img.shape[:2]).items()}
                     t3 = time.perf_counter()
                     times["forward"].append(t2 - t1)
                     times["post"].append(t3 - t2)
+                    times["classifier"].append(classifier_s[0])
                     times["total"].append(t3 - t0)
                     kept.append(len(res["scores"]))
         row = {"size": size, "threads": threads, "flip_tta": tta, "threshold": round(used, 4),
@@ -109,8 +115,32 @@ def latency_child(size: int, threads: int, checkpoint: str | None, images: str |
             row[f"{part}_ms"] = round(1000 * statistics.median(values), 1)
             row[f"{part}_ms_min"] = round(1000 * min(values), 1)
         row["total_over_forward"] = round(row["total_ms"] / row["forward_ms"], 2)
+        # the same ratio with the second-look classifier's CNN counted as network (the rest of
+        # post-processing against both networks)
+        row["total_over_networks"] = round(row["total_ms"] / (row["forward_ms"] + row["classifier_ms"]), 2)
         rows.append(row)
     return rows
+
+
+def _time_classifier(model) -> list[float]:  # type: ignore[no-untyped-def]
+    """Wraps the second-look classifier's network (its CNN and MLP, inside ``postprocess``) so each
+    call adds its seconds to the returned one-element list; the list stays 0 without a classifier."""
+    spent = [0.0]
+    classifier = getattr(model, "mask_cls", None)
+    if classifier is None:
+        return spent
+    name = "classify" if hasattr(classifier, "classify") else "forward"
+    inner = getattr(classifier, name)
+
+    def timed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    setattr(classifier, name, timed)
+    return spent
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
@@ -128,12 +158,14 @@ def cmd_latency(args: argparse.Namespace) -> int:
                 rows.append(row)
                 print(json.dumps(row))
     print()
-    print("| size | threads | flip TTA | masks kept | forward ms | post-processing ms | total ms | total / forward |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| size | threads | flip TTA | masks kept | forward ms | post-processing ms | of which classifier CNN ms "
+          "| total ms | total / forward | total / (forward + classifier CNN) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         tta = {True: "on", False: "off", None: "-"}[r["flip_tta"]]
         print(f"| {r['size']}^2 | {r['threads']} | {tta} | {r['masks_kept']} | {r['forward_ms']} ({r['forward_ms_min']}) "
-              f"| {r['post_ms']} ({r['post_ms_min']}) | {r['total_ms']} ({r['total_ms_min']}) | {r['total_over_forward']} |")
+              f"| {r['post_ms']} ({r['post_ms_min']}) | {r['classifier_ms']} ({r['classifier_ms_min']}) "
+              f"| {r['total_ms']} ({r['total_ms_min']}) | {r['total_over_forward']} | {r['total_over_networks']} |")
     print(f"median (minimum) of {rows[0]['samples']} images; threshold {rows[0]['threshold']}")
     return 0
 
