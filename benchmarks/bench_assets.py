@@ -1,10 +1,11 @@
 """The user's asset files against the built-in shapes: generator throughput and memory.
 
     .venv-blender/bin/python benchmarks/bench_assets.py [--assets 20] [--tris 20000] [--images 100]
-        [--rgb-images 10] [--long-images 1000] [--out DIR]
+        [--rgb-images 10] [--long-images 1000] [--max-triangles N] [--out DIR]
 
 1. Makes ``--assets`` glTF files of about ``--tris`` triangles each (noisy icospheres, one
-   material each) through Blender's glTF exporter in a child process, in 5 category folders.
+   material each) through Blender's glTF exporter in a child process, in 5 category folders
+   (``--max-triangles N``: the asset runs simplify them to N at import, the generator's flag).
 2. Masks-only 256x256 and 16-spp RGB 256x256 datasets with the built-in shapes and with the assets
    (``scripts/generate.py --assets``), same seed and counts: images/s from the generator's own
    ``done`` event (rendering only), the CPU time per image of that loop (``cpu_seconds``: the work
@@ -118,20 +119,21 @@ def run(args: argparse.Namespace) -> int:
         sys.exit(f"error: {root} exists; remove it or pass another --out")
     assets = root / "assets"
     tris = make_assets(assets, args.assets, args.tris)
-    print(f"{args.assets} glTF assets of {tris} triangles each in {assets}")
+    print(f"{args.assets} glTF assets of {tris} triangles each in {assets}"
+          + (f", simplified to at most {args.max_triangles} at import (--max-triangles)" if args.max_triangles else ""))
+    use_assets = ["--assets", str(assets)] + (["--max-triangles", str(args.max_triangles)] if args.max_triangles else [])
     print("| run | images | images/s (render loop) | CPU ms per image | whole command, s | peak RSS, MiB |")
     print("|---|---|---|---|---|---|")
     rates = {}
     for rgb, n in ((False, args.images), (True, args.rgb_images)):
         label = "RGB 16 spp 256x256" if rgb else "masks-only 256x256"
-        for source, extra in (("built-in shapes", []), ("assets", ["--assets", str(assets)])):
+        for source, extra in (("built-in shapes", []), ("assets", use_assets)):
             name = f"{'rgb' if rgb else 'masks'}-{'assets' if extra else 'builtin'}"
             rate, cpu, wall, rss, _ = generate(root / name, n, extra, rgb)
             rates[name] = rate
             print(f"| {label}, {source} | {n} | {rate:.2f} | {cpu:.0f} | {wall:.1f} | {rss:.0f} |", flush=True)
     marks = (args.images, args.long_images)
-    rate, cpu, wall, rss, at = generate(root / "masks-assets-long", args.long_images, ["--assets", str(assets)], False,
-                                        marks)
+    rate, cpu, wall, rss, at = generate(root / "masks-assets-long", args.long_images, use_assets, False, marks)
     print(f"| masks-only 256x256, assets | {args.long_images} | {rate:.2f} | {cpu:.0f} | {wall:.1f} | {rss:.0f} |")
     print("RSS of the long run (VmRSS when the progress event of that image arrives): "
           + ", ".join(f"after {k} images {v:.0f} MiB" for k, v in sorted(at.items())) + " (goal: flat)")
@@ -147,6 +149,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--rgb-images", type=int, default=10)
     parser.add_argument("--long-images", type=int, default=1000)
+    parser.add_argument("--max-triangles", type=int, default=0,
+                        help="pass --max-triangles N to the asset runs (simplified at import; default 0: as made)")
     parser.add_argument("--out", type=Path, default=None,
                         help="work folder, must not exist (default: a new temporary folder)")
     args = parser.parse_args()

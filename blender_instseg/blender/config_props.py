@@ -70,6 +70,9 @@ ENUMS: dict[str, tuple[tuple[str, str, str], ...]] = {
 # config key -> (label, help). One line per field; a field without one gets its key as the label.
 FIELDS: dict[str, tuple[str, str]] = {
     "objects.keep_asset_materials": ("Keep Asset Materials", "Imported assets keep their own materials; off: the random palette"),
+    "objects.max_triangles": ("Max Triangles", "Simplify each imported mesh (objects and distractors) with more "
+                              "triangles to this many, once at import; 0 keeps them all. Dense meshes render "
+                              "slowly on a CPU; the masks stay exact"),
     "objects.scale": ("Scale", "Size of an object's largest half-extent in metres (low, high), unless Real Size"),
     "objects.scatter_radius": ("Scatter Radius", "Objects are placed in a disc of this radius (metres)"),
     "objects.linked_duplicates": ("Linked Duplicates", "Chance that an object reuses the previous object's mesh and material"),

@@ -64,6 +64,10 @@ class ObjectsConfig:
     per_category: dict[str, dict[str, Any]] = field(default_factory=dict)
     # "file:" assets keep the materials they were imported with (textures, UVs); False: the random palette
     keep_asset_materials: bool = True
+    # every imported mesh ("file:" and "blend:" shapes, objects and distractors) with more triangles is
+    # simplified to at most this many once, at import (Blender's Decimate modifier); 0 keeps them all.
+    # Dense scans render slowly on a CPU; the masks stay exact (they come from the simplified mesh)
+    max_triangles: int = 0
     scale: list[float] = field(default_factory=lambda: [0.35, 0.8])  # size of the object's largest half-extent, metres
     scatter_radius: float = 2.2  # objects are placed in a disc of this radius on the ground
     linked_duplicates: float = 0.0  # probability that an object reuses the previous object's mesh+material (tests)
@@ -437,6 +441,8 @@ class GeneratorConfig:
         _check(o.max_resample >= 0, "objects.max_resample must be >= 0")
         _check(isinstance(o.min_visible_pixels, int) and o.min_visible_pixels >= 1,
                f"objects.min_visible_pixels must be an integer >= 1, got {o.min_visible_pixels!r}")
+        _check(isinstance(o.max_triangles, int) and not isinstance(o.max_triangles, bool) and o.max_triangles >= 0,
+               f"objects.max_triangles must be an integer >= 0 (0: keep every triangle), got {o.max_triangles!r}")
         _check(0.0 <= o.min_visible_fraction <= 1.0,
                f"objects.min_visible_fraction must be in [0, 1], got {o.min_visible_fraction}")
         d = self.distractors

@@ -69,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="free: random 3D rotation (default); upright: random turn about the vertical axis only")
     a.add_argument("--real-size", action="store_true", default=None,
                    help="keep every object's own size in metres instead of drawing it from objects.scale")
+    a.add_argument("--max-triangles", type=int, metavar="N",
+                   help="simplify each of your meshes (--assets, --blend, --distractors) that has more than N "
+                        "triangles to N, once at import (Blender's Decimate): dense scans render much faster "
+                        "on a CPU, and the masks stay exact (default 0: keep every triangle)")
     k = p.add_argument_group("looks (override the config; your own images: docs/generator.md)")
     k.add_argument("--hdri", type=path_arg, metavar="DIR",
                    help="equirectangular environments (.hdr .exr .png .jpg under DIR) light the scene and are "
@@ -139,6 +143,8 @@ def resolve_config(args: argparse.Namespace) -> GeneratorConfig:
         cfg.objects.placement = args.placement
     if args.real_size:
         cfg.objects.real_size = True
+    if args.max_triangles is not None:
+        cfg.objects.max_triangles = args.max_triangles
     for flag, (owner, key) in zip((args.hdri, args.backgrounds, args.textures), media.LOOK_FOLDERS):
         if flag is not None:
             setattr(getattr(cfg, owner), key, str(flag.resolve()))
@@ -196,6 +202,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--frames must be >= 1, got {args.frames}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if args.max_triangles is not None and args.max_triangles < 0:
+        raise UsageError(f"--max-triangles must be >= 0 (0: keep every triangle), got {args.max_triangles}")
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if (args.shard is None) != (args.num_shards is None):

@@ -24,7 +24,8 @@ from .cli import UsageError
 # defaults is then refused, naming the filter, since the labels would differ.)
 _BEFORE_THEY_EXISTED: dict[str, dict[str, Any]] = {
     "objects": {"assets_dir": "", "blend_file": "", "placement": "free", "real_size": False, "per_category": {},
-                "keep_asset_materials": True, "min_visible_pixels": 1, "min_visible_fraction": 0.0},
+                "keep_asset_materials": True, "min_visible_pixels": 1, "min_visible_fraction": 0.0,
+                "max_triangles": 0},
     "distractors": {"shapes": [], "assets_dir": "", "min_count": 0, "max_count": 0, "scale": [0.35, 0.8],
                     "placement": "free", "keep_asset_materials": True},
     # the looks (no folder: no HDRI, photo or texture, the worlds and materials of before)

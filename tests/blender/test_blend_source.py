@@ -114,6 +114,18 @@ def test_collections_are_categories_and_their_contents_templates(blend_file: Pat
     assert _sha(blend_file) == before
 
 
+def test_max_triangles_simplifies_a_template_and_keeps_its_materials(blend_file: Path) -> None:
+    """A collection template (cup + handle merged) goes through the same simplification as asset files."""
+    builder.reset_blender()
+    before = _sha(blend_file)
+    light = meshes.get_shape("blend:Mugs/mug_set", user_dir=str(blend_file), max_triangles=300)
+    full = meshes.get_shape("blend:Mugs/mug_set", user_dir=str(blend_file))  # (its material: glaze.001)
+    assert len(full.tris) > 1000 and 250 <= len(light.tris) <= 300
+    assert [m.name for m in light.mesh.materials if m] == ["glaze"]
+    assert _sha(blend_file) == before
+    builder.reset_blender()
+
+
 def _generate(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(ROOT / "scripts" / "generate.py"), *args], capture_output=True,
                           text=True, timeout=300)

@@ -61,6 +61,9 @@ CASES: list[tuple[str, list[str]]] = [
     ("--assets and --blend", ["--out", "{out}", "--assets", "{empty}", "--blend", "{file}"]),
     ("missing --blend", ["--out", "{out}", "--blend", "{tmp}/none.blend"]),
     ("missing --distractors", ["--out", "{out}", "--distractors", "{tmp}/none"]),
+    ("--max-triangles negative", ["--out", "{out}", "--max-triangles", "-1"]),
+    ("--max-triangles not a number", ["--out", "{out}", "--max-triangles", "many"]),
+    ("--config max_triangles a word", ["--out", "{out}", "--config", "{many_triangles}"]),
     ("empty --hdri", ["--out", "{out}", "--hdri", ""]),
     ("missing --hdri", ["--out", "{out}", "--hdri", "{tmp}/none"]),
     ("--hdri without an image", ["--out", "{out}", "--hdri", "{empty}"]),
@@ -90,11 +93,13 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "bad.toml").write_text("[objects\nmin_count = 1\n")
     (root / "unknown.toml").write_text("[objects]\nmin_cout = 1\n")
     (root / "wrong.toml").write_text("[render]\nsamples = \"many\"\n")
+    (root / "triangles.toml").write_text("[objects]\nmax_triangles = \"many\"\n")
     (root / "plan_huge.json").write_text(json.dumps([{"seed": 1, "count": 10**12}]))
     (root / "plan_twice.json").write_text(json.dumps([{"seed": 1, "count": 2}, {"seed": 1, "count": 1}]))
     return {"root": str(root), "ds": str(root / "ds"), "file": str(root / "file.txt"), "empty": str(root / "empty"),
             "locked": str(root / "locked"), "bad_toml": str(root / "bad.toml"),
             "unknown_key": str(root / "unknown.toml"), "wrong_type": str(root / "wrong.toml"),
+            "many_triangles": str(root / "triangles.toml"),
             "plan_huge": str(root / "plan_huge.json"), "plan_twice": str(root / "plan_twice.json")}
 
 

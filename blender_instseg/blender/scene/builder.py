@@ -236,7 +236,7 @@ def build_scene(cfg: GeneratorConfig, seed: int, *, build_appearance: bool = Tru
             shape = prev_shape if dup and prev_shape is not None else shapes[int(layout.integers(0, len(shapes)))]
         else:
             dup, shape = False, picks[i]
-        sm = meshes.get_shape(shape, assets_dir, cfg.source_of(shape, oc.assets_dir))
+        sm = meshes.get_shape(shape, assets_dir, cfg.source_of(shape, oc.assets_dir), oc.max_triangles)
         scale = float(layout.uniform(oc.scale[0], oc.scale[1]))  # drawn either way: streams stay aligned
         if cfg.real_size_of(shape):
             scale = sm.size
@@ -357,7 +357,7 @@ def _add_distractors(cfg: GeneratorConfig, rng: np.random.Generator, collection:
     out = []
     for k in range(int(rng.integers(d.min_count, d.max_count + 1))):
         shape = d.shapes[int(rng.integers(0, len(d.shapes)))]
-        sm = meshes.get_shape(shape, assets_dir, cfg.source_of(shape, d.assets_dir))
+        sm = meshes.get_shape(shape, assets_dir, cfg.source_of(shape, d.assets_dir), cfg.objects.max_triangles)
         scale = float(rng.uniform(d.scale[0], d.scale[1]))
         rot = _random_rotation(rng) if d.placement == "free" else _random_yaw(rng)
         rotated = (np.asarray(rot.to_matrix(), np.float64) @ sm.verts.T).T * scale

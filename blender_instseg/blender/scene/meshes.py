@@ -177,11 +177,11 @@ def check_assets(names: list[str], assets_dir: Path | None = None) -> None:
             raise ValueError(f"unknown asset {name!r}: no file {p} (run scripts/make_assets.py or fix objects.shapes)")
 
 
-def preload(shapes: list[str], user_dir: str) -> None:
+def preload(shapes: list[str], user_dir: str, max_triangles: int = 0) -> None:
     """Import every ``file:`` shape now: a file that does not import fails before anything is written
     (``assets.AssetImportError``, one line naming the file), and the meshes are cached for the run."""
     for shape in shapes:
-        get_shape(shape, user_dir=user_dir)
+        get_shape(shape, user_dir=user_dir, max_triangles=max_triangles)
 
 
 def _torus(major_segments: int = 32, minor_segments: int = 12, minor_radius: float = 0.3) -> tuple[np.ndarray, list[list[int]]]:
@@ -242,7 +242,7 @@ def _normalise(mesh: bpy.types.Mesh) -> float:
     return size
 
 
-def _build(shape: str, assets_dir: Path | None, user_dir: str) -> tuple[bpy.types.Mesh, float]:
+def _build(shape: str, assets_dir: Path | None, user_dir: str, max_triangles: int) -> tuple[bpy.types.Mesh, float]:
     name = f"shape_{shape.replace(':', '_')}"
     if shape == "torus":
         v, f = _torus()
@@ -260,6 +260,8 @@ def _build(shape: str, assets_dir: Path | None, user_dir: str) -> tuple[bpy.type
         mesh = blend_source.import_template(Path(user_dir), shape, name)
     else:
         raise ValueError(f"unknown shape {shape!r}")
+    if shape.startswith((FILE_PREFIX, BLEND_PREFIX)):
+        assets.simplify(mesh, max_triangles, shape)
     size = _normalise(mesh)
     if not shape.startswith((FILE_PREFIX, BLEND_PREFIX)):  # the user's assets keep their own shading
         for poly in mesh.polygons:
@@ -277,14 +279,16 @@ def _alive(item: ShapeMesh) -> bool:
         return False
 
 
-def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "") -> ShapeMesh:
+def get_shape(shape: str, assets_dir: Path | None = None, user_dir: str = "", max_triangles: int = 0) -> ShapeMesh:
     """The shared mesh for ``shape`` (built on first use, rebuilt after a factory reset); ``user_dir``
-    is the folder of ``file:`` shapes (objects.assets_dir) or the .blend of ``blend:`` ones."""
-    key = f"{user_dir}|{shape}" if shape.startswith((FILE_PREFIX, BLEND_PREFIX)) else shape
+    is the folder of ``file:`` shapes (objects.assets_dir) or the .blend of ``blend:`` ones, whose
+    meshes are simplified to ``max_triangles`` (objects.max_triangles; 0: kept as they are)."""
+    user = shape.startswith((FILE_PREFIX, BLEND_PREFIX))
+    key = f"{user_dir}|{max_triangles}|{shape}" if user else shape
     item = _cached(key)
     if item is not None:
         return item
-    mesh, size = _build(shape, assets_dir, user_dir)
+    mesh, size = _build(shape, assets_dir, user_dir, max_triangles if user else 0)
     n = len(mesh.vertices)
     verts = np.empty(n * 3, np.float64)
     mesh.vertices.foreach_get("co", verts)
