@@ -14,3 +14,13 @@ def addon():
     assert addon_utils.enable("blender_instseg", default_set=True) is not None
     yield
     addon_utils.disable("blender_instseg", default_set=True)
+
+
+@pytest.fixture
+def fresh_blender_each_test():
+    """Factory settings before and after the test: no datablock of one test reaches the next."""
+    from blender_instseg.blender.scene import builder
+
+    builder.reset_blender()
+    yield
+    builder.reset_blender()

@@ -12,17 +12,15 @@ in one line before anything is written.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("fresh_blender_each_test")]
 
 import bpy  # noqa: E402
 
@@ -32,6 +30,8 @@ from blender_instseg.blender.scene import builder, meshes  # noqa: E402
 from blender_instseg.core.formats import coco  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
 from blender_instseg.generator import sources  # noqa: E402
+from tests.blender.bpy_child import run_bpy_script  # noqa: E402
+from tests.blender.exact_masks import assert_one_object_mask_is_exact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "generate.py"
@@ -90,19 +90,8 @@ CATEGORIES = ["ball", "boxes", "cone", "pair", "poles"]
 @pytest.fixture(scope="module")
 def assets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("user_assets") / "assets"
-    script = out.parent / "make_assets.py"
-    script.write_text(textwrap.dedent(MAKE_ASSETS), encoding="utf-8")
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(out.parent / "blender-user"))
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_bpy_script(MAKE_ASSETS, out.parent, str(out))
     return out
-
-
-@pytest.fixture(autouse=True)
-def fresh_blender():
-    builder.reset_blender()
-    yield
-    builder.reset_blender()
 
 
 def _cfg(assets_dir: Path, **objects) -> GeneratorConfig:
@@ -152,12 +141,7 @@ def test_single_asset_amodal_equals_cycles_mask(assets_dir: Path, shape: str) ->
     cfg.objects.shapes = {shape: cfg.objects.shapes[shape]}
     cfg.camera.distance = [2.5, 3.5]
     built = builder.build_scene(cfg, 11, build_appearance=False)
-    cy.configure(cy.RenderSettings(64, 48, 1, True, 0, False))
-    ids = cy.index_map(cy.render())
-    stack, _ = annotate.amodal_masks(built, 64, 48)
-    visible = ids == 1
-    assert visible.sum() > 20
-    assert np.array_equal(stack[0], visible)
+    assert_one_object_mask_is_exact(built, 64, 48)
 
 
 def test_upright_keeps_the_up_axis_and_real_size_keeps_metres(assets_dir: Path) -> None:

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ import bpy  # noqa: E402
 
 from blender_instseg.blender.scene import blend_source, builder, meshes  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
+from tests.blender.bpy_child import run_bpy_script  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,12 +77,7 @@ bpy.ops.wm.save_as_mainfile(filepath=sys.argv[1])
 def blend_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("artist")
     path = folder / "products.blend"
-    script = folder / "make.py"
-    script.write_text(textwrap.dedent(MAKE_BLEND), encoding="utf-8")
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(folder / "user"))
-    proc = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, env=env,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_bpy_script(MAKE_BLEND, folder, str(path))
     return path
 
 

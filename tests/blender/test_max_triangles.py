@@ -11,24 +11,22 @@ dataset validates.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.bpy
+pytestmark = [pytest.mark.bpy, pytest.mark.usefixtures("fresh_blender_each_test")]
 
 import bpy  # noqa: E402,F401
 
-from blender_instseg.blender.render import annotate  # noqa: E402
-from blender_instseg.blender.render import cycles as cy  # noqa: E402
 from blender_instseg.blender.scene import assets, builder, meshes  # noqa: E402
 from blender_instseg.core.genconfig import GeneratorConfig  # noqa: E402
 from blender_instseg.generator import sources  # noqa: E402
+from tests.blender.bpy_child import run_bpy_script  # noqa: E402
+from tests.blender.exact_masks import assert_one_object_mask_is_exact  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DENSE = 5120  # an icosphere of 5 subdivisions
@@ -64,19 +62,8 @@ bpy.ops.export_scene.gltf(filepath=str(out / "boxes" / "box.glb"))
 @pytest.fixture(scope="module")
 def assets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dense_assets") / "assets"
-    script = out.parent / "make_dense.py"
-    script.write_text(textwrap.dedent(MAKE_DENSE), encoding="utf-8")
-    env = dict(os.environ, BLENDER_USER_RESOURCES=str(out.parent / "blender-user"))
-    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_bpy_script(MAKE_DENSE, out.parent, str(out))
     return out
-
-
-@pytest.fixture(autouse=True)
-def fresh_blender():
-    builder.reset_blender()
-    yield
-    builder.reset_blender()
 
 
 def _cfg(assets_dir: Path, max_triangles: int) -> GeneratorConfig:
@@ -118,12 +105,7 @@ def test_the_simplified_mesh_masks_are_exact(assets_dir: Path) -> None:
     cfg.camera.distance = [2.5, 3.5]
     built = builder.build_scene(cfg, 7, build_appearance=False)
     assert assets.triangle_count(built.objects[0].obj.data) <= 600
-    cy.configure(cy.RenderSettings(64, 48, 1, True, 0, False))
-    ids = cy.index_map(cy.render())
-    stack, _ = annotate.amodal_masks(built, 64, 48)
-    visible = ids == 1
-    assert visible.sum() > 20
-    assert np.array_equal(stack[0], visible)
+    assert_one_object_mask_is_exact(built, 64, 48)
 
 
 def test_generate_records_the_limit_and_the_dataset_validates(assets_dir: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import bmesh
 import bpy
+import numpy as np
 
 
 log = logging.getLogger(__name__)
@@ -164,10 +165,12 @@ def _weld(mesh: bpy.types.Mesh) -> None:
     flat-shaded glTF has three per triangle), and Decimate cannot collapse across such a split: on
     a mesh of loose triangles it deletes whole triangles and leaves holes. Face corners keep their
     own UVs and normals, so seams and hard edges survive as corner data."""
+    co = np.empty(len(mesh.vertices) * 3, np.float64)
+    mesh.vertices.foreach_get("co", co)
+    extent = float(np.abs(co).max()) if len(co) else 1.0
     bm = bmesh.new()
     bm.from_mesh(mesh)
-    extent = max((max(abs(c) for c in v.co) for v in bm.verts), default=1.0)
-    bmesh.ops.remove_doubles(bm, verts=bm.verts, dist=1e-6 * max(extent, 1e-9))
+    bmesh.ops.remove_doubles(bm, verts=list(bm.verts), dist=1e-6 * max(extent, 1e-9))
     bm.to_mesh(mesh)
     bm.free()
     mesh.update()
@@ -190,6 +193,7 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
     holder = bpy.data.objects.new("instseg_simplify", mesh)
     bpy.context.scene.collection.objects.link(holder)
     modifier = holder.modifiers.new("instseg_decimate", "DECIMATE")
+    assert isinstance(modifier, bpy.types.DecimateModifier)
     modifier.decimate_type = "COLLAPSE"
     modifier.use_collapse_triangulate = True
     ratio, result = max_triangles / before, None
@@ -205,6 +209,7 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
             if after <= max_triangles:
                 break
             ratio *= 0.98 * max_triangles / after
+        assert result is not None
         bm = bmesh.new()
         bm.from_mesh(result)
         bm.to_mesh(mesh)  # the geometry only: the mesh keeps its name, users and material slots
