@@ -137,10 +137,10 @@ def run(args: argparse.Namespace) -> int:
 
         blend_source.use_blend(cfg, args.blend, args.blend_collection)
         cfg.validate()
-    most = cfg.objects.max_triangles
-    meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir, most)
-    meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir, most)
-    meshes.preload(cfg.blend_shapes(), cfg.objects.blend_file, most)
+    max_triangles = cfg.objects.max_triangles
+    meshes.preload(cfg.file_shapes(), cfg.objects.assets_dir, max_triangles)
+    meshes.preload(cfg.distractor_file_shapes(), cfg.distractors.assets_dir, max_triangles)
+    meshes.preload(cfg.blend_shapes(), cfg.objects.blend_file, max_triangles)
     entries, pairs, num_images = cli.resolve_plan(args, cfg.sequence.frames)
     conf = dataset_config(cfg, args.seed, num_images, entries)
     write_or_check_config(out, conf, write=False)  # a resume with other settings is refused before any write

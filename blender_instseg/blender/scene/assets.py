@@ -181,9 +181,8 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
     modifier (collapse, triangulated), keeping its material slots, per-face materials and UV maps;
     returns the triangle count it ends with. A mesh within the limit is left as it is.
 
-    Why: Cycles on a CPU traces dense meshes much more slowly (a 20k-triangle asset scene renders at
-    ~60 % of the rate of one with ~1k-triangle assets), and scans often carry far more triangles than
-    a 256-1024 px training image can show. The masks stay exact: they come from this mesh, the one
+    Why: Cycles on a CPU traces dense meshes much more slowly (docs/benchmarks.md, by mesh density),
+    and scans often carry far more triangles than a 256-1024 px training image can show. The masks stay exact: they come from this mesh, the one
     rendered. Collapse lands near the requested ratio, not on it, so the ratio is lowered and the
     collapse repeated (from the original) until the count is within the limit."""
     before = triangle_count(mesh)

@@ -260,7 +260,7 @@ def _build(shape: str, assets_dir: Path | None, user_dir: str, max_triangles: in
         mesh = blend_source.import_template(Path(user_dir), shape, name)
     else:
         raise ValueError(f"unknown shape {shape!r}")
-    if shape.startswith((FILE_PREFIX, BLEND_PREFIX)):
+    if max_triangles:
         assets.simplify(mesh, max_triangles, shape)
     size = _normalise(mesh)
     if not shape.startswith((FILE_PREFIX, BLEND_PREFIX)):  # the user's assets keep their own shading
