@@ -323,9 +323,10 @@ STILL_RUNS = {
 }
 
 
-# Config sections added after the digests were taken, with the value that renders what those runs
-# rendered: left out of config.json's digest when they hold it (any other value still changes it).
-_ADDED_SINCE = {"looks": {"plain_probability": 0.0}}
+# Config keys added after the digests were taken, per section, with the value that renders what those
+# runs rendered: left out of config.json's digest when they hold it (any other value still changes
+# it), and a section left empty with them.
+_ADDED_SINCE = {"looks": {"plain_probability": 0.0}, "objects": {"max_triangles": 0}}
 
 
 def _digests(root: Path) -> tuple[str, str]:
@@ -339,8 +340,12 @@ def _digests(root: Path) -> tuple[str, str]:
         if rel == "config.json":
             conf = json.loads(data)
             conf.pop("version")
-            for section, before in _ADDED_SINCE.items():
-                if conf["generator"].get(section) == before:
+            for section, added in _ADDED_SINCE.items():
+                keys = conf["generator"].get(section, {})
+                for key, before in added.items():
+                    if key in keys and keys[key] == before:
+                        del keys[key]
+                if section in conf["generator"] and not keys:
                     del conf["generator"][section]
             data = json.dumps(conf, sort_keys=True).encode()
         target = pixels if rel.startswith(("images/", "depth/")) or rel == "preview.png" else labels
