@@ -184,7 +184,9 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
     Why: Cycles on a CPU traces dense meshes much more slowly (docs/benchmarks.md, by mesh density),
     and scans often carry far more triangles than a 256-1024 px training image can show. The masks stay exact: they come from this mesh, the one
     rendered. Collapse lands near the requested ratio, not on it, so the ratio is lowered and the
-    collapse repeated (from the original) until the count is within the limit."""
+    collapse repeated (from the original) until the count is within the limit; a limit below what
+    collapse can reach (a couple of triangles per separate part) ends where it stops, and the log
+    says where."""
     before = triangle_count(mesh)
     if max_triangles <= 0 or before <= max_triangles:
         return before
