@@ -202,8 +202,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--frames must be >= 1, got {args.frames}")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
-    if args.max_triangles is not None and args.max_triangles < 0:
-        raise UsageError(f"--max-triangles must be >= 0 (0: keep every triangle), got {args.max_triangles}")
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if (args.shard is None) != (args.num_shards is None):

@@ -182,8 +182,8 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
     returns the triangle count it ends with. A mesh within the limit is left as it is.
 
     Why: Cycles on a CPU traces dense meshes much more slowly (docs/benchmarks.md, by mesh density),
-    and scans often carry far more triangles than a 256-1024 px training image can show. The masks stay exact: they come from this mesh, the one
-    rendered. Collapse lands near the requested ratio, not on it, so the ratio is lowered and the
+    and scans often carry far more triangles than a 256-1024 px training image can show. The masks
+    stay exact: they come from this mesh, the one rendered. Collapse lands near the requested ratio, not on it, so the ratio is lowered and the
     collapse repeated (from the original) until the count is within the limit; a limit below what
     collapse can reach (a couple of triangles per separate part) ends where it stops, and the log
     says where."""
@@ -197,7 +197,7 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
     assert isinstance(modifier, bpy.types.DecimateModifier)
     modifier.decimate_type = "COLLAPSE"
     modifier.use_collapse_triangulate = True
-    ratio, result = max_triangles / before, None
+    ratio, result, after = max_triangles / before, None, before
     try:
         for _ in range(4):
             modifier.ratio = ratio
@@ -220,7 +220,6 @@ def simplify(mesh: bpy.types.Mesh, max_triangles: int, label: str = "") -> int:
         bpy.data.objects.remove(holder, do_unlink=True)
         if result is not None:
             bpy.data.meshes.remove(result)
-    after = triangle_count(mesh)
     log.info("%s: simplified from %d to %d triangles (max_triangles %d)", label or mesh.name, before, after,
              max_triangles)
     return after
